@@ -1,0 +1,105 @@
+"""The project's one error tree. Every failure a caller can act on is one of these.
+
+    PipelineError
+    ├── ConfigError                 bad settings or job file (names the file and field)
+    ├── DatasetError                a subject folder that cannot be trained as it is
+    ├── StateConflict               the state store disagrees with what was asked
+    ├── LockHeld                    another run holds the job's lock
+    └── ApiError                    anything the hosted API (or the way to it) answered
+        ├── TransportError          connection refused/reset/dropped, timeouts (transient)
+        ├── ApiStatusError          an HTTP error answer: status, reason, message, path
+        │   ├── TransientApiError   429, 500, 502, 503, 504: worth retrying later
+        │   │   └── RateLimited     429, with the server's Retry-After when it sent one
+        │   ├── PermanentApiError   other 4xx/5xx: retrying the same request will not help
+        │   │   └── NotFound        404 (TASK_NOT_FOUND, API_NOT_FOUND)
+        │   ├── BadCredentials      400 MISSING_API_KEY, 401, 403 INVALID_API_KEY
+        │   └── UploadUrlExpired    403 on a presigned PUT/GET: ask for a new URL
+        └── IntegrityError          a download that does not match its advertised hash
+
+Messages never contain the API key: the client never formats headers into them.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Root of every error the pipeline raises on purpose."""
+
+
+class ConfigError(PipelineError):
+    """Settings or a job file are invalid; the message names the file and the field."""
+
+
+class DatasetError(PipelineError):
+    """A subject folder cannot be trained as it is."""
+
+
+class StateConflict(PipelineError):
+    """The state store holds something that contradicts the requested change."""
+
+
+class LockHeld(PipelineError):
+    """Another run of the same job holds its lock."""
+
+
+class ApiError(PipelineError):
+    """Base of everything that went wrong talking to the API."""
+
+    transient: bool = False
+
+
+class TransportError(ApiError):
+    """The request did not get an HTTP answer (connection error, timeout)."""
+
+    transient = True
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(f"{message} ({path})" if path else message)
+        self.path = path
+
+
+class ApiStatusError(ApiError):
+    """The API answered with an HTTP error."""
+
+    def __init__(self, status: int, reason: str, message: str, path: str) -> None:
+        super().__init__(f"{status} {reason}: {message} ({path})")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.path = path
+
+
+class TransientApiError(ApiStatusError):
+    """An answer that may well succeed on a later try (429, 5xx)."""
+
+    transient = True
+
+
+class RateLimited(TransientApiError):
+    """429: over the account's rate limit."""
+
+    def __init__(
+        self, status: int, reason: str, message: str, path: str, retry_after: float | None = None
+    ) -> None:
+        super().__init__(status, reason, message, path)
+        self.retry_after = retry_after
+
+
+class PermanentApiError(ApiStatusError):
+    """An answer that will not change if the same request is sent again."""
+
+
+class NotFound(PermanentApiError):
+    """404: unknown task or path."""
+
+
+class BadCredentials(ApiStatusError):
+    """The API key is missing or wrong: stop at once, retrying will not help."""
+
+
+class UploadUrlExpired(ApiStatusError):
+    """A presigned URL answered 403: it expired or was tampered with."""
+
+
+class IntegrityError(ApiError):
+    """A downloaded file does not match the hash the API advertised for it."""
