@@ -13,7 +13,7 @@
         │   ├── PermanentApiError   other 4xx/5xx: retrying the same request will not help
         │   │   └── NotFound        404 (TASK_NOT_FOUND, API_NOT_FOUND)
         │   ├── BadCredentials      400 MISSING_API_KEY, 401, 403 INVALID_API_KEY
-        │   └── UploadUrlExpired    403 on a presigned PUT/GET: ask for a new URL
+        │   └── UrlExpired          403 on a presigned URL (upload PUT, image or model GET)
         └── IntegrityError          a download that does not match its advertised hash
 
 Messages never contain the API key: the client never formats headers into them.
@@ -97,8 +97,8 @@ class BadCredentials(ApiStatusError):
     """The API key is missing or wrong: stop at once, retrying will not help."""
 
 
-class UploadUrlExpired(ApiStatusError):
-    """A presigned URL answered 403: it expired or was tampered with."""
+class UrlExpired(ApiStatusError):
+    """A presigned URL answered 403: it expired or was tampered with; ask for a new one."""
 
 
 class IntegrityError(ApiError):

@@ -1,0 +1,284 @@
+"""Typed requests and responses of the hosted API.
+
+Responses are parsed defensively (see the contract, section 1): ints may come as strings,
+``null`` means absent, unknown fields are ignored. Requests are strict: what we send is
+what the contract documents.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .contract import TASK_FAILED, TASK_SUCCEED, TRAINING_TERMINAL
+
+ImageExtension = Literal["png", "jpeg", "webp"]
+TrainingKind = Literal["subject", "style"]
+
+
+class Response(BaseModel):
+    """Base of every parsed answer: lenient about extras, nulls and string numbers."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
+
+
+# --- uploads --------------------------------------------------------------------------------
+
+
+class UploadTicket(Response):
+    """Where and how to PUT one training image."""
+
+    assets_id: str
+    upload_url: str
+    method: str = "PUT"
+
+    @field_validator("assets_id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+class DatasetItem(BaseModel):
+    assets_id: str
+    caption: str | None = None
+
+
+class ComponentArg(BaseModel):
+    name: str
+    value: str
+
+
+class TrainingComponent(BaseModel):
+    name: str
+    args: list[ComponentArg] = []
+
+
+class ExpertSetting(BaseModel):
+    """The training's knobs; unset ones are not sent."""
+
+    instance_prompt: str | None = None
+    class_prompt: str | None = None
+    train_batch_size: int | None = None
+    learning_rate: float | None = None
+    max_train_steps: int | None = None
+    seed: int | None = None
+    lr_scheduler: str | None = None
+    lr_warmup_steps: int | None = None
+    with_prior_preservation: bool | None = None
+    prior_loss_weight: float | None = None
+    train_text_encoder: bool | None = None
+    lora_r: int | None = None
+    lora_alpha: int | None = None
+    lora_text_encoder_r: int | None = None
+    lora_text_encoder_alpha: int | None = None
+
+
+class TrainingRequest(BaseModel):
+    """Body of ``POST /v3/training/subject`` and ``/v3/training/style``."""
+
+    name: str
+    base_model: str
+    width: int = 512
+    height: int = 512
+    image_dataset_items: list[DatasetItem]
+    components: list[TrainingComponent] = []
+    expert_setting: ExpertSetting = Field(default_factory=ExpertSetting)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class TaskCreated(Response):
+    task_id: str
+
+
+class ModelRef(Response):
+    model_name: str
+    model_status: str = "DEPLOYING"
+
+
+class TrainingExtra(Response):
+    eta_relative: int | None = None
+    progress_percent: int | None = None
+
+
+class TrainingStatus(Response):
+    """Answer of the training status call."""
+
+    task_id: str = ""
+    task_status: str = "UNKNOWN"
+    model_type: str = ""
+    models: list[ModelRef] = []
+    extra: TrainingExtra = Field(default_factory=TrainingExtra)
+
+    @property
+    def terminal(self) -> bool:
+        return self.task_status in TRAINING_TERMINAL
+
+    @property
+    def serving_model(self) -> str | None:
+        """The LoRA's model name once it can be used: task SUCCESS and model SERVING."""
+        if self.task_status != "SUCCESS":
+            return None
+        for model in self.models:
+            if model.model_status == "SERVING":
+                return model.model_name
+        return None
+
+
+class TrainingTask(Response):
+    """One row of the task list."""
+
+    task_name: str = ""
+    task_id: str
+    task_type: str = ""
+    task_status: str = "UNKNOWN"
+    created_at: int | None = None
+    models: list[ModelRef] = []
+
+    def as_status(self) -> TrainingStatus:
+        return TrainingStatus(
+            task_id=self.task_id, task_status=self.task_status, models=self.models
+        )
+
+
+class Pagination(Response):
+    next_cursor: str = ""
+
+
+class Page(Response):
+    """A page of a cursor-paginated list."""
+
+    pagination: Pagination = Field(default_factory=Pagination)
+
+
+class TaskPage(Page):
+    tasks: list[TrainingTask] = []
+
+
+class ModelType(Response):
+    name: str = ""
+    display_name: str = ""
+
+
+class PrivateModel(Response):
+    """A trained model in the private model list."""
+
+    id: int
+    name: str = ""
+    hash_sha256: str = ""
+    sd_name: str = ""
+    sd_name_in_api: str = ""
+    type: ModelType = Field(default_factory=ModelType)
+    status: int = 0
+    download_url: str = ""
+    download_url_ttl: int = 0
+    source: str = ""
+    base_model: str = ""
+    is_sdxl: bool = False
+
+    @property
+    def api_name(self) -> str:
+        """The name to put in ``loras[].model_name``."""
+        return self.sd_name_in_api or self.sd_name
+
+
+class ModelPage(Page):
+    models: list[PrivateModel] = []
+
+
+# --- generation -----------------------------------------------------------------------------
+
+
+class LoraRef(BaseModel):
+    model_name: str
+    strength: float = 1.0
+
+
+class Txt2ImgRequest(BaseModel):
+    """``request`` of ``POST /v3/async/txt2img`` (SDK defaults)."""
+
+    model_name: str
+    prompt: str
+    negative_prompt: str | None = None
+    width: int = 512
+    height: int = 512
+    image_num: int = 1
+    steps: int = 20
+    guidance_scale: float = 7.5
+    sampler_name: str = "Euler a"
+    seed: int = -1
+    clip_skip: int | None = None
+    sd_vae: str | None = None
+    loras: list[LoraRef] = []
+
+
+class Img2ImgRequest(Txt2ImgRequest):
+    """``request`` of ``POST /v3/async/img2img``."""
+
+    image_base64: str
+    strength: float = 0.5
+
+
+class Webhook(BaseModel):
+    url: str
+    test_mode: dict[str, Any] | None = None
+
+
+class GenerationExtra(BaseModel):
+    response_image_type: ImageExtension = "png"
+    enable_nsfw_detection: bool | None = None
+    webhook: Webhook | None = None
+
+
+class DebugInfo(Response):
+    submit_time_ms: int | None = None
+    execute_time_ms: int | None = None
+    complete_time_ms: int | None = None
+
+
+class ResultExtra(Response):
+    seed: int | None = None
+    debug_info: DebugInfo | None = None
+
+
+class ResultTask(Response):
+    task_id: str = ""
+    task_type: str = ""
+    status: str = "TASK_STATUS_UNKNOWN"
+    reason: str = ""
+    eta: int = 0
+    progress_percent: int = 0
+
+
+class ResultImage(Response):
+    image_url: str
+    image_url_ttl: int = 0
+    image_type: str = "png"
+
+
+class GenerationResult(Response):
+    """Answer of ``GET /v3/async/task-result``."""
+
+    extra: ResultExtra = Field(default_factory=ResultExtra)
+    task: ResultTask = Field(default_factory=ResultTask)
+    images: list[ResultImage] = []
+
+    @property
+    def succeeded(self) -> bool:
+        return self.task.status == TASK_SUCCEED
+
+    @property
+    def failed(self) -> bool:
+        return self.task.status == TASK_FAILED
