@@ -86,7 +86,8 @@ async def test_training_create_is_never_retried(settings, clock, mocked) -> None
 
 async def test_txt2img_is_never_retried_and_accepts_old_wrapper(settings, clock, mocked) -> None:
     mocked.post(f"{BASE}/v3/async/txt2img", exception=aiohttp.ServerDisconnectedError())
-    mocked.post(f"{BASE}/v3/async/txt2img", payload={"code": 0, "msg": "", "data": {"task_id": "g"}})
+    wrapped = {"code": 0, "msg": "", "data": {"task_id": "g"}}
+    mocked.post(f"{BASE}/v3/async/txt2img", payload=wrapped)
     request = Txt2ImgRequest(model_name="base.safetensors", prompt="p")
     async with client(settings, clock) as api:
         with pytest.raises(TransportError):
@@ -217,7 +218,8 @@ async def test_upload_gives_up_after_repeated_expiry(settings, clock, mocked, tm
     image.write_bytes(b"x")
     mocked.post(f"{BASE}/v3/assets/training_dataset", repeat=True,
                 payload={"assets_id": "i", "upload_url": "http://bucket.test/x"})
-    mocked.put("http://bucket.test/x", status=403, repeat=True, body=b"<Error><Code>AccessDenied</Code></Error>")
+    denied = b"<Error><Code>AccessDenied</Code></Error>"
+    mocked.put("http://bucket.test/x", status=403, repeat=True, body=denied)
     async with client(settings, clock) as api:
         with pytest.raises(UrlExpired):
             await api.upload_training_image(image, "png")

@@ -95,7 +95,8 @@ def test_error_bodies_json_xml_plain_and_edge() -> None:
     assert parse_error_body(403, xml) == ("AccessDenied", "expired")
     reason, message = parse_error_body(403, b"error code: 1010")
     assert reason == "EDGE_BLOCKED" and "User-Agent" in message
-    assert parse_error_body(502, b"<html>Bad Gateway</html>") == ("HTTP_502", "<html>Bad Gateway</html>")
+    html = b"<html>Bad Gateway</html>"
+    assert parse_error_body(502, html) == ("HTTP_502", html.decode())
 
 
 def _error(status: int, reason: str = "", *, presigned: bool = False, headers=None):
