@@ -33,6 +33,7 @@ from pydantic import BaseModel, ValidationError
 from ..clock import Clock, SystemClock
 from ..config import Settings
 from ..errors import IntegrityError, PermanentApiError, TransientApiError, UrlExpired
+from ..files import PART_SUFFIX
 from .contract import CONTENT_TYPES, MAX_TASK_PAGE
 from .errors import error_for_response, translate_transport_errors, unwrap
 from .models import (
@@ -59,7 +60,7 @@ log = structlog.get_logger(__name__)
 CHUNK_SIZE = 256 * 1024
 #: How many fresh upload URLs one image may use before its upload fails.
 MAX_URL_RENEWALS = 3
-PART_SUFFIX = ".part"
+
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)

@@ -121,6 +121,8 @@ class TrainingStatus(Response):
     model_type: str = ""
     models: list[ModelRef] = []
     extra: TrainingExtra = Field(default_factory=TrainingExtra)
+    #: Not in the documented shape; kept when the service explains a failure.
+    reason: str = ""
 
     @property
     def terminal(self) -> bool:
@@ -146,10 +148,12 @@ class TrainingTask(Response):
     task_status: str = "UNKNOWN"
     created_at: int | None = None
     models: list[ModelRef] = []
+    reason: str = ""
 
     def as_status(self) -> TrainingStatus:
         return TrainingStatus(
-            task_id=self.task_id, task_status=self.task_status, models=self.models
+            task_id=self.task_id, task_status=self.task_status, models=self.models,
+            reason=self.reason,
         )
 
 

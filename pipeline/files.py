@@ -1,0 +1,40 @@
+"""Writing into the outbox safely: whole files or nothing, and no litter after a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+#: Suffix of files being written; a crash may leave one, the next run removes it.
+PART_SUFFIX = ".part"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temp file beside ``path``, flush it to disk, then rename over."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}")
+    try:
+        with open(temp, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True, ensure_ascii=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    finally:
+        if temp.exists():
+            temp.unlink()
+
+
+def remove_partials(root: Path) -> int:
+    """Delete the temp files an interrupted run left under ``root``; return how many."""
+    if not root.is_dir():
+        return 0
+    removed = 0
+    for leftover in root.rglob(f".*{PART_SUFFIX}"):
+        if leftover.is_file():
+            leftover.unlink()
+            removed += 1
+    return removed
