@@ -12,6 +12,7 @@ file up to date when it is opened.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -83,12 +84,20 @@ class SubjectRow:
 
 @dataclass(frozen=True)
 class ImageRow:
+    """An accepted image. ``file`` is its path as raw bytes: any name the OS allows
+    (odd bytes included) survives the round trip; ``name`` is for people."""
+
     subject_id: SubjectId
     name: str
+    file: bytes
     sha256: str
     format: str
     caption: str | None
     assets_id: str | None
+
+    @property
+    def path(self) -> Path:
+        return Path(os.fsdecode(self.file))
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,7 @@ class NewImage:
     """An accepted image, as validation hands it to the store."""
 
     name: str
+    path: Path
     sha256: str
     format: str
     caption: str | None
@@ -194,6 +204,7 @@ CREATE INDEX subjects_by_state ON subjects (job, state);
 CREATE TABLE images (
     subject_id INTEGER NOT NULL REFERENCES subjects (id),
     name TEXT NOT NULL,
+    file BLOB NOT NULL,
     sha256 TEXT NOT NULL,
     format TEXT NOT NULL,
     caption TEXT,
@@ -288,6 +299,12 @@ class SqliteStore:
     def close(self) -> None:
         self._db.close()
 
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     # --- subjects -------------------------------------------------------------------------
 
     def add_version(
@@ -313,9 +330,10 @@ class SqliteStore:
             )
             subject_id = int(cursor.lastrowid or 0)
             db.executemany(
-                "INSERT OR IGNORE INTO images (subject_id, name, sha256, format, caption)"
-                " VALUES (?,?,?,?,?)",
-                [(subject_id, i.name, i.sha256, i.format, i.caption) for i in images],
+                "INSERT OR IGNORE INTO images (subject_id, name, file, sha256, format, caption)"
+                " VALUES (?,?,?,?,?,?)",
+                [(subject_id, i.name, os.fsencode(i.path), i.sha256, i.format, i.caption)
+                 for i in images],
             )
             db.executemany(
                 "INSERT INTO rejections (subject_id, name, reason) VALUES (?,?,?)",

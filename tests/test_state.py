@@ -16,7 +16,10 @@ from pipeline.state import (
     SqliteStore,
 )
 
-IMAGES = [NewImage("a.png", "aa", "png", None), NewImage("b.jpg", "bb", "jpeg", "a cap")]
+IMAGES = [
+    NewImage("a.png", Path("/in/alice/a.png"), "aa", "png", None),
+    NewImage("b.jpg", Path("/in/alice/b\udce9.jpg"), "bb", "jpeg", "a cap"),
+]
 
 
 @pytest.fixture
@@ -37,7 +40,9 @@ def test_reopening_keeps_data_and_does_not_remigrate(tmp_path: Path) -> None:
     first.close()
     again = SqliteStore(tmp_path / "s.db")
     assert again.latest("job", "alice") is not None
-    assert [i.name for i in again.images(again.latest("job", "alice").id)] == ["a.png", "b.jpg"]
+    images = again.images(again.latest("job", "alice").id)
+    assert [i.name for i in images] == ["a.png", "b.jpg"]
+    assert [i.path for i in images] == [i.path for i in IMAGES]  # odd bytes survive
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:

@@ -103,7 +103,7 @@ def _record(
     job: JobConfig, store: StateStore, clock: Clock, name: str, report: DatasetReport,
     fingerprint: str, kind: str,
 ) -> SubjectRow:
-    images = [NewImage(i.name, i.sha256, i.format, i.caption) for i in report.accepted]
+    images = [NewImage(i.name, i.path, i.sha256, i.format, i.caption) for i in report.accepted]
     error = report.error if report.error else (None if report.accepted else "no usable image")
     row = store.add_version(
         job.job.name, name, fingerprint, kind, state=VALIDATED if report.ok else REJECTED,

@@ -52,7 +52,7 @@ async def _upload_image(
     if cached is not None:
         ctx.store.set_image_asset(subject.id, image.sha256, cached)
         return
-    path = ctx.inbox_dir(subject) / image.name
+    path = image.path
     async with limit:
         try:
             actual = await file_sha256(path)

@@ -1,0 +1,180 @@
+"""``lora-pipeline``: parse, build settings, set up logging, run, map errors to exit codes.
+
+Exit codes:
+    0   everything done, or still in flight (the next run goes on)
+    2   bad usage, settings or job file
+    3   some input was rejected (the message names the files and why)
+    4   a training or generation failed or was canceled
+    5   the API key is missing or refused
+    6   another run of the same job holds its lock
+    130 stopped by SIGINT (Ctrl-C), 143 by SIGTERM; state is saved, the next run continues
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+from pydantic import ValidationError
+from rich.console import Console
+
+from . import __version__
+from .actions import cancel_subject, retry_subject
+from .clock import SystemClock
+from .config import Settings
+from .console import print_status, print_validation
+from .dataset import validate_subject
+from .errors import BadCredentials, ConfigError, LockHeld, PipelineError, StateConflict
+from .inbox import scan_inbox
+from .jobs import JobConfig, load_job
+from .lock import job_lock
+from .logs import configure_logging
+from .runner import Runner, RunResult
+from .state import SqliteStore
+from .summary import (
+    EXIT_BAD_CREDENTIALS,
+    EXIT_FAILED,
+    EXIT_LOCK_HELD,
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_USAGE,
+    summarize,
+)
+
+log = structlog.get_logger(__name__)
+DEFAULT_MAX_WAIT = 240.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lora-pipeline", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"lora-pipeline {__version__}")
+    parser.add_argument("--config", type=Path, default=Path("config.env"),
+                        help="settings file (default: config.env)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="one pass for cron")
+    run.add_argument("job", type=Path)
+    run.add_argument("--max-wait", type=float, default=DEFAULT_MAX_WAIT,
+                     help="seconds to wait for in-flight work before exiting (default 240)")
+    watch = commands.add_parser("watch", help="run until stopped, reacting to the inbox")
+    watch.add_argument("job", type=Path)
+    status = commands.add_parser("status", help="where every subject of a job stands")
+    status.add_argument("job", type=Path)
+    validate = commands.add_parser("validate", help="check folders without the network")
+    validate.add_argument("path", type=Path, help="a subject folder, an inbox, or a job file")
+    validate.add_argument("--kind", choices=("subject", "style"), default="subject")
+    for name, text in (("retry", "go again on a failed subject"),
+                       ("cancel", "stop all further work on a subject")):
+        action = commands.add_parser(name, help=text)
+        action.add_argument("job", type=Path)
+        action.add_argument("subject")
+    demo = commands.add_parser("demo", help="the whole flow on sample folders, offline")
+    demo.add_argument("--workdir", type=Path, default=Path("demo"))
+    emulator = commands.add_parser("emulator", help="serve the local stand-in of the API")
+    from .emulator import add_cli_arguments
+
+    add_cli_arguments(emulator)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    try:
+        settings = Settings(_env_file=args.config)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        console.print(f"[red]error:[/] settings ({args.config} or LORA_* variables): {exc}")
+        return EXIT_USAGE
+    configure_logging(settings)
+    try:
+        return _dispatch(args, settings, console)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return EXIT_USAGE
+    except StateConflict as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return EXIT_USAGE
+    except LockHeld as exc:
+        console.print(f"[yellow]{exc}[/]")
+        return EXIT_LOCK_HELD
+    except BadCredentials as exc:
+        console.print(f"[red]error:[/] the API refused the key ({exc.reason}). Set LORA_API_KEY "
+                      "in config.env or the environment; nothing was retried.")
+        return EXIT_BAD_CREDENTIALS
+    except PipelineError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return EXIT_FAILED
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    command = args.command
+    if command == "emulator":
+        from .emulator import config_from_args, run_emulator
+
+        run_emulator(config_from_args(args), host=args.host, port=args.port)
+        return EXIT_OK
+    if command == "demo":
+        from .demo import run_demo
+
+        return asyncio.run(run_demo(args.workdir, console))
+    if command == "validate":
+        return _validate(args.path, args.kind, console)
+    job = load_job(args.job)
+    if command in ("run", "watch"):
+        runner = Runner(job, settings, handle_signals=True)
+        if command == "run":
+            result = asyncio.run(runner.run_once(max_wait=args.max_wait))
+        else:
+            result = asyncio.run(runner.watch())
+        _report_run(console, job, result)
+        return result.exit_code
+    if command == "status":
+        with SqliteStore(settings.state_dir / "state.db") as store:
+            print_status(console, job.job.name, summarize(store, job.job.name))
+        return EXIT_OK
+    action = retry_subject if command == "retry" else cancel_subject
+    with job_lock(settings.state_dir, job.job.name), \
+            SqliteStore(settings.state_dir / "state.db") as store:
+        console.print(action(store, job.job.name, args.subject, now=SystemClock().now()))
+    return EXIT_OK
+
+
+def _report_run(console: Console, job: JobConfig, result: RunResult) -> None:
+    print_status(console, job.job.name, result.subjects)
+    for name in result.waiting:
+        console.print(f"waiting for {name} to settle")
+    console.print(f"outputs: {job.job.outbox / job.job.name}")
+
+
+def _validate(path: Path, kind: str, console: Console) -> int:
+    if path.is_file() and path.suffix == ".toml":
+        job = load_job(path)
+        folders = [f.path for f in scan_inbox(job.job.inbox, settle_seconds=0, now=0.0)]
+        reports = [
+            validate_subject(f, kind=job.training.kind, root=job.job.inbox,
+                             captions=job.subject_settings(f).captions,
+                             max_images=job.job.max_images)
+            for f in folders
+        ]
+    elif path.is_dir():
+        subdirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        folders = subdirs if subdirs and not _has_files(path) else [path]
+        reports = [validate_subject(f, kind=kind) for f in folders]  # type: ignore[arg-type]
+    else:
+        raise ConfigError(f"{path}: no such folder or job file")
+    print_validation(console, reports)
+    return EXIT_OK if all(r.ok and not r.rejected_files for r in reports) else EXIT_REJECTED
+
+
+def _has_files(folder: Path) -> bool:
+    return any(p.is_file() and not p.name.startswith(".") for p in folder.iterdir())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,760 @@
+"""Image validation and fingerprints: what in a subject folder can be trained, and why not.
+
+:func:`validate_subject` looks at one subject folder and answers a :class:`DatasetReport`:
+the accepted images (format judged by content, fully decodable, hashed), every rejected file
+with a sentence saying what to do about it, warnings, and an ``error`` when the subject as a
+whole cannot be trained. ``report.fingerprint`` is the subject's version: it changes when the
+photos or their captions change, not when files are only renamed.
+
+Everything here is local, synchronous and reads one file at a time in chunks; call it through
+``asyncio.to_thread`` from async code.
+
+    >>> report = validate_subject(Path("inbox/alice"))
+    >>> report.ok, len(report.accepted), report.fingerprint[:12]
+    (True, 12, '3f0c9b1e5a7d')
+
+Rules worth knowing:
+
+- Only regular files directly in the folder are looked at; nested folders are reported in
+  the warnings and not descended. Hidden files, OS litter, ``subject.toml``, caption
+  sidecars (``*.txt``) and the ``.ready`` marker are ignored.
+- Captions come from the ``captions`` mapping (the caller reads ``subject.toml``) or from a
+  sidecar ``<stem>.txt`` next to the image; when both exist the mapping wins.
+- ``ImageFile.name`` is the file name as text; a name that is not valid UTF-8 is shown with
+  backslash escapes (``caf\\xe9.jpg``), while ``ImageFile.path`` keeps the real name.
+- A symlink is followed only when its target stays inside ``root`` (the inbox); the resolved
+  target becomes ``ImageFile.path``, so later reads go where the check went.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import stat
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Final, Literal
+
+from PIL import ImageFile as PilImageFile
+from PIL import JpegImagePlugin, PngImagePlugin, WebPImagePlugin
+
+from pipeline.api.contract import (
+    CONTENT_TYPES,
+    MAX_TEXT_LENGTH,
+    MAX_TRAINING_IMAGES,
+    RECOMMENDED_TRAINING_IMAGES,
+)
+
+__all__ = [
+    "READY_MARKER",
+    "SUBJECT_FILE",
+    "DatasetReport",
+    "ImageFile",
+    "ImageFormat",
+    "Rejection",
+    "detect_format",
+    "display_name",
+    "is_ignored_name",
+    "validate_subject",
+]
+
+ImageFormat = Literal["png", "jpeg", "webp"]
+Kind = Literal["subject", "style"]
+
+SUBJECT_FILE: Final = "subject.toml"
+READY_MARKER: Final = ".ready"
+CAPTION_SUFFIX: Final = ".txt"
+#: What operating systems, NAS boxes and zip tools leave behind (compared lower-cased).
+LITTER_NAMES: Final = frozenset(
+    {
+        "thumbs.db",
+        "ehthumbs.db",
+        "desktop.ini",
+        "icon\r",
+        "__macosx",
+        "$recycle.bin",
+        "system volume information",
+        "@eadir",
+        "lost+found",
+    }
+)
+
+HEAD_BYTES: Final = 256
+HASH_CHUNK_BYTES: Final = 1 << 20
+#: How far into a JPEG the size (SOF segment) is looked for; EXIF/ICC blocks come first.
+JPEG_HEADER_SCAN_BYTES: Final = 16 << 20
+FINGERPRINT_VERSION: Final = "lora-pipeline.dataset.v1"
+MAX_LISTED_NAMES: Final = 5
+
+_ACCEPTED_FORMATS: Final[dict[str, ImageFormat]] = {"png": "png", "jpeg": "jpeg", "webp": "webp"}
+_PLUGINS: Final[dict[str, type[PilImageFile.ImageFile]]] = {
+    "png": PngImagePlugin.PngImageFile,
+    "jpeg": JpegImagePlugin.JpegImageFile,
+    "webp": WebPImagePlugin.WebPImageFile,
+}
+
+_MAGIC: Final = (
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+    (b"II+\x00", "tiff"),
+    (b"MM\x00+", "tiff"),
+    (b"\x00\x00\x01\x00", "ico"),
+    (b"%PDF-", "pdf"),
+    (b"8BPS", "psd"),
+    (b"\xff\x0a", "jxl"),
+    (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "jxl"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "jpeg2000"),
+    (b"PK\x03\x04", "zip"),
+    (b"\x1f\x8b", "gzip"),
+    (b"RIFF", "riff"),
+)
+_BMP_DIB_HEADER_SIZES: Final = frozenset({12, 40, 52, 56, 64, 108, 124})
+_HEIF_BRANDS: Final = frozenset(
+    {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
+)
+_AVIF_BRANDS: Final = frozenset({b"avif", b"avis"})
+_JPEG_SOF_MARKERS: Final = frozenset(
+    {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+)
+_JPEG_STANDALONE_MARKERS: Final = frozenset({0x01, 0xD8, *range(0xD0, 0xD8)})
+
+_FORMAT_LABELS: Final = {
+    "gif": "a GIF image",
+    "bmp": "a BMP image",
+    "tiff": "a TIFF image",
+    "heic": "a HEIC/HEIF image",
+    "avif": "an AVIF image",
+    "ico": "an icon file",
+    "pdf": "a PDF document",
+    "psd": "a Photoshop document",
+    "jxl": "a JPEG XL image",
+    "jpeg2000": "a JPEG 2000 image",
+    "zip": "a zip archive",
+    "gzip": "a gzip archive",
+    "riff": "a RIFF file (audio or video)",
+    "mp4": "an MP4/QuickTime video",
+    "svg": "an SVG drawing",
+    "text": "a text file",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ImageFile:
+    """One accepted image: where it is, what it is, and its caption."""
+
+    path: Path
+    name: str
+    sha256: str
+    format: ImageFormat
+    width: int
+    height: int
+    size_bytes: int
+    caption: str | None
+
+    @property
+    def content_type(self) -> str:
+        """The MIME type to send with the upload (``image/png`` ...)."""
+        return CONTENT_TYPES[self.format]
+
+    @property
+    def extension(self) -> ImageFormat:
+        """The ``file_extension`` the upload API expects: ``png``, ``jpeg`` or ``webp``."""
+        return self.format
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A file left out of the training, with a sentence naming it and what to do.
+
+    ``transient`` marks a file that changed while being read: it says nothing about the
+    photo itself, and the next pass will look at it again.
+    """
+
+    name: str
+    reason: str
+    transient: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetReport:
+    """What :func:`validate_subject` found in one subject folder."""
+
+    subject: str
+    folder: Path
+    accepted: tuple[ImageFile, ...]
+    rejected_files: tuple[Rejection, ...]
+    warnings: tuple[str, ...]
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        """True when the subject can be trained as it is."""
+        return self.error is None and bool(self.accepted)
+
+    @property
+    def settled(self) -> bool:
+        """False when a file changed during the scan: validate again before acting on it."""
+        return not any(rejection.transient for rejection in self.rejected_files)
+
+    @property
+    def fingerprint(self) -> str:
+        """The subject's version: sha256 over the sorted (content hash, caption) pairs.
+
+        Renaming files keeps it; changing, adding or removing a photo or a caption changes it.
+        """
+        entries = sorted(
+            ([image.sha256, image.caption] for image in self.accepted),
+            key=lambda entry: (entry[0], entry[1] or "", entry[1] is None),
+        )
+        payload = json.dumps([FINGERPRINT_VERSION, entries], separators=(",", ":"))
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+# ----------------------------------------------------------------------------- names
+
+
+def display_name(name: str) -> str:
+    """``name`` as printable text: bytes that are not UTF-8 become ``\\xNN`` escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def is_ignored_name(name: str) -> bool:
+    """True for entries the pipeline never treats as photos or subjects.
+
+    Hidden entries (including ``.DS_Store``, ``._*`` AppleDouble files and the ``.ready``
+    marker), ``Thumbs.db``/``desktop.ini`` litter and ``subject.toml``.
+    """
+    lowered = name.lower()
+    return name.startswith(".") or lowered in LITTER_NAMES or lowered == SUBJECT_FILE
+
+
+# ----------------------------------------------------------------------------- formats
+
+
+def detect_format(head: bytes) -> str | None:
+    """Name the format of a file from its first bytes (256 are enough), or None.
+
+    Returns ``"png"``, ``"jpeg"`` or ``"webp"`` for the formats the API takes, and names
+    others so a rejection can say what the file really is: ``"gif"``, ``"bmp"``, ``"tiff"``,
+    ``"heic"``, ``"avif"``, ``"mp4"``, ``"svg"``, ``"text"``, ``"pdf"``...
+
+        >>> detect_format(b"\\x89PNG\\r\\n\\x1a\\n...")
+        'png'
+        >>> detect_format(b"GIF89a...")
+        'gif'
+    """
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[4:8] == b"ftyp":
+        return _iso_media_format(head)
+    if _is_bmp(head):
+        return "bmp"
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    return _sniff_text(head)
+
+
+def _iso_media_format(head: bytes) -> str:
+    box_size = int.from_bytes(head[:4], "big")
+    end = min(box_size, len(head)) if box_size >= 16 else len(head)
+    brands = {head[8:12]} | {head[i : i + 4] for i in range(16, end - 3, 4)}
+    if brands & _AVIF_BRANDS:
+        return "avif"
+    if brands & _HEIF_BRANDS:
+        return "heic"
+    return "mp4"
+
+
+def _is_bmp(head: bytes) -> bool:
+    if not head.startswith(b"BM") or len(head) < 18:
+        return False
+    return int.from_bytes(head[14:18], "little") in _BMP_DIB_HEADER_SIZES
+
+
+def _sniff_text(head: bytes) -> str | None:
+    if not head or b"\x00" in head:
+        return None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:
+            return None
+        text = head[: exc.start].decode("utf-8")
+    text = text.removeprefix("\ufeff")
+    if not all(char.isprintable() or char in "\t\r\n\f\v" for char in text):
+        return None
+    opening = text.lstrip().lower()
+    if opening.startswith("<svg") or (opening.startswith("<?xml") and "<svg" in opening):
+        return "svg"
+    return "text"
+
+
+def _format_label(detected: str | None) -> str:
+    if detected is None:
+        return "not a recognised image"
+    return _FORMAT_LABELS.get(detected, f"a {detected.upper()} file")
+
+
+# ----------------------------------------------------------------------------- header sizes
+
+
+def _header_size(fp: IO[bytes], head: bytes, fmt: str) -> tuple[int, int] | None:
+    """Width and height read from the header alone, before any pixel is decoded."""
+    if fmt == "png":
+        if head[12:16] != b"IHDR" or len(head) < 24:
+            return None
+        width, height = struct.unpack(">II", head[16:24])
+        return int(width), int(height)
+    if fmt == "webp":
+        return _webp_size(head)
+    return _jpeg_size(fp)
+
+
+def _webp_size(head: bytes) -> tuple[int, int] | None:
+    chunk = head[12:16]
+    if chunk == b"VP8 " and len(head) >= 30 and head[23:26] == b"\x9d\x01\x2a":
+        width, height = struct.unpack("<HH", head[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L" and len(head) >= 25 and head[20] == 0x2F:
+        bits = int.from_bytes(head[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X" and len(head) >= 30:
+        width = int.from_bytes(head[24:27], "little") + 1
+        height = int.from_bytes(head[27:30], "little") + 1
+        return width, height
+    return None
+
+
+def _jpeg_next_marker(fp: IO[bytes]) -> int | None:
+    byte = fp.read(1)
+    while byte and byte != b"\xff":
+        byte = fp.read(1)
+    while byte == b"\xff":
+        byte = fp.read(1)
+    return byte[0] if byte else None
+
+
+def _jpeg_size(fp: IO[bytes]) -> tuple[int, int] | None:
+    fp.seek(2)
+    while fp.tell() < JPEG_HEADER_SCAN_BYTES:
+        marker = _jpeg_next_marker(fp)
+        if marker is None or marker in (0xD9, 0xDA):
+            return None
+        if marker in _JPEG_STANDALONE_MARKERS:
+            continue
+        length_bytes = fp.read(2)
+        if len(length_bytes) < 2:
+            return None
+        (length,) = struct.unpack(">H", length_bytes)
+        if marker in _JPEG_SOF_MARKERS:
+            frame = fp.read(5)
+            if len(frame) < 5:
+                return None
+            _precision, height, width = struct.unpack(">BHH", frame)
+            return int(width), int(height)
+        if length < 2:
+            return None
+        fp.seek(length - 2, os.SEEK_CUR)
+    return None
+
+
+# ----------------------------------------------------------------------------- one file
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    name: str  # display name
+    real_name: str
+    path: Path  # what to read: the file, or a symlink's checked target
+
+
+@dataclass(frozen=True, slots=True)
+class _Content:
+    sha256: str
+    format: ImageFormat
+    width: int
+    height: int
+    size_bytes: int
+
+
+def _open_for_read(path: Path) -> io.BufferedReader:
+    """Open without following a last-moment symlink and without blocking on a FIFO."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, flags | getattr(os, "O_BINARY", 0))
+    try:
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _hash_stream(fp: IO[bytes]) -> tuple[str, int]:
+    """sha256 hex digest and byte count of the rest of ``fp``, read in chunks."""
+    digest = hashlib.sha256()
+    total = 0
+    while chunk := fp.read(HASH_CHUNK_BYTES):
+        digest.update(chunk)
+        total += len(chunk)
+    return digest.hexdigest(), total
+
+
+def _decode_problem(fp: IO[bytes], fmt: str, size: tuple[int, int]) -> str | None:
+    """Fully decode the image; None when it decodes, else what went wrong."""
+    fp.seek(0)
+    try:
+        image = _PLUGINS[fmt](fp)
+        try:
+            if image.size != size:
+                return f"its header says {size[0]}x{size[1]} but it decodes as {image.size}"
+            image.load()
+        finally:
+            image.close()
+    # A damaged file can make any decoder raise almost anything (OSError, SyntaxError,
+    # struct.error, ValueError, DecompressionBombError...): each is a reason to reject.
+    except Exception as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _read_content(fp: IO[bytes], name: str, max_pixels: int) -> _Content | Rejection:
+    head = fp.read(HEAD_BYTES)
+    detected = detect_format(head)
+    fmt = _ACCEPTED_FORMATS.get(detected) if detected else None
+    if fmt is None:
+        return Rejection(
+            name,
+            f"{name} is {_format_label(detected)}, not png/jpeg/webp: "
+            "convert it to PNG or JPEG, or remove it",
+        )
+    size = _header_size(fp, head, fmt)
+    if size is None:
+        return Rejection(
+            name,
+            f"{name} is a damaged {fmt.upper()} file (no readable size in its header): "
+            "export or copy it again",
+        )
+    width, height = size
+    if width * height > max_pixels:
+        return Rejection(
+            name,
+            f"{name} is {width}x{height} ({width * height / 1e6:.0f} megapixels), over the "
+            f"{max_pixels / 1e6:g}-megapixel limit: scale it down (2048 px on the long side "
+            "is plenty)",
+        )
+    fp.seek(0)
+    sha256, size_bytes = _hash_stream(fp)
+    problem = _decode_problem(fp, fmt, size)
+    if problem is not None:
+        return Rejection(
+            name, f"{name} is a damaged {fmt.upper()} file ({problem}): export or copy it again"
+        )
+    return _Content(sha256, fmt, width, height, size_bytes)
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev
+
+
+def _changed(name: str) -> Rejection:
+    return Rejection(
+        name,
+        f"{name} changed while being read: will be checked again on the next pass",
+        transient=True,
+    )
+
+
+def _unreadable(name: str, exc: OSError) -> Rejection:
+    if isinstance(exc, PermissionError):
+        return Rejection(
+            name,
+            f"{name} cannot be read (permission denied): make it readable by the "
+            "pipeline's user (chmod a+r), or remove it",
+        )
+    return Rejection(name, f"{name} cannot be read ({exc.strerror or exc}): copy it again")
+
+
+def _inspect(candidate: _Candidate, max_pixels: int) -> _Content | Rejection:
+    name = candidate.name
+    try:
+        before = os.stat(candidate.path)
+        if not stat.S_ISREG(before.st_mode):
+            return Rejection(name, f"{name} is not a regular file: remove it")
+        if before.st_size == 0:
+            return Rejection(name, f"{name} is empty (0 bytes): copy the photo again")
+        with _open_for_read(candidate.path) as fp:
+            opened = os.fstat(fp.fileno())
+            result = _read_content(fp, name, max_pixels)  # Pillow closes fp when done
+        after = os.stat(candidate.path)
+    except FileNotFoundError:
+        return _changed(name)
+    except OSError as exc:
+        return _unreadable(name, exc)
+    # Checked after everything else: a half-copied file looks damaged, but that is not final.
+    size_read = result.size_bytes if isinstance(result, _Content) else before.st_size
+    if not (_stamp(before) == _stamp(opened) == _stamp(after)) or size_read != before.st_size:
+        return _changed(name)
+    return result
+
+
+# ----------------------------------------------------------------------------- the folder
+
+
+@dataclass
+class _Listing:
+    candidates: list[_Candidate] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    sidecars: dict[str, Path] = field(default_factory=dict)  # stem -> caption file
+
+
+def _nested_folder_warning(subject: str, name: str) -> str:
+    return (
+        f"{name}/ is a folder inside {subject}/ and is ignored: only photos directly in "
+        f"{subject}/ are used; move them up if they belong to this subject"
+    )
+
+
+def _add_link(listing: _Listing, subject: str, entry: os.DirEntry[str], root: Path) -> None:
+    name = display_name(entry.name)
+    target = Path(os.path.realpath(entry.path))
+    if not target.is_relative_to(root):
+        listing.rejected.append(
+            Rejection(
+                name,
+                f"{name} is a link that points outside the inbox: copy the photo itself "
+                "into the folder",
+            )
+        )
+    elif not target.exists():
+        listing.rejected.append(
+            Rejection(name, f"{name} is a broken link: copy the photo itself into the folder")
+        )
+    elif target.is_dir():
+        listing.warnings.append(_nested_folder_warning(subject, name))
+    elif entry.name.lower().endswith(CAPTION_SUFFIX):
+        listing.sidecars[Path(entry.name).stem] = target
+    else:
+        listing.candidates.append(_Candidate(name, entry.name, target))
+
+
+def _list_folder(folder: Path, root: Path) -> _Listing:
+    listing = _Listing()
+    subject = display_name(folder.name)
+    with os.scandir(folder) as entries:
+        ordered = sorted(entries, key=lambda entry: entry.name)
+    for entry in ordered:
+        name = display_name(entry.name)
+        if is_ignored_name(entry.name):
+            continue
+        if entry.is_symlink():
+            _add_link(listing, subject, entry, root)
+        elif entry.is_dir(follow_symlinks=False):
+            listing.warnings.append(_nested_folder_warning(subject, name))
+        elif entry.name.lower().endswith(CAPTION_SUFFIX):
+            listing.sidecars[Path(entry.name).stem] = Path(entry.path)
+        else:
+            listing.candidates.append(_Candidate(name, entry.name, Path(entry.path)))
+    return listing
+
+
+def _read_sidecar(name: str, sidecar: Path) -> str | Rejection:
+    try:
+        with _open_for_read(sidecar) as fh:
+            raw = fh.read(8 * MAX_TEXT_LENGTH + 8)
+        return raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc.strerror or exc
+        return Rejection(
+            name,
+            f"{name}: its caption file {display_name(sidecar.name)} cannot be read ({why}): "
+            "fix or delete it",
+        )
+
+
+def _caption_for(
+    candidate: _Candidate, captions: Mapping[str, str] | None, sidecars: Mapping[str, Path]
+) -> str | Rejection | None:
+    name = candidate.name
+    if captions is not None and name in captions:
+        text: str | Rejection = captions[name]
+    elif (sidecar := sidecars.get(Path(candidate.real_name).stem)) is not None:
+        text = _read_sidecar(name, sidecar)
+    else:
+        return None
+    if isinstance(text, Rejection):
+        return text
+    text = text.strip()
+    if len(text) > MAX_TEXT_LENGTH:
+        return Rejection(
+            name,
+            f"{name} has a caption of {len(text)} characters, over the {MAX_TEXT_LENGTH} "
+            "allowed: shorten it",
+        )
+    return text or None
+
+
+def _list_names(names: list[str]) -> str:
+    shown = ", ".join(names[:MAX_LISTED_NAMES])
+    extra = len(names) - MAX_LISTED_NAMES
+    return f"{shown} and {extra} more" if extra > 0 else shown
+
+
+def _subject_error(
+    subject: str,
+    kind: Kind,
+    accepted: list[ImageFile],
+    rejected: list[Rejection],
+    max_images: int,
+) -> str | None:
+    count = len(accepted)
+    if count == 0 and not rejected:
+        return f"no photos in {subject}/: add png, jpeg or webp photos to it"
+    if count == 0:
+        return (
+            f"no usable photo in {subject}/: all {len(rejected)} files were rejected "
+            "(see the reasons for each)"
+        )
+    if count > max_images:
+        return (
+            f"{count} images, at most {max_images} per training: move {count - max_images} "
+            "out into another folder, or split the subject"
+        )
+    if kind == "style":
+        missing = [image.name for image in accepted if image.caption is None]
+        if missing:
+            return (
+                f"style training needs a caption for every image; missing for "
+                f"{_list_names(missing)}: add them to subject.toml or as <name>.txt "
+                "next to each image"
+            )
+    return None
+
+
+def _size_warnings(accepted: list[ImageFile], training_size: tuple[int, int]) -> list[str]:
+    min_width, min_height = training_size
+    return [
+        f"{image.name} is {image.width}x{image.height}, smaller than the "
+        f"{min_width}x{min_height} training size: it will be upscaled and may look soft; "
+        "use a larger photo if you have one"
+        for image in accepted
+        if image.width < min_width or image.height < min_height
+    ]
+
+
+def _unused_caption_warnings(captions: Mapping[str, str] | None, listing: _Listing) -> list[str]:
+    if not captions:
+        return []
+    present = {candidate.name for candidate in listing.candidates}
+    present.update(rejection.name for rejection in listing.rejected)
+    return [
+        f"a caption is given for {key!r}, which is not a photo in this folder: check the name"
+        for key in sorted(captions)
+        if key not in present
+    ]
+
+
+def _accept(
+    listing: _Listing, captions: Mapping[str, str] | None, max_pixels: int
+) -> tuple[list[ImageFile], list[Rejection]]:
+    accepted: list[ImageFile] = []
+    rejected = list(listing.rejected)
+    first_by_hash: dict[str, str] = {}
+    for candidate in listing.candidates:
+        content = _inspect(candidate, max_pixels)
+        if isinstance(content, Rejection):
+            rejected.append(content)
+            continue
+        caption = _caption_for(candidate, captions, listing.sidecars)
+        if isinstance(caption, Rejection):
+            rejected.append(caption)
+            continue
+        original = first_by_hash.setdefault(content.sha256, candidate.name)
+        if original != candidate.name:
+            rejected.append(
+                Rejection(
+                    candidate.name,
+                    f"{candidate.name} is an exact copy of {original}: only {original} is "
+                    "used; delete the copy",
+                )
+            )
+            continue
+        accepted.append(
+            ImageFile(
+                path=candidate.path,
+                name=candidate.name,
+                sha256=content.sha256,
+                format=content.format,
+                width=content.width,
+                height=content.height,
+                size_bytes=content.size_bytes,
+                caption=caption,
+            )
+        )
+    return accepted, rejected
+
+
+def validate_subject(
+    folder: Path,
+    *,
+    kind: Kind = "subject",
+    captions: Mapping[str, str] | None = None,
+    training_size: tuple[int, int] = (512, 512),
+    max_pixels: int = 40_000_000,
+    max_images: int = MAX_TRAINING_IMAGES,
+    root: Path | None = None,
+) -> DatasetReport:
+    """Check every file of one subject folder; never raises for a bad file or folder.
+
+    ``captions`` maps file names to captions (from ``subject.toml``) and wins over a
+    ``<stem>.txt`` sidecar. ``root`` is the inbox (default: the folder's parent): a symlink
+    whose target leaves it is rejected without being read. ``max_pixels`` rejects images
+    whose header claims more pixels than that, before anything is decoded.
+
+        >>> report = validate_subject(Path("inbox/alice"))
+        >>> [r.reason for r in report.rejected_files]
+        ['clip.jpg is a GIF image, not png/jpeg/webp: convert it to PNG or JPEG, or remove it']
+    """
+    subject = display_name(folder.name)
+    root_path = Path(os.path.realpath(folder.parent if root is None else root))
+    try:
+        listing = _list_folder(folder, root_path)
+    except (FileNotFoundError, NotADirectoryError):
+        return DatasetReport(subject, folder, (), (), (), f"{folder} is not a folder (any more)")
+    except OSError as exc:
+        return DatasetReport(
+            subject,
+            folder,
+            (),
+            (),
+            (),
+            f"{folder} cannot be listed ({exc.strerror or exc}): make it readable",
+        )
+    accepted, rejected = _accept(listing, captions, max_pixels)
+    warnings = listing.warnings + _size_warnings(accepted, training_size)
+    warnings += _unused_caption_warnings(captions, listing)
+    error = _subject_error(subject, kind, accepted, rejected, max_images)
+    if error is None and len(accepted) < RECOMMENDED_TRAINING_IMAGES:
+        warnings.append(
+            f"only {len(accepted)} usable images in {subject}/: at least "
+            f"{RECOMMENDED_TRAINING_IMAGES} are recommended for a good result"
+        )
+    rejected.sort(key=lambda rejection: rejection.name)
+    return DatasetReport(
+        subject=subject,
+        folder=folder,
+        accepted=tuple(accepted),
+        rejected_files=tuple(rejected),
+        warnings=tuple(warnings),
+        error=error,
+    )
