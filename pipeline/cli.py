@@ -115,9 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, settings: Settings, console: Console) -> int:
     command = args.command
     if command == "emulator":
-        from .emulator import config_from_args, run_emulator
+        from .emulator import run_from_args
 
-        run_emulator(config_from_args(args), host=args.host, port=args.port)
+        run_from_args(args)
         return EXIT_OK
     if command == "demo":
         from .demo import run_demo

@@ -1,0 +1,91 @@
+"""``lora-pipeline demo``: the whole flow on sample folders against the embedded emulator.
+
+It makes a work folder with sample subjects (good ones, and one of deliberately bad files
+to show what validation refuses), starts the emulator in-process with short durations,
+runs one pass to completion and says where everything went. Nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from pydantic import SecretStr
+from rich.console import Console
+
+from .config import Settings
+from .console import print_status
+from .emulator import EmulatorConfig, serve_emulator
+from .errors import ConfigError
+from .jobs import load_job
+from .runner import Runner
+from .samples import create_samples
+from .summary import EXIT_FAILED, EXIT_OK, EXIT_REJECTED
+
+MARKER = ".lora-pipeline-demo"
+DEMO_KEY = "demo-key"
+DEMO_JOB = """\
+# Written by `lora-pipeline demo`.
+[job]
+name = "demo"
+inbox = "inbox"
+outbox = "outbox"
+settle_seconds = 0
+
+[training]
+kind = "subject"
+base_model = "v1-5-pruned-emaonly"
+instance_prompt = "a close photo of ohwx {class_word}"
+class_word = "person"
+
+[generation]
+model_name = "realisticVisionV51_v51VAE_94301.safetensors"
+image_num = 2
+prompts = [
+  "{instance_prompt}, studio portrait, soft light",
+  "{instance_prompt} as an astronaut, cinematic",
+]
+"""
+DEMO_EMULATOR = EmulatorConfig(
+    api_keys=[DEMO_KEY], queue_seconds=1, train_seconds=3, deploy_seconds=1,
+    generation_queue_seconds=0.2, generation_seconds=0.8,
+)
+
+
+def prepare_workdir(workdir: Path) -> Path:
+    """A fresh demo folder with sample subjects and a job file; returns the job file."""
+    if workdir.exists():
+        if not (workdir / MARKER).exists() and any(workdir.iterdir()):
+            raise ConfigError(f"{workdir} exists and is not a demo folder: pick another --workdir")
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    (workdir / MARKER).touch()
+    create_samples(workdir / "inbox")
+    job_file = workdir / "demo.toml"
+    job_file.write_text(DEMO_JOB, encoding="utf-8")
+    return job_file
+
+
+async def run_demo(workdir: Path, console: Console) -> int:
+    """Run the demo; exit 0 when it showed what it should (bad input refused, the rest done)."""
+    job = load_job(prepare_workdir(workdir.resolve()))
+    console.print(f"Sample subjects in [bold]{job.job.inbox}[/]; starting the emulator.")
+    async with serve_emulator(DEMO_EMULATOR) as server:
+        settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            api_key=SecretStr(DEMO_KEY), base_url=server.base_url,
+            state_dir=workdir.resolve() / ".state",
+            poll_interval_min=0.5, poll_interval_max=1.0, generation_poll_interval=0.3,
+            images_per_minute=DEMO_EMULATOR.txt2img_images_per_minute,
+        )
+        result = await Runner(job, settings, handle_signals=True).run_once(max_wait=120)
+        counters = server.emulator.counters_snapshot()
+    print_status(console, job.job.name, result.subjects)
+    for subject in result.subjects:
+        for rejected in subject.rejected_files:
+            console.print(f"  {subject.name}/{rejected['file']}: {rejected['reason']}")
+    console.print(
+        f"Trainings paid for: {counters['trainings_created']['total']}; "
+        f"pictures and LoRA files in [bold]{job.job.outbox / job.job.name}[/]"
+    )
+    return EXIT_OK if result.exit_code in (EXIT_OK, EXIT_REJECTED) else EXIT_FAILED
