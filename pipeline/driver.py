@@ -38,6 +38,7 @@ from .state import (
     VALIDATED,
     SubjectRow,
 )
+from .tasks import run_all
 
 log = structlog.get_logger(__name__)
 
@@ -92,6 +93,11 @@ async def drive(services: Services, subject: SubjectRow) -> SubjectRow:
                 "subject.stalled", subject=subject.name, state=subject.state, error=str(exc)
             )
             return store.update_subject(subject.id, now=clock.now(), error=str(exc))
+        except Exception as exc:  # a bug must not take the other subjects down with it
+            log.exception("subject.crashed", subject=subject.name, state=subject.state)
+            return store.update_subject(
+                subject.id, now=clock.now(), error=f"internal error: {exc!r} (see the log)"
+            )
         if advanced is None:
             return store.subject(subject.id)
     return store.subject(subject.id)
@@ -139,9 +145,10 @@ async def _start_generating(services: Services, subject: SubjectRow) -> SubjectR
 
 async def _generate_all(services: Services, subject: SubjectRow) -> SubjectRow:
     ctx = services.ctx
-    async with asyncio.TaskGroup() as group:
-        for generation in ctx.store.generations(subject.id):
-            group.create_task(_one_prompt(services, subject, generation.id))
+    await run_all(
+        _one_prompt(services, subject, generation.id)
+        for generation in ctx.store.generations(subject.id)
+    )
     generations = ctx.store.generations(subject.id)
     failed = [g for g in generations if g.state == GEN_FAILED]
     error = None

@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+
+import aiofiles.threadpool
+from aiofiles.threadpool.binary import AsyncBufferedIOBase, AsyncBufferedReader
 
 #: Suffix of files being written; a crash may leave one, the next run removes it.
 PART_SUFFIX = ".part"
@@ -38,3 +43,21 @@ def remove_partials(root: Path) -> int:
             leftover.unlink()
             removed += 1
     return removed
+
+
+@asynccontextmanager
+async def open_reader(path: Path) -> AsyncIterator[AsyncBufferedReader]:
+    """A file for async reading, opened at once in the caller's thread.
+
+    ``aiofiles.open`` opens in a worker thread, and a task cancelled during that await
+    leaks the file it never received; a local open is quick enough to do here instead.
+    """
+    with open(path, "rb") as raw:
+        yield aiofiles.threadpool.wrap(raw)
+
+
+@asynccontextmanager
+async def open_writer(path: Path) -> AsyncIterator[AsyncBufferedIOBase]:
+    """A file for async writing; see :func:`open_reader`."""
+    with open(path, "wb") as raw:
+        yield aiofiles.threadpool.wrap(raw)

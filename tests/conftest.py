@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,6 +14,7 @@ from aioresponses import core as aioresponses_core
 from pydantic import SecretStr
 
 from pipeline.config import Settings
+from pipeline.emulator import EmulatorConfig, EmulatorHandle, serve_emulator
 
 TEST_KEY = "sk-test-0123456789abcdef"
 
@@ -64,3 +66,61 @@ def mocked(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
     monkeypatch.setattr(aioresponses_core, "ClientResponse", _CompatResponse)
     with aioresponses() as mock:
         yield mock
+
+
+# --- the pipeline against the emulator -----------------------------------------------------
+
+FAST_EMULATOR = dict(
+    queue_seconds=0.05, train_seconds=0.15, deploy_seconds=0.05,
+    generation_queue_seconds=0.02, generation_seconds=0.05,
+)
+EMULATOR_KEY = "sk-emulated-key-42"
+
+
+def fast_settings(base_url: str, state_dir: Path, **overrides: Any) -> Settings:
+    """Settings for a pipeline that polls the fast emulator without waiting around."""
+    values: dict[str, Any] = dict(
+        api_key=SecretStr(EMULATOR_KEY), base_url=base_url, state_dir=state_dir,
+        poll_interval_min=0.02, poll_interval_max=0.05, generation_poll_interval=0.02,
+        retry_base_delay=0.01, retry_max_delay=0.05, images_per_minute=1000,
+    )
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def write_job(folder: Path, text: str = "", *, name: str = "test", kind: str = "subject",
+              prompts: int = 2, image_num: int = 1, extra: str = "") -> Path:
+    """A job file whose inbox and outbox sit next to it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    prompt_list = ", ".join(f'"{{instance_prompt}}, take {n}"' for n in range(1, prompts + 1))
+    job = folder / f"{name}.toml"
+    job.write_text(text or f"""
+[job]
+name = "{name}"
+inbox = "inbox"
+outbox = "outbox"
+settle_seconds = 0
+{extra}
+
+[training]
+kind = "{kind}"
+
+[generation]
+image_num = {image_num}
+prompts = [{prompt_list}]
+""", encoding="utf-8")
+    (folder / "inbox").mkdir(exist_ok=True)
+    return job
+
+
+@pytest.fixture
+def emulator_config(request: pytest.FixtureRequest) -> EmulatorConfig:
+    """The fast emulator; ``indirect`` parametrization passes overrides (faults...)."""
+    overrides = getattr(request, "param", {})
+    return EmulatorConfig(**{"api_keys": [EMULATOR_KEY], **FAST_EMULATOR, **overrides})
+
+
+@pytest.fixture
+async def emulator(emulator_config: EmulatorConfig) -> AsyncIterator[EmulatorHandle]:
+    async with serve_emulator(emulator_config) as handle:
+        yield handle

@@ -24,7 +24,6 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
 
-import aiofiles
 import aiofiles.os
 import aiohttp
 import structlog
@@ -33,7 +32,7 @@ from pydantic import BaseModel, ValidationError
 from ..clock import Clock, SystemClock
 from ..config import Settings
 from ..errors import IntegrityError, PermanentApiError, TransientApiError, UrlExpired
-from ..files import PART_SUFFIX
+from ..files import PART_SUFFIX, open_reader, open_writer
 from .contract import CONTENT_TYPES, MAX_TASK_PAGE
 from .errors import error_for_response, translate_transport_errors, unwrap
 from .models import (
@@ -204,20 +203,25 @@ class ApiClient:
         size = (await aiofiles.os.stat(path)).st_size
         url_path = urlsplit(url).path
 
-        async def chunks() -> AsyncIterator[bytes]:
-            async with aiofiles.open(path, "rb") as handle:
+        headers = {"Content-Type": content_type, "Content-Length": str(size)}
+        async with open_reader(path) as handle:
+
+            async def chunks() -> AsyncIterator[bytes]:
                 while chunk := await handle.read(CHUNK_SIZE):
                     yield chunk
 
-        headers = {"Content-Type": content_type, "Content-Length": str(size)}
-        with translate_transport_errors(url_path):
-            async with self.session.put(url, data=chunks(), headers=headers) as response:
-                raw = await response.read()
-                if response.status not in (200, 204):
-                    raise error_for_response(
-                        response.status, raw, response.headers, url_path,
-                        now=self._clock.now(), presigned=True,
-                    )
+            body = chunks()
+            try:
+                with translate_transport_errors(url_path):
+                    async with self.session.put(url, data=body, headers=headers) as response:
+                        raw = await response.read()
+                        if response.status not in (200, 204):
+                            raise error_for_response(
+                                response.status, raw, response.headers, url_path,
+                                now=self._clock.now(), presigned=True,
+                            )
+            finally:
+                await body.aclose()
         return size
 
     async def upload_training_image(self, path: Path, extension: ImageExtension) -> str:
@@ -350,7 +354,7 @@ class ApiClient:
                             response.status, await response.read(), response.headers, url_path,
                             now=self._clock.now(), presigned=True,
                         )
-                    async with aiofiles.open(temp, "wb") as handle:
+                    async with open_writer(temp) as handle:
                         async for chunk in response.content.iter_chunked(CHUNK_SIZE):
                             digest.update(chunk)
                             size += len(chunk)

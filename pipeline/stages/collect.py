@@ -15,6 +15,7 @@ from ..api.models import GenerationResult
 from ..errors import NotFound, UrlExpired
 from ..files import write_json_atomic
 from ..state import GEN_DONE, GEN_FAILED, GEN_PENDING, GenerationRow, SubjectRow
+from ..tasks import run_all
 from .context import StageContext
 
 log = structlog.get_logger(__name__)
@@ -84,10 +85,11 @@ async def _save_all(
 ) -> None:
     folder = ctx.outbox_dir(subject) / generation.slug
     folder.mkdir(parents=True, exist_ok=True)
-    async with asyncio.TaskGroup() as group:
-        for number, image in enumerate(result.images, start=1):
-            dest = folder / f"{number}.{EXTENSIONS.get(image.image_type, image.image_type)}"
-            group.create_task(_save_one(ctx, subject, generation, result, number, dest, limit))
+    await run_all(
+        _save_one(ctx, subject, generation, result, number,
+                  folder / f"{number}.{EXTENSIONS.get(image.image_type, image.image_type)}", limit)
+        for number, image in enumerate(result.images, start=1)
+    )
 
 
 async def _save_one(

@@ -11,12 +11,12 @@ import hashlib
 from pathlib import Path
 from typing import cast
 
-import aiofiles
 import structlog
 
 from ..api.models import ImageExtension
 from ..errors import DatasetError
 from ..state import UPLOADED, UPLOADING, ImageRow, SubjectRow
+from ..tasks import run_all
 from .context import StageContext
 
 log = structlog.get_logger(__name__)
@@ -24,10 +24,10 @@ log = structlog.get_logger(__name__)
 HASH_CHUNK = 256 * 1024
 
 
-async def file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    async with aiofiles.open(path, "rb") as handle:
-        while chunk := await handle.read(HASH_CHUNK):
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
 
@@ -38,9 +38,7 @@ async def upload_subject(
     """Give every image of ``subject`` an assets_id; the subject ends ``uploaded``."""
     subject = ctx.store.update_subject(subject.id, now=ctx.clock.now(), state=UPLOADING)
     missing = [image for image in ctx.store.images(subject.id) if image.assets_id is None]
-    async with asyncio.TaskGroup() as group:
-        for image in missing:
-            group.create_task(_upload_image(ctx, subject, image, limit))
+    await run_all(_upload_image(ctx, subject, image, limit) for image in missing)
     log.info("upload.done", subject=subject.name, images=subject.image_count)
     return ctx.store.update_subject(subject.id, now=ctx.clock.now(), state=UPLOADED)
 
@@ -55,7 +53,7 @@ async def _upload_image(
     path = image.path
     async with limit:
         try:
-            actual = await file_sha256(path)
+            actual = await asyncio.to_thread(file_sha256, path)
         except OSError as exc:
             raise DatasetError(
                 f"{subject.name}/{image.name}: cannot be read ({exc.strerror})"
