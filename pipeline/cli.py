@@ -86,8 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
+    if not console.is_terminal:  # cron mail and log files: whole lines, no wrapping
+        console = Console(soft_wrap=True)
     try:
-        settings = Settings(_env_file=args.config)  # type: ignore[call-arg]
+        settings = Settings(_env_file=args.config)
     except ValidationError as exc:
         console.print(f"[red]error:[/] settings ({args.config} or LORA_* variables): {exc}")
         return EXIT_USAGE

@@ -17,30 +17,53 @@ STATE_STYLES = {
 }
 
 
+def _progress(s: SubjectSummary) -> str:
+    text = "" if s.progress is None else f"{s.progress}%"
+    return text + (f" (eta {s.eta}s)" if s.eta else "")
+
+
+def _outputs(s: SubjectSummary) -> str:
+    return f"{s.prompts_done}/{s.prompts_total} prompts, {len(s.outputs)} files"
+
+
+def _label(s: SubjectSummary) -> str:
+    return s.name if s.version == 1 else f"{s.name} (v{s.version})"
+
+
 def status_table(job: str, subjects: Sequence[SubjectSummary]) -> Table:
     table = Table(title=f"job {job}", title_justify="left")
-    for column in ("subject", "state", "images", "training task", "progress", "outputs", "notes"):
+    for column in ("subject", "state", "images", "training task", "progress", "outputs"):
         table.add_column(column, overflow="fold")
     for s in subjects:
-        progress = "" if s.progress is None else f"{s.progress}%"
-        if s.eta:
-            progress += f" (eta {s.eta}s)"
-        outputs = f"{s.prompts_done}/{s.prompts_total} prompts, {len(s.outputs)} files"
-        notes = s.error or ("; ".join(s.warnings) if s.warnings else "")
-        if s.rejected_files:
-            notes = f"{len(s.rejected_files)} file(s) rejected. " + notes
-        name = s.name if s.version == 1 else f"{s.name} (v{s.version})"
         style = STATE_STYLES.get(s.state, "")
-        table.add_row(name, f"[{style}]{s.state}[/]" if style else s.state, str(s.images),
-                      s.task_id or "", progress, outputs if s.prompts_total else "", notes)
+        table.add_row(_label(s), f"[{style}]{s.state}[/]" if style else s.state, str(s.images),
+                      s.task_id or "", _progress(s), _outputs(s) if s.prompts_total else "")
     return table
 
 
 def print_status(console: Console, job: str, subjects: Sequence[SubjectSummary]) -> None:
+    """A table on a terminal, one line per subject otherwise; then every reason in full."""
     if not subjects:
         console.print(f"job {job}: no subjects yet")
         return
-    console.print(status_table(job, subjects))
+    if console.is_terminal:
+        console.print(status_table(job, subjects))
+    else:
+        for s in subjects:
+            fields = [f"images={s.images}", f"task={s.task_id or '-'}"]
+            if s.progress is not None:
+                fields.append(f"progress={_progress(s)}")
+            if s.prompts_total:
+                fields.append(f"outputs={_outputs(s)}")
+            console.print(f"{job}/{_label(s)}: {s.state} " + " ".join(fields), soft_wrap=True)
+    for s in subjects:
+        details = [("error", s.error)] if s.error else []
+        details += [("warning", w) for w in s.warnings]
+        details += [("refused", f"{r['file']}: {r['reason']}") for r in s.rejected_files]
+        if details:
+            console.print(f"[bold]{_label(s)}[/]:", soft_wrap=True)
+        for kind, text in details:
+            console.print(f"  {kind}: {text}", soft_wrap=True, highlight=False)
 
 
 def print_validation(console: Console, reports: Sequence[DatasetReport]) -> None:

@@ -72,7 +72,7 @@ async def run_demo(workdir: Path, console: Console) -> int:
     console.print(f"Sample subjects in [bold]{job.job.inbox}[/]; starting the emulator.")
     async with serve_emulator(DEMO_EMULATOR) as server:
         settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
+            _env_file=None,
             api_key=SecretStr(DEMO_KEY), base_url=server.base_url,
             state_dir=workdir.resolve() / ".state",
             poll_interval_min=0.5, poll_interval_max=1.0, generation_poll_interval=0.3,
@@ -81,9 +81,6 @@ async def run_demo(workdir: Path, console: Console) -> int:
         result = await Runner(job, settings, handle_signals=True).run_once(max_wait=120)
         counters = server.emulator.counters_snapshot()
     print_status(console, job.job.name, result.subjects)
-    for subject in result.subjects:
-        for rejected in subject.rejected_files:
-            console.print(f"  {subject.name}/{rejected['file']}: {rejected['reason']}")
     console.print(
         f"Trainings paid for: {counters['trainings_created']['total']}; "
         f"pictures and LoRA files in [bold]{job.job.outbox / job.job.name}[/]"

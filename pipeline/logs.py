@@ -43,14 +43,15 @@ class Redactor:
 
 
 def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> None:
-    """Set structlog up once, for the whole process."""
-    stream = stream or sys.stderr
+    """Set structlog up once, for the whole process; logs go to ``stream`` (default: the
+    current ``sys.stderr``, looked up at each call so redirection keeps working)."""
+    target = stream or sys.stderr
     mode = settings.log_format
     if mode == "auto":
-        mode = "console" if stream.isatty() else "json"
+        mode = "console" if target.isatty() else "json"
     secret = settings.api_key.get_secret_value() if settings.api_key else ""
     renderer: Any = (
-        structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        structlog.dev.ConsoleRenderer(colors=target.isatty())
         if mode == "console"
         else structlog.processors.JSONRenderer()
     )
@@ -65,6 +66,6 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[settings.log_level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=lambda *_: structlog.PrintLogger(stream or sys.stderr),
         cache_logger_on_first_use=False,
     )

@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 from aioresponses import aioresponses
 from aioresponses import core as aioresponses_core
 from pydantic import SecretStr
@@ -124,3 +125,11 @@ def emulator_config(request: pytest.FixtureRequest) -> EmulatorConfig:
 async def emulator(emulator_config: EmulatorConfig) -> AsyncIterator[EmulatorHandle]:
     async with serve_emulator(emulator_config) as handle:
         yield handle
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """Each test starts and ends with structlog's defaults (the CLI configures it)."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()

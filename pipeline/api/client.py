@@ -17,7 +17,7 @@ import json
 import os
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -206,7 +206,7 @@ class ApiClient:
         headers = {"Content-Type": content_type, "Content-Length": str(size)}
         async with open_reader(path) as handle:
 
-            async def chunks() -> AsyncIterator[bytes]:
+            async def chunks() -> AsyncGenerator[bytes, None]:
                 while chunk := await handle.read(CHUNK_SIZE):
                     yield chunk
 
