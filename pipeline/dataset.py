@@ -4,7 +4,8 @@
 the accepted images (format judged by content, fully decodable, hashed), every rejected file
 with a sentence saying what to do about it, warnings, and an ``error`` when the subject as a
 whole cannot be trained. ``report.fingerprint`` is the subject's version: it changes when the
-photos or their captions change, not when files are only renamed.
+photos or their captions change, not when files are only renamed. What each format looks
+like (magic bytes, header sizes, decoding) is in :mod:`pipeline.image_formats`.
 
 Everything here is local, synchronous and reads one file at a time in chunks; call it through
 ``asyncio.to_thread`` from async code.
@@ -33,20 +34,25 @@ import io
 import json
 import os
 import stat
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Final, Literal
-
-from PIL import ImageFile as PilImageFile
-from PIL import JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 
 from pipeline.api.contract import (
     CONTENT_TYPES,
     MAX_TEXT_LENGTH,
     MAX_TRAINING_IMAGES,
     RECOMMENDED_TRAINING_IMAGES,
+)
+from pipeline.image_formats import (
+    ACCEPTED_FORMATS,
+    HEAD_BYTES,
+    ImageFormat,
+    decode_problem,
+    detect_format,
+    format_label,
+    header_size,
 )
 
 __all__ = [
@@ -62,7 +68,6 @@ __all__ = [
     "validate_subject",
 ]
 
-ImageFormat = Literal["png", "jpeg", "webp"]
 Kind = Literal["subject", "style"]
 
 SUBJECT_FILE: Final = "subject.toml"
@@ -83,65 +88,9 @@ LITTER_NAMES: Final = frozenset(
     }
 )
 
-HEAD_BYTES: Final = 256
 HASH_CHUNK_BYTES: Final = 1 << 20
-#: How far into a JPEG the size (SOF segment) is looked for; EXIF/ICC blocks come first.
-JPEG_HEADER_SCAN_BYTES: Final = 16 << 20
 FINGERPRINT_VERSION: Final = "lora-pipeline.dataset.v1"
 MAX_LISTED_NAMES: Final = 5
-
-_ACCEPTED_FORMATS: Final[dict[str, ImageFormat]] = {"png": "png", "jpeg": "jpeg", "webp": "webp"}
-_PLUGINS: Final[dict[str, type[PilImageFile.ImageFile]]] = {
-    "png": PngImagePlugin.PngImageFile,
-    "jpeg": JpegImagePlugin.JpegImageFile,
-    "webp": WebPImagePlugin.WebPImageFile,
-}
-
-_MAGIC: Final = (
-    (b"GIF87a", "gif"),
-    (b"GIF89a", "gif"),
-    (b"II*\x00", "tiff"),
-    (b"MM\x00*", "tiff"),
-    (b"II+\x00", "tiff"),
-    (b"MM\x00+", "tiff"),
-    (b"\x00\x00\x01\x00", "ico"),
-    (b"%PDF-", "pdf"),
-    (b"8BPS", "psd"),
-    (b"\xff\x0a", "jxl"),
-    (b"\x00\x00\x00\x0cJXL \r\n\x87\n", "jxl"),
-    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", "jpeg2000"),
-    (b"PK\x03\x04", "zip"),
-    (b"\x1f\x8b", "gzip"),
-    (b"RIFF", "riff"),
-)
-_BMP_DIB_HEADER_SIZES: Final = frozenset({12, 40, 52, 56, 64, 108, 124})
-_HEIF_BRANDS: Final = frozenset(
-    {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1"}
-)
-_AVIF_BRANDS: Final = frozenset({b"avif", b"avis"})
-_JPEG_SOF_MARKERS: Final = frozenset(
-    {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-)
-_JPEG_STANDALONE_MARKERS: Final = frozenset({0x01, 0xD8, *range(0xD0, 0xD8)})
-
-_FORMAT_LABELS: Final = {
-    "gif": "a GIF image",
-    "bmp": "a BMP image",
-    "tiff": "a TIFF image",
-    "heic": "a HEIC/HEIF image",
-    "avif": "an AVIF image",
-    "ico": "an icon file",
-    "pdf": "a PDF document",
-    "psd": "a Photoshop document",
-    "jxl": "a JPEG XL image",
-    "jpeg2000": "a JPEG 2000 image",
-    "zip": "a zip archive",
-    "gzip": "a gzip archive",
-    "riff": "a RIFF file (audio or video)",
-    "mp4": "an MP4/QuickTime video",
-    "svg": "an SVG drawing",
-    "text": "a text file",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,141 +183,6 @@ def is_ignored_name(name: str) -> bool:
     return name.startswith(".") or lowered in LITTER_NAMES or lowered == SUBJECT_FILE
 
 
-# ----------------------------------------------------------------------------- formats
-
-
-def detect_format(head: bytes) -> str | None:
-    """Name the format of a file from its first bytes (256 are enough), or None.
-
-    Returns ``"png"``, ``"jpeg"`` or ``"webp"`` for the formats the API takes, and names
-    others so a rejection can say what the file really is: ``"gif"``, ``"bmp"``, ``"tiff"``,
-    ``"heic"``, ``"avif"``, ``"mp4"``, ``"svg"``, ``"text"``, ``"pdf"``...
-
-        >>> detect_format(b"\\x89PNG\\r\\n\\x1a\\n...")
-        'png'
-        >>> detect_format(b"GIF89a...")
-        'gif'
-    """
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head[4:8] == b"ftyp":
-        return _iso_media_format(head)
-    if _is_bmp(head):
-        return "bmp"
-    for magic, name in _MAGIC:
-        if head.startswith(magic):
-            return name
-    return _sniff_text(head)
-
-
-def _iso_media_format(head: bytes) -> str:
-    box_size = int.from_bytes(head[:4], "big")
-    end = min(box_size, len(head)) if box_size >= 16 else len(head)
-    brands = {head[8:12]} | {head[i : i + 4] for i in range(16, end - 3, 4)}
-    if brands & _AVIF_BRANDS:
-        return "avif"
-    if brands & _HEIF_BRANDS:
-        return "heic"
-    return "mp4"
-
-
-def _is_bmp(head: bytes) -> bool:
-    if not head.startswith(b"BM") or len(head) < 18:
-        return False
-    return int.from_bytes(head[14:18], "little") in _BMP_DIB_HEADER_SIZES
-
-
-def _sniff_text(head: bytes) -> str | None:
-    if not head or b"\x00" in head:
-        return None
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 3:
-            return None
-        text = head[: exc.start].decode("utf-8")
-    text = text.removeprefix("\ufeff")
-    if not all(char.isprintable() or char in "\t\r\n\f\v" for char in text):
-        return None
-    opening = text.lstrip().lower()
-    if opening.startswith("<svg") or (opening.startswith("<?xml") and "<svg" in opening):
-        return "svg"
-    return "text"
-
-
-def _format_label(detected: str | None) -> str:
-    if detected is None:
-        return "not a recognised image"
-    return _FORMAT_LABELS.get(detected, f"a {detected.upper()} file")
-
-
-# ----------------------------------------------------------------------------- header sizes
-
-
-def _header_size(fp: IO[bytes], head: bytes, fmt: str) -> tuple[int, int] | None:
-    """Width and height read from the header alone, before any pixel is decoded."""
-    if fmt == "png":
-        if head[12:16] != b"IHDR" or len(head) < 24:
-            return None
-        width, height = struct.unpack(">II", head[16:24])
-        return int(width), int(height)
-    if fmt == "webp":
-        return _webp_size(head)
-    return _jpeg_size(fp)
-
-
-def _webp_size(head: bytes) -> tuple[int, int] | None:
-    chunk = head[12:16]
-    if chunk == b"VP8 " and len(head) >= 30 and head[23:26] == b"\x9d\x01\x2a":
-        width, height = struct.unpack("<HH", head[26:30])
-        return width & 0x3FFF, height & 0x3FFF
-    if chunk == b"VP8L" and len(head) >= 25 and head[20] == 0x2F:
-        bits = int.from_bytes(head[21:25], "little")
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    if chunk == b"VP8X" and len(head) >= 30:
-        width = int.from_bytes(head[24:27], "little") + 1
-        height = int.from_bytes(head[27:30], "little") + 1
-        return width, height
-    return None
-
-
-def _jpeg_next_marker(fp: IO[bytes]) -> int | None:
-    byte = fp.read(1)
-    while byte and byte != b"\xff":
-        byte = fp.read(1)
-    while byte == b"\xff":
-        byte = fp.read(1)
-    return byte[0] if byte else None
-
-
-def _jpeg_size(fp: IO[bytes]) -> tuple[int, int] | None:
-    fp.seek(2)
-    while fp.tell() < JPEG_HEADER_SCAN_BYTES:
-        marker = _jpeg_next_marker(fp)
-        if marker is None or marker in (0xD9, 0xDA):
-            return None
-        if marker in _JPEG_STANDALONE_MARKERS:
-            continue
-        length_bytes = fp.read(2)
-        if len(length_bytes) < 2:
-            return None
-        (length,) = struct.unpack(">H", length_bytes)
-        if marker in _JPEG_SOF_MARKERS:
-            frame = fp.read(5)
-            if len(frame) < 5:
-                return None
-            _precision, height, width = struct.unpack(">BHH", frame)
-            return int(width), int(height)
-        if length < 2:
-            return None
-        fp.seek(length - 2, os.SEEK_CUR)
-    return None
-
-
 # ----------------------------------------------------------------------------- one file
 
 
@@ -409,35 +223,17 @@ def _hash_stream(fp: IO[bytes]) -> tuple[str, int]:
     return digest.hexdigest(), total
 
 
-def _decode_problem(fp: IO[bytes], fmt: str, size: tuple[int, int]) -> str | None:
-    """Fully decode the image; None when it decodes, else what went wrong."""
-    fp.seek(0)
-    try:
-        image = _PLUGINS[fmt](fp)
-        try:
-            if image.size != size:
-                return f"its header says {size[0]}x{size[1]} but it decodes as {image.size}"
-            image.load()
-        finally:
-            image.close()
-    # A damaged file can make any decoder raise almost anything (OSError, SyntaxError,
-    # struct.error, ValueError, DecompressionBombError...): each is a reason to reject.
-    except Exception as exc:
-        return str(exc) or type(exc).__name__
-    return None
-
-
 def _read_content(fp: IO[bytes], name: str, max_pixels: int) -> _Content | Rejection:
     head = fp.read(HEAD_BYTES)
     detected = detect_format(head)
-    fmt = _ACCEPTED_FORMATS.get(detected) if detected else None
+    fmt = ACCEPTED_FORMATS.get(detected) if detected else None
     if fmt is None:
         return Rejection(
             name,
-            f"{name} is {_format_label(detected)}, not png/jpeg/webp: "
+            f"{name} is {format_label(detected)}, not png/jpeg/webp: "
             "convert it to PNG or JPEG, or remove it",
         )
-    size = _header_size(fp, head, fmt)
+    size = header_size(fp, head, fmt)
     if size is None:
         return Rejection(
             name,
@@ -454,7 +250,7 @@ def _read_content(fp: IO[bytes], name: str, max_pixels: int) -> _Content | Rejec
         )
     fp.seek(0)
     sha256, size_bytes = _hash_stream(fp)
-    problem = _decode_problem(fp, fmt, size)
+    problem = decode_problem(fp, fmt, size)
     if problem is not None:
         return Rejection(
             name, f"{name} is a damaged {fmt.upper()} file ({problem}): export or copy it again"

@@ -288,13 +288,13 @@ def test_huge_pixel_count_is_rejected_from_the_header_without_decoding(
     fill(subject, 1)
     (subject / "bomb.png").write_bytes(png_claiming(100_000, 100_000))
     decoded: list[str] = []
-    original = dataset._decode_problem
+    original = dataset.decode_problem
 
     def spy(fp: IO[bytes], fmt: str, size: tuple[int, int]) -> str | None:
         decoded.append(f"{size}")
         return original(fp, fmt, size)
 
-    monkeypatch.setattr(dataset, "_decode_problem", spy)
+    monkeypatch.setattr(dataset, "decode_problem", spy)
 
     report = validate_subject(subject)  # filterwarnings=error: no DecompressionBombWarning
 
