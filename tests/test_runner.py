@@ -295,3 +295,22 @@ async def test_rejected_folder_fixed_becomes_a_new_version(tmp_path, emulator) -
     result = await run(job, emulator, tmp_path)
     too_many = {s.name: s for s in result.subjects}["too_many"]
     assert too_many.version == 2 and too_many.state == DONE
+
+
+async def test_watch_takes_in_folders_as_they_appear(tmp_path, emulator) -> None:
+    import asyncio
+
+    job, _ = setup_job(tmp_path, subjects=0)
+    runner = Runner(job, fast_settings(emulator.base_url, tmp_path / "state"))
+    watching = asyncio.create_task(runner.watch())
+    create_samples(tmp_path / "inbox", count=1, images_per_subject=3, include_bad=False)
+    db = store(tmp_path)
+    for _ in range(200):  # the watcher reacts to the file system: bounded real wait
+        subject = db.latest("test", "alice")
+        if subject is not None and subject.state == DONE:
+            break
+        await asyncio.sleep(0.05)
+    runner.stop()
+    result = await asyncio.wait_for(watching, 10)
+    assert [(s.name, s.state) for s in result.subjects] == [("alice", DONE)]
+    assert result.exit_code == EXIT_OK
