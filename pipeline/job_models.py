@@ -7,14 +7,14 @@ a load error naming the field, never a 400 after a paid training. Loading, mergi
 subject's overrides and rendering prompts live in :mod:`pipeline.jobs`.
 
 Templates (``instance_prompt``, ``prompts``, ``extra_prompts``) may use ``{instance_prompt}``,
-``{subject}`` and ``{class_word}``; ``{{`` and ``}}`` stand for literal braces.
+``{subject}`` and ``{class_word}``; ``{{`` and ``}}`` stand for literal braces. They are
+checked and rendered by :mod:`pipeline.templates`.
 """
 
 from __future__ import annotations
 
 import difflib
-import string
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
 from urllib.parse import urlsplit
@@ -43,11 +43,14 @@ from .api.contract import (
     SAMPLERS,
 )
 from .errors import ConfigError
+from .templates import (
+    TemplateError,
+    check_instance_template,
+    check_prompt_template,
+    fill_template,
+)
 
 MAX_PROMPTS: Final = 100
-PLACEHOLDERS: Final = ("instance_prompt", "subject", "class_word")
-#: ``instance_prompt`` is itself a template, rendered first, so it cannot refer to itself.
-INSTANCE_PLACEHOLDERS: Final = ("subject", "class_word")
 #: ``expert_setting`` fields sent as they are (``None`` ones are left out).
 EXPERT_FIELDS: Final = frozenset(
     {
@@ -64,71 +67,6 @@ COMPONENT_ARGS: Final = {
     "face_restore": frozenset({"method", "upscale"}),
 }
 _WARMUP_SCHEDULERS: Final = LR_SCHEDULERS - {"constant"}
-_FORMATTER = string.Formatter()
-
-
-class TemplateError(ValueError):
-    """A template with an unknown placeholder or a stray brace (a ValueError for pydantic)."""
-
-
-def _template_parts(template: str, allowed: Iterable[str]) -> list[tuple[str, str | None]]:
-    allowed = tuple(allowed)
-    hint = ", ".join(f"{{{name}}}" for name in allowed)
-    try:
-        parsed = list(_FORMATTER.parse(template))
-    except ValueError as exc:
-        raise TemplateError(
-            f"template {template!r}: {exc} (placeholders allowed: {hint};"
-            " write {{ or }} for a literal brace)"
-        ) from None
-    parts: list[tuple[str, str | None]] = []
-    for literal, field, spec, conversion in parsed:
-        if field is not None and (field not in allowed or spec or conversion):
-            shown = field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
-            raise TemplateError(
-                f"template {template!r}: unknown placeholder {{{shown}}}"
-                f" (placeholders allowed: {hint}; write {{{{ or }}}} for a literal brace)"
-            )
-        parts.append((literal, field))
-    return parts
-
-
-def fill_template(template: str, values: Mapping[str, str]) -> str:
-    """Render ``template`` with exactly the placeholders in ``values``; raise TemplateError."""
-    parts = _template_parts(template, values)
-    return "".join(literal + (values[field] if field else "") for literal, field in parts)
-
-
-def template_literal(template: str) -> str:
-    """The template's fixed text, placeholders removed (for prompt slugs)."""
-    return "".join(literal for literal, _ in _template_parts(template, PLACEHOLDERS))
-
-
-def render_template(template: str, *, instance_prompt: str, subject: str, class_word: str) -> str:
-    """Render a prompt template; ``instance_prompt`` may itself hold the other placeholders.
-
-    >>> render_template("{instance_prompt}, studio", instance_prompt="ohwx {class_word}",
-    ...                 subject="alice", class_word="woman")
-    'ohwx woman, studio'
-
-    Raises ConfigError naming the template and the allowed placeholders.
-    """
-    try:
-        instance = fill_template(instance_prompt, {"subject": subject, "class_word": class_word})
-        values = {"instance_prompt": instance, "subject": subject, "class_word": class_word}
-        return fill_template(template, values)
-    except TemplateError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def _check_prompt_template(template: str) -> str:
-    _template_parts(template, PLACEHOLDERS)
-    return template
-
-
-def _check_instance_template(template: str) -> str:
-    _template_parts(template, INSTANCE_PLACEHOLDERS)
-    return template
 
 
 def _one_of(allowed: frozenset[str]) -> Callable[[str], str]:
@@ -172,9 +110,9 @@ def _http_url(value: str) -> str:
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_LENGTH)]
 Slug = Annotated[str, AfterValidator(_slug)]
 PromptTemplate = Annotated[str, StringConstraints(min_length=1),
-                           AfterValidator(_check_prompt_template)]
+                           AfterValidator(check_prompt_template)]
 InstanceTemplate = Annotated[str, StringConstraints(min_length=1),
-                             AfterValidator(_check_instance_template)]
+                             AfterValidator(check_instance_template)]
 ClassWord = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 BaseModelName = Annotated[str, AfterValidator(_one_of(BASE_MODELS))]
 SamplerName = Annotated[str, AfterValidator(_one_of(SAMPLERS))]

@@ -8,17 +8,16 @@
 
 Every error is a :class:`~pipeline.errors.ConfigError` whose lines name the file, the field
 (``generation.lora_strength``), the bad value and what is allowed. The sections themselves
-are in :mod:`pipeline.job_models`; the fields are described in ``jobs/README.md``.
+are in :mod:`pipeline.job_models`, the templates in :mod:`pipeline.templates`; the fields are
+described in ``jobs/README.md``.
 """
 
 from __future__ import annotations
 
 import difflib
-import re
 import tomllib
 import types
 import typing
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Self
@@ -37,13 +36,10 @@ from .job_models import (
     NotifySection,
     StrictModel,
     SubjectOverrides,
-    TemplateError,
     TrainingOverrides,
     TrainingSection,
-    fill_template,
-    render_template,
-    template_literal,
 )
+from .templates import TemplateError, fill_template, prompt_slug, render_template
 
 __all__ = [
     "Component",
@@ -64,7 +60,6 @@ __all__ = [
 ]
 
 SUBJECT_FILE: Final = "subject.toml"
-MAX_SLUG_LENGTH: Final = 60
 #: Stands in for the subject's folder name when prompts are checked at load time.
 SAMPLE_SUBJECT: Final = "subject"
 _VALUE_WIDTH: Final = 80
@@ -191,25 +186,6 @@ def load_subject_overrides(folder: Path) -> SubjectOverrides:
         return SubjectOverrides.model_validate(data)
     except ValidationError as exc:
         raise _config_error(str(file), exc, SubjectOverrides) from None
-
-
-def prompt_slug(index: int, template: str) -> str:
-    """A short, filesystem-safe name for a prompt: its number and the template's own words.
-
-    >>> prompt_slug(1, "{instance_prompt}, studio portrait, soft light")
-    '01-studio-portrait-soft-light'
-    """
-    ascii_text = unicodedata.normalize("NFKD", template_literal(template))
-    words = re.findall(r"[a-z0-9]+", ascii_text.encode("ascii", "ignore").decode().lower())
-    slug = f"{index:02d}"
-    for word in words:
-        room = MAX_SLUG_LENGTH - len(slug) - 1
-        if len(word) > room:
-            if "-" not in slug and room > 0:
-                slug += "-" + word[:room]
-            break
-        slug += "-" + word
-    return slug
 
 
 def render_prompts(
