@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(BIN)/lora-pipeline demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check pipeline tests benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 
 test: lint
