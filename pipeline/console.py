@@ -59,7 +59,7 @@ def print_status(console: Console, job: str, subjects: Sequence[SubjectSummary])
     for s in subjects:
         details = [("error", s.error)] if s.error else []
         details += [("warning", w) for w in s.warnings]
-        details += [("refused", f"{r['file']}: {r['reason']}") for r in s.rejected_files]
+        details += [("refused", r["reason"]) for r in s.rejected_files]
         if details:
             console.print(f"[bold]{_label(s)}[/]:", soft_wrap=True)
         for kind, text in details:
