@@ -1,5 +1,13 @@
-"""lora-pipeline: folders of photos in, trained LoRAs and generated pictures out."""
+"""lora-pipeline: folders of photos in, trained LoRAs and generated pictures out.
 
+    from pipeline import Runner, Settings, load_job
+
+    summary = await Runner(load_job(Path("jobs/portraits.toml")), Settings()).run_once(
+        max_wait=240
+    )
+"""
+
+from .api import ApiClient
 from .config import Settings
 from .errors import (
     ApiError,
@@ -7,22 +15,41 @@ from .errors import (
     BadCredentials,
     ConfigError,
     DatasetError,
+    IntegrityError,
     LockHeld,
+    NotFound,
+    PermanentApiError,
     PipelineError,
+    RateLimited,
     StateConflict,
+    TransientApiError,
     TransportError,
+    UrlExpired,
 )
+from .jobs import JobConfig, load_job
+from .runner import Runner, RunResult
 
 __all__ = [
+    "ApiClient",
     "ApiError",
     "ApiStatusError",
     "BadCredentials",
     "ConfigError",
     "DatasetError",
+    "IntegrityError",
+    "JobConfig",
     "LockHeld",
+    "NotFound",
+    "PermanentApiError",
     "PipelineError",
+    "RateLimited",
+    "RunResult",
+    "Runner",
     "Settings",
     "StateConflict",
+    "TransientApiError",
     "TransportError",
+    "UrlExpired",
+    "load_job",
 ]
 __version__ = "0.1.0"
