@@ -29,10 +29,12 @@ from .config import Settings
 from .console import print_status, print_validation
 from .dataset import validate_subject
 from .errors import BadCredentials, ConfigError, LockHeld, PipelineError, StateConflict
+from .hooks import PassHooks
 from .inbox import scan_inbox
 from .jobs import JobConfig, load_job
 from .lock import job_lock
 from .logs import configure_logging
+from .report import write_job_report
 from .runner import Runner, RunResult
 from .state import SqliteStore
 from .summary import (
@@ -66,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("job", type=Path)
     status = commands.add_parser("status", help="where every subject of a job stands")
     status.add_argument("job", type=Path)
+    report = commands.add_parser("report", help="write outbox/<job>/report.html and .json")
+    report.add_argument("job", type=Path)
     validate = commands.add_parser("validate", help="check folders without the network")
     validate.add_argument("path", type=Path, help="a subject folder, an inbox, or a job file")
     validate.add_argument("--kind", choices=("subject", "style"), default="subject")
@@ -129,16 +133,18 @@ def _dispatch(args: argparse.Namespace, settings: Settings, console: Console) ->
         return _validate(args.path, args.kind, console)
     job = load_job(args.job)
     if command in ("run", "watch"):
-        runner = Runner(job, settings, handle_signals=True)
-        if command == "run":
-            result = asyncio.run(runner.run_once(max_wait=args.max_wait))
-        else:
-            result = asyncio.run(runner.watch())
-        _report_run(console, job, result)
+        max_wait = args.max_wait if command == "run" else None
+        result, html = asyncio.run(_run(job, settings, console, max_wait))
+        _report_run(console, job, result, html)
         return result.exit_code
     if command == "status":
         with SqliteStore(settings.state_dir / "state.db") as store:
             print_status(console, job.job.name, summarize(store, job.job.name))
+        return EXIT_OK
+    if command == "report":
+        with SqliteStore(settings.state_dir / "state.db") as store:
+            json_path, html_path = write_job_report(job, store)
+        console.print(f"report: {html_path}\ndata:   {json_path}")
         return EXIT_OK
     action = retry_subject if command == "retry" else cancel_subject
     with job_lock(settings.state_dir, job.job.name), \
@@ -147,11 +153,28 @@ def _dispatch(args: argparse.Namespace, settings: Settings, console: Console) ->
     return EXIT_OK
 
 
-def _report_run(console: Console, job: JobConfig, result: RunResult) -> None:
+async def _run(
+    job: JobConfig, settings: Settings, console: Console, max_wait: float | None
+) -> tuple[RunResult, Path | None]:
+    """A pass (``max_wait`` given) or a watch, with progress, report and notifications."""
+    runner = Runner(job, settings, handle_signals=True)
+    async with PassHooks(job, settings, console) as hooks:
+        if max_wait is None:
+            result = await runner.watch()
+        else:
+            result = await runner.run_once(max_wait=max_wait)
+        return result, await hooks.finished(result)
+
+
+def _report_run(
+    console: Console, job: JobConfig, result: RunResult, html: Path | None
+) -> None:
     print_status(console, job.job.name, result.subjects)
     for name in result.waiting:
         console.print(f"waiting for {name} to settle")
     console.print(f"outputs: {job.job.outbox / job.job.name}")
+    if html is not None:
+        console.print(f"report:  {html}")
 
 
 def _validate(path: Path, kind: str, console: Console) -> int:

@@ -238,3 +238,15 @@ def test_sigterm_stops_cleanly_and_the_next_run_continues(project, served) -> No
     served.emulator.config.train_seconds = 0.1
     assert cli(config, "run", str(job)) == EXIT_OK
     assert served.emulator.counters_snapshot()["trainings_created"]["total"] == 2
+
+
+def test_run_writes_the_report_and_report_rewrites_it(project, capsys) -> None:
+    job, config = project
+    assert cli(config, "run", str(job)) == EXIT_OK
+    html = job.parent / "outbox" / "test" / "report.html"
+    data = json.loads((job.parent / "outbox" / "test" / "report.json").read_text())
+    assert html.exists() and f"report:  {html}" in capsys.readouterr().out
+    assert data["counts"] == {"done": 2}
+    html.unlink()
+    assert cli(config, "report", str(job)) == EXIT_OK
+    assert html.exists()

@@ -1,0 +1,57 @@
+"""Progress, report and notifications around a pass."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+from rich.console import Console
+
+from pipeline.hooks import PassHooks
+from pipeline.jobs import load_job
+from pipeline.runner import Runner
+from pipeline.samples import create_samples
+from tests.conftest import EMULATOR_KEY, fast_settings, write_job
+
+
+async def _receiver():
+    received: list[dict] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"http://127.0.0.1:{port}/hook", received
+
+
+async def test_failures_and_the_end_of_a_run_are_notified(tmp_path, emulator) -> None:
+    server, url, received = await _receiver()
+    try:
+        job_file = write_job(tmp_path)
+        job_file.write_text(job_file.read_text() + f'\n[on_complete]\nwebhook = "{url}"\n')
+        create_samples(tmp_path / "inbox", count=2, images_per_subject=3, include_bad=False)
+        job = load_job(job_file)
+        emulator.emulator.config.fault_training_failed = 1.0
+        settings = fast_settings(emulator.base_url, tmp_path / "state")
+        with open(tmp_path / "out", "w") as out:
+            async with PassHooks(job, settings, Console(file=out), check_every=0.05) as hooks:
+                result = await Runner(job, settings).run_once(max_wait=20)
+                html = await hooks.finished(result)
+    finally:
+        await server.cleanup()
+    events = [r["event"] for r in received]
+    assert events.count("run_finished") == 1 and "subject_failed" in events
+    failed = [s["name"] for r in received if r["event"] == "subject_failed" for s in r["subjects"]]
+    assert sorted(failed) == ["alice", "bob"]
+    finished = next(r for r in received if r["event"] == "run_finished")
+    assert {s["state"] for s in finished["subjects"]} == {"failed"}
+    assert html is not None and html.exists()
+    assert EMULATOR_KEY not in json.dumps(received)
+    assert (tmp_path / "out").read_text() == ""  # not a terminal: no progress output
