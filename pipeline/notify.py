@@ -7,10 +7,11 @@
 The webhook gets the payload as a JSON POST, retried ``retries`` times with exponential
 backoff on connection errors, timeouts, 408, 429 and 5xx, each attempt bounded by
 ``timeout_seconds``. The command gets the same JSON on its standard input; a string is run by
-``/bin/sh``, a list is executed as it is. It runs once (a command's side effects are its own
-to retry), is killed with its whole process group when it outlives ``timeout_seconds``, and
-does not inherit ``LORA_API_KEY``. Both run concurrently, so a notification takes at most
-about ``(retries + 1) * timeout_seconds`` plus the backoff.
+``/bin/sh``, a list is executed as it is. A failed or timed-out run is retried like the
+webhook (so a command should be safe to run twice); each run is killed with its whole
+process group when it outlives ``timeout_seconds``, and none inherits ``LORA_API_KEY``.
+Both run concurrently, so a notification takes at most about
+``(retries + 1) * timeout_seconds`` plus the backoff.
 
 Nothing here raises into the pipeline: every failure is logged and described in the
 returned :class:`NotifyResult`. The payload holds names, states, paths and errors, never the
@@ -27,7 +28,7 @@ import signal
 import time
 from collections.abc import Coroutine, Iterable, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
@@ -176,7 +177,8 @@ async def notify(
                 "webhook", post_webhook(section, body, event, session=session,
                                         base_delay=base_delay)))
         if section.command:
-            command = group.create_task(_guarded("command", run_command(section, body)))
+            command = group.create_task(_guarded(
+                "command", run_command(section, body, base_delay=base_delay)))
     return NotifyResult(
         webhook=webhook.result() if webhook else None,
         command=command.result() if command else None,
@@ -255,11 +257,29 @@ async def post_webhook(
     return Delivery("webhook", False, attempts, f"gave up after {attempts} attempts: {detail}")
 
 
-async def run_command(section: NotifySection, body: bytes) -> Delivery:
-    """Run the command once with ``body`` on its standard input, within the timeout."""
+async def run_command(
+    section: NotifySection, body: bytes, *, base_delay: float = BASE_DELAY
+) -> Delivery:
+    """Run the command with ``body`` on its standard input, within the timeout, again after
+    a failure or a timeout up to ``retries`` times (not when it cannot be started at all)."""
     assert section.command is not None
     argv = (["/bin/sh", "-c", section.command] if isinstance(section.command, str)
             else list(section.command))
+    attempts = section.retries + 1
+    for attempt in range(1, attempts + 1):
+        if attempt > 1:
+            await asyncio.sleep(backoff_delay(attempt - 1, base_delay))
+        delivery, retryable = await _run_once(section, body, argv)
+        delivery = replace(delivery, attempts=attempt)
+        if delivery.ok or not retryable:
+            return delivery
+    return delivery
+
+
+async def _run_once(
+    section: NotifySection, body: bytes, argv: list[str]
+) -> tuple[Delivery, bool]:
+    """One run of the command: how it went, and whether another run may do better."""
     env = {k: v for k, v in os.environ.items() if k not in HIDDEN_ENV}
     try:
         process = await asyncio.create_subprocess_exec(
@@ -268,25 +288,27 @@ async def run_command(section: NotifySection, body: bytes) -> Delivery:
         )
     except OSError as exc:
         log.error("notify.command_not_started", command=argv[0], error=str(exc))
-        return Delivery("command", False, 1, f"cannot start {argv[0]}: {exc.strerror or exc}")
+        detail = f"cannot start {argv[0]}: {exc.strerror or exc}"
+        return Delivery("command", False, 1, detail), False
     try:
         output, _ = await asyncio.wait_for(process.communicate(body), section.timeout_seconds)
     except TimeoutError:
         await _kill(process)
         log.error("notify.command_timeout", command=argv[0],
                   timeout=section.timeout_seconds)
-        return Delivery("command", False, 1,
-                        f"killed after {section.timeout_seconds:g} s without finishing")
+        detail = f"killed after {section.timeout_seconds:g} s without finishing"
+        return Delivery("command", False, 1, detail), True
     except BaseException:
         await _kill(process)
         raise
     code = process.returncode
     if code == 0:
         log.info("notify.command", command=argv[0], exit_code=0)
-        return Delivery("command", True, 1, "exit code 0")
+        return Delivery("command", True, 1, "exit code 0"), False
     tail = output.decode("utf-8", "replace")[-OUTPUT_TAIL:].strip()
     log.error("notify.command_failed", command=argv[0], exit_code=code, output=tail)
-    return Delivery("command", False, 1, f"exit code {code}" + (f": {tail}" if tail else ""))
+    detail = f"exit code {code}" + (f": {tail}" if tail else "")
+    return Delivery("command", False, 1, detail), True
 
 
 async def _kill(process: asyncio.subprocess.Process) -> None:

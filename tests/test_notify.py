@@ -238,17 +238,31 @@ async def test_the_command_does_not_inherit_the_api_key(
     assert "LORA_API_KEY" not in env and env["SOMETHING_ELSE"] == "kept"
 
 
-async def test_a_failing_command_is_reported_not_raised() -> None:
-    command = _python("import sys; print('disk full'); sys.exit(3)")
-    result = await notify(section(command=command), PAYLOAD)
+async def test_a_failing_command_is_retried_then_reported_not_raised(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    command = _python(f"import sys; open({str(runs)!r}, 'a').write('x'); print('disk full');"
+                      " sys.exit(3)")
+    result = await notify(section(command=command, retries=2), PAYLOAD, base_delay=FAST)
     assert result.command is not None and not result.ok
     assert result.command.detail == "exit code 3: disk full"
+    assert result.command.attempts == 3 and runs.read_text() == "xxx"
+
+
+async def test_a_command_that_fails_once_succeeds_on_the_retry(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    command = _python(
+        f"import os, sys; first = not os.path.exists({str(runs)!r});"
+        f" open({str(runs)!r}, 'a').write('x'); sys.exit(1 if first else 0)"
+    )
+    result = await notify(section(command=command, retries=3), PAYLOAD, base_delay=FAST)
+    assert result.ok and result.command is not None and result.command.attempts == 2
 
 
 async def test_a_missing_command_is_reported_not_raised(tmp_path: Path) -> None:
     result = await notify(section(command=[str(tmp_path / "no-such-program")]), PAYLOAD)
     assert result.command is not None and not result.command.ok
     assert "cannot start" in result.command.detail
+    assert result.command.attempts == 1  # starting it again would not help
 
 
 def _alive(pid: int) -> bool:
@@ -275,7 +289,7 @@ async def test_a_command_that_outlives_its_timeout_is_killed_with_its_children(
     # The shell starts a child and waits: both must go.
     command = f"sleep 30 & echo $$ $! > '{pids}'; wait"
     started = time.monotonic()
-    result = await notify(section(command=command, timeout_seconds=0.5), PAYLOAD)
+    result = await notify(section(command=command, timeout_seconds=0.5, retries=0), PAYLOAD)
     assert time.monotonic() - started < 5
     assert result.command is not None and not result.command.ok
     assert result.command.detail == "killed after 0.5 s without finishing"
