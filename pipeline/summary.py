@@ -16,6 +16,9 @@ from .state import (
     SubjectRow,
 )
 
+#: Milestones of a subject, in order, as named in ``SubjectSummary.timings``.
+MILESTONES = ("discovered", "submitted", "trained", "serving", "finished")
+
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_REJECTED = 3

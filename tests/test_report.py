@@ -19,7 +19,8 @@ import pytest
 from PIL import Image
 
 from pipeline.jobs import load_job
-from pipeline.report import build_report, thumbnail_data_uri, write_job_report, write_report
+from pipeline.report import build_report, write_job_report, write_report
+from pipeline.report_html import thumbnail_data_uri
 from pipeline.state import DONE, FAILED, GEN_DONE, GEN_FAILED, REJECTED, NewImage, SqliteStore
 from pipeline.summary import summarize
 from tests.conftest import write_job
