@@ -83,6 +83,9 @@ class PassHooks:
         except OSError as exc:
             log.error("report.failed", error=str(exc))
         if self._job.on_complete is not None:
+            self._check_failures()  # failures since the last look are told first
+            if self._sent:
+                await asyncio.gather(*self._sent, return_exceptions=True)
             await self._notify(RUN_FINISHED, result.subjects, html)
         return html
 
@@ -97,14 +100,19 @@ class PassHooks:
     async def _watch_failures(self) -> None:
         while True:
             await asyncio.sleep(self._check_every)
-            failed = self._failed_now()
-            new = failed - self._known_failed
-            self._known_failed = failed
-            if new:
-                subjects = [s for s in self._snapshot() if (s.name, s.version) in new]
-                task = asyncio.create_task(self._notify(SUBJECT_FAILED, subjects, None))
-                self._sent.add(task)
-                task.add_done_callback(self._sent.discard)
+            self._check_failures()
+
+    def _check_failures(self) -> None:
+        """Send ``subject_failed`` (in the background) for subjects that failed since the
+        last look."""
+        failed = self._failed_now()
+        new = failed - self._known_failed
+        self._known_failed = failed
+        if new:
+            subjects = [s for s in self._snapshot() if (s.name, s.version) in new]
+            task = asyncio.create_task(self._notify(SUBJECT_FAILED, subjects, None))
+            self._sent.add(task)
+            task.add_done_callback(self._sent.discard)
 
     async def _notify(
         self, event: Event, subjects: list[SubjectSummary], report: Path | None

@@ -41,7 +41,7 @@ async def test_failures_and_the_end_of_a_run_are_notified(tmp_path, emulator) ->
         emulator.emulator.config.fault_training_failed = 1.0
         settings = fast_settings(emulator.base_url, tmp_path / "state")
         with open(tmp_path / "out", "w") as out:
-            async with PassHooks(job, settings, Console(file=out), check_every=0.05) as hooks:
+            async with PassHooks(job, settings, Console(file=out), check_every=60) as hooks:
                 result = await Runner(job, settings).run_once(max_wait=20)
                 html = await hooks.finished(result)
     finally:
@@ -55,3 +55,30 @@ async def test_failures_and_the_end_of_a_run_are_notified(tmp_path, emulator) ->
     assert html is not None and html.exists()
     assert EMULATOR_KEY not in json.dumps(received)
     assert (tmp_path / "out").read_text() == ""  # not a terminal: no progress output
+
+
+async def test_a_failure_mid_run_is_told_without_waiting_for_the_end(tmp_path) -> None:
+    import asyncio
+
+    from pipeline.state import FAILED, VALIDATED, SqliteStore
+
+    server, url, received = await _receiver()
+    try:
+        job_file = write_job(tmp_path)
+        job_file.write_text(job_file.read_text() + f'\n[on_complete]\nwebhook = "{url}"\n')
+        job = load_job(job_file)
+        settings = fast_settings("http://127.0.0.1:9", tmp_path / "state")
+        store = SqliteStore(tmp_path / "state" / "state.db")
+        row = store.add_version("test", "alice", "fp", "subject", state=VALIDATED, now=0)
+        with open(tmp_path / "out", "w") as out:
+            async with PassHooks(job, settings, Console(file=out), check_every=0.02):
+                store.update_subject(row.id, now=1, state=FAILED, error="boom")
+                for _ in range(100):  # the watcher looks every 20 ms
+                    if received:
+                        break
+                    await asyncio.sleep(0.02)
+        store.close()
+    finally:
+        await server.cleanup()
+    assert [r["event"] for r in received] == ["subject_failed"]
+    assert received[0]["subjects"][0]["error"] == "boom"
