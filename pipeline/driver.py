@@ -135,7 +135,7 @@ def _may_retrain(services: Services, subject: SubjectRow) -> bool:
 async def _start_generating(services: Services, subject: SubjectRow) -> SubjectRow:
     ctx = services.ctx
     if ctx.job.job.fetch_lora and not subject.lora_path:
-        subject = await fetch_lora(ctx, subject, services.models)
+        subject = await fetch_lora(ctx, subject, services.models, services.download_limit)
     prompts = ctx.subject_settings(subject).prompts
     ctx.store.ensure_generations(
         subject.id, [(p.index, p.slug, p.text) for p in prompts], now=ctx.clock.now()

@@ -23,6 +23,7 @@ class ImageRateLimiter:
         self._clock = clock
         self._window = window
         self._spent: deque[tuple[float, int]] = deque()
+        self._paused_until = 0.0
         self._turn = asyncio.Lock()
 
     def _in_window(self) -> int:
@@ -35,11 +36,24 @@ class ImageRateLimiter:
         """Wait until ``images`` more fit in the window, then count them as spent."""
         images = min(images, self._limit)
         async with self._turn:
-            while self._in_window() + images > self._limit:
-                oldest = self._spent[0][0]
-                await self._clock.sleep(oldest + self._window - self._clock.now())
+            while (wait := self._wait_for(images)) is not None:
+                await self._clock.sleep(wait)
             self._spent.append((self._clock.now(), images))
 
+    def _wait_for(self, images: int) -> float | None:
+        """Seconds to wait before ``images`` may start; None when they may start now."""
+        now = self._clock.now()
+        if now < self._paused_until:
+            return self._paused_until - now
+        if self._in_window() + images <= self._limit:
+            return None
+        return self._spent[0][0] + self._window - now
+
     def penalise(self, seconds: float) -> None:
-        """The server said 429: count the window as full for ``seconds`` more."""
-        self._spent.append((self._clock.now() + seconds - self._window, self._limit))
+        """The server said 429: start nothing for ``seconds`` more.
+
+        A pause of its own, not a fake entry in the window: the window is kept in time
+        order, and an entry dated in the past behind newer ones would only leave it when
+        they do, holding every generation back for a whole minute instead of ``seconds``.
+        """
+        self._paused_until = max(self._paused_until, self._clock.now() + seconds)

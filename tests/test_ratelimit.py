@@ -68,3 +68,18 @@ async def test_a_429_fills_the_window_for_a_while() -> None:
 def test_limit_must_be_positive() -> None:
     with pytest.raises(ValueError):
         ImageRateLimiter(0, ManualClock())
+
+
+async def test_a_429_after_spending_pauses_only_for_its_delay() -> None:
+    # A penalty used to be a back-dated entry appended behind newer ones, so it left the
+    # window only with them: one 429 held every generation back for a whole minute.
+    clock = ManualClock()
+    limiter = ImageRateLimiter(1000, clock)
+    await limiter.acquire(1)
+    clock.advance(1)
+    limiter.penalise(0.5)
+    blocked = asyncio.create_task(limiter.acquire(1))
+    await asyncio.sleep(0)
+    assert not blocked.done()
+    clock.advance(0.5)
+    await asyncio.wait_for(blocked, 1)

@@ -134,6 +134,13 @@ class ApiClient:
             headers["Authorization"] = f"Bearer {self._settings.api_key.get_secret_value()}"
         return headers
 
+    def _without_key(self, body: bytes) -> bytes:
+        """An error body with our key blanked out: some services and proxies quote the
+        request's Authorization header back, and error messages end up in the state store,
+        the summary and the logs."""
+        key = self._settings.api_key.get_secret_value() if self._settings.api_key else ""
+        return body.replace(key.encode(), b"***") if key else body
+
     async def _retrying(self, call: Callable[[], Awaitable[T]], what: str) -> T:
         attempt = 0
         while True:
@@ -161,7 +168,8 @@ class ApiClient:
                 raw = await response.read()
                 if response.status != 200:
                     raise error_for_response(
-                        response.status, raw, response.headers, path, now=self._clock.now()
+                        response.status, self._without_key(raw), response.headers, path,
+                        now=self._clock.now(),
                     )
         try:
             return unwrap(json.loads(raw))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..api import ApiClient
 from ..clock import Clock
 from ..config import Settings
+from ..dataset import display_name
 from ..jobs import JobConfig, SubjectSettings
 from ..state import StateStore, SubjectRow
 
@@ -26,7 +28,22 @@ class StageContext:
         return self.job.job.name
 
     def inbox_dir(self, subject: SubjectRow) -> Path:
-        return self.job.job.inbox / subject.name
+        """``inbox/<subject>``, found again when the folder's name is not valid UTF-8.
+
+        The state keeps names as people read them (``caf\\xe9``); reading the subject's
+        ``subject.toml`` from that spelling would silently miss its overrides.
+        """
+        folder = self.job.job.inbox / subject.name
+        if folder.is_dir() or "\\" not in subject.name:
+            return folder
+        try:
+            with os.scandir(self.job.job.inbox) as entries:
+                for entry in entries:
+                    if display_name(entry.name) == subject.name and entry.is_dir():
+                        return Path(entry.path)
+        except OSError:
+            pass
+        return folder
 
     def outbox_dir(self, subject: SubjectRow) -> Path:
         """``outbox/<job>/<subject>``; later versions of a subject get ``<subject>-v<N>``."""
@@ -36,7 +53,18 @@ class StageContext:
     def subject_settings(self, subject: SubjectRow) -> SubjectSettings:
         """The job's settings with the subject's ``subject.toml`` applied (read once per run)."""
         if subject.name not in self._subject_settings:
-            self._subject_settings[subject.name] = self.job.subject_settings(
-                self.inbox_dir(subject)
-            )
+            settings = self.job.subject_settings(self.inbox_dir(subject))
+            self._subject_settings[subject.name] = _readable(settings)
         return self._subject_settings[subject.name]
+
+
+def _readable(settings: SubjectSettings) -> SubjectSettings:
+    """``settings`` with a folder name that is not valid UTF-8 spelt as people read it.
+
+    Rendered into prompts as it is, its undecodable bytes (lone surrogates in Python) can
+    be neither stored, nor written to a sidecar, nor sent as JSON.
+    """
+    if display_name(settings.subject) == settings.subject:
+        return settings
+    prompts = [replace(p, text=display_name(p.text)) for p in settings.prompts]
+    return replace(settings, subject=display_name(settings.subject), prompts=prompts)

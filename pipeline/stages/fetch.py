@@ -4,6 +4,8 @@ checked against the ``hash_sha256`` prefix the model list gives, so the user own
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 
 from ..api.models import PrivateModel
@@ -29,8 +31,14 @@ class ModelIndex:
         return self._by_name.get(model_name)
 
 
-async def fetch_lora(ctx: StageContext, subject: SubjectRow, index: ModelIndex) -> SubjectRow:
-    """Download the subject's trained LoRA unless it is already in the outbox."""
+async def fetch_lora(
+    ctx: StageContext, subject: SubjectRow, index: ModelIndex, limit: asyncio.Semaphore
+) -> SubjectRow:
+    """Download the subject's trained LoRA unless it is already in the outbox.
+
+    ``limit`` is the run's download bound, shared with the pictures: a LoRA file is a
+    download like any other, and counts against the files and connections it allows.
+    """
     assert subject.model_name is not None
     dest = ctx.outbox_dir(subject) / subject.model_name
     if dest.exists():
@@ -42,6 +50,7 @@ async def fetch_lora(ctx: StageContext, subject: SubjectRow, index: ModelIndex) 
             f"{subject.model_name} is SERVING but not in the private model list yet", "/v3/model",
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    download = await ctx.api.download_model(model, dest)
+    async with limit:
+        download = await ctx.api.download_model(model, dest)
     log.info("fetch.lora", subject=subject.name, file=str(dest), bytes=download.size)
     return ctx.store.update_subject(subject.id, now=ctx.clock.now(), lora_path=str(dest))

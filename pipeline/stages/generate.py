@@ -3,8 +3,10 @@ account's shared images-per-minute limit.
 
 The intent (``submitting``) is recorded before each POST and the task id right after, so a
 crash re-submits at most the one request that was in flight. A 429 means the task was not
-created, so it is sent again after a pause; other transient failures are sent again a
-bounded number of times (a duplicate costs one picture, never a training).
+created, so it is sent again after a pause, as often as it takes; other transient failures
+are sent again a bounded number of times (a duplicate costs one picture, never a training).
+``submissions`` counts the tasks the service gave an id for, so only a lost result (never
+a crash or an interrupted pass) brings a prompt closer to ``MAX_SUBMISSIONS``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from .context import StageContext
 log = structlog.get_logger(__name__)
 
 MAX_SUBMIT_TRIES = 5
+#: Backoff stops growing after this many pauses (it is capped at retry_max_delay anyway).
+MAX_BACKOFF_STEP = 10
 #: How often one prompt may be generated again after its result was lost.
 MAX_SUBMISSIONS = 3
 
@@ -60,24 +64,27 @@ async def submit_generation(
     request, extra = build_request(ctx, subject, generation.prompt)
     policy = RetryPolicy(ctx.settings.retry_max_attempts, ctx.settings.retry_base_delay,
                          ctx.settings.retry_max_delay)
-    for attempt in range(1, MAX_SUBMIT_TRIES + 1):
+    tries = waits = 0
+    while True:
         await limiter.acquire(request.image_num)
-        ctx.store.update_generation(
-            generation.id, now=ctx.clock.now(), state=GEN_SUBMITTING,
-            submissions=generation.submissions + 1,
-        )
+        ctx.store.update_generation(generation.id, now=ctx.clock.now(), state=GEN_SUBMITTING)
         try:
             task_id = await ctx.api.txt2img(request, extra)
         except BadCredentials:
             raise
         except ApiError as exc:
-            if not exc.transient or attempt == MAX_SUBMIT_TRIES:
+            if isinstance(exc, RateLimited):
+                waits += 1  # certainly not created: waiting out the limit costs no try
+            else:
+                tries += 1
+            if not exc.transient or tries == MAX_SUBMIT_TRIES:
                 ctx.store.update_generation(
                     generation.id, now=ctx.clock.now(), state=GEN_FAILED,
                     error=f"txt2img refused: {exc}",
                 )
                 return
-            delay = backoff_delay(attempt, policy, retry_after=retry_after_of(exc))
+            step = min(tries + waits, MAX_BACKOFF_STEP)
+            delay = backoff_delay(step, policy, retry_after=retry_after_of(exc))
             if isinstance(exc, RateLimited):
                 limiter.penalise(delay)
             log.info("generate.retry", subject=subject.name, prompt=generation.slug,
@@ -85,7 +92,8 @@ async def submit_generation(
             await ctx.clock.sleep(delay)
             continue
         ctx.store.update_generation(
-            generation.id, now=ctx.clock.now(), state=GEN_SUBMITTED, task_id=task_id, error=None
+            generation.id, now=ctx.clock.now(), state=GEN_SUBMITTED, task_id=task_id,
+            submissions=generation.submissions + 1, error=None,
         )
         log.info("generate.submitted", subject=subject.name, prompt=generation.slug,
                  task_id=task_id)

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import structlog
@@ -18,10 +21,13 @@ from ..clock import Clock
 from ..dataset import DatasetReport, validate_subject
 from ..errors import ConfigError
 from ..inbox import SubjectFolder, scan_inbox
-from ..jobs import JobConfig
+from ..jobs import JobConfig, SubjectSettings
 from ..state import COMMITTED_STATES, REJECTED, VALIDATED, NewImage, StateStore, SubjectRow
 
 log = structlog.get_logger(__name__)
+
+#: Folders validated at once during an intake (bounded by the machine's cores).
+MAX_CHECK_THREADS = 4
 
 
 @dataclass
@@ -41,6 +47,7 @@ def intake(job: JobConfig, store: StateStore, clock: Clock) -> IntakeResult:
         section.inbox, settle_seconds=section.settle_seconds,
         require_marker=section.require_ready_marker, now=clock.now(),
     )
+    todo: list[tuple[SubjectFolder, SubjectRow | None]] = []
     for folder in folders:
         if not folder.ready:
             result.waiting.append(folder)
@@ -48,7 +55,10 @@ def intake(job: JobConfig, store: StateStore, clock: Clock) -> IntakeResult:
         latest = store.latest(section.name, folder.name)
         if latest is not None and folder.last_change <= latest.created_at:
             continue
-        row = _take_in(job, store, clock, folder, latest)
+        todo.append((folder, latest))
+    for (folder, latest), checked in zip(todo, _check_all(job, [f for f, _ in todo]),
+                                         strict=True):
+        row = _take_in(job, store, clock, folder, latest, checked)
         if row is None:
             continue
         if row.id == getattr(latest, "id", None):
@@ -58,21 +68,47 @@ def intake(job: JobConfig, store: StateStore, clock: Clock) -> IntakeResult:
     return result
 
 
-def _take_in(
-    job: JobConfig, store: StateStore, clock: Clock, folder: SubjectFolder,
-    latest: SubjectRow | None,
-) -> SubjectRow | None:
-    section = job.job
+_Checked = tuple[SubjectSettings, DatasetReport] | ConfigError
+
+
+def _check(job: JobConfig, folder: SubjectFolder) -> _Checked:
+    """A folder's settings and validation report: local reads and decoding, no state."""
     try:
         settings = job.subject_settings(folder.path)
     except ConfigError as exc:
-        return _record_config_error(job, store, clock, folder, latest, str(exc))
+        return exc
     training = settings.training
     report = validate_subject(
         folder.path, kind=training.kind, captions=settings.captions,
-        training_size=(training.width, training.height), max_images=section.max_images,
-        root=section.inbox,
+        training_size=(training.width, training.height), max_images=job.job.max_images,
+        root=job.job.inbox,
     )
+    return settings, report
+
+
+def _check_all(job: JobConfig, folders: list[SubjectFolder]) -> Iterator[_Checked]:
+    """:func:`_check` of every folder, in order, on a few threads: decoding the photos is
+    most of an intake's time, and Pillow and hashlib release the GIL while they work."""
+    workers = min(len(folders), os.cpu_count() or 1, MAX_CHECK_THREADS)
+    if workers <= 1:
+        yield from (_check(job, folder) for folder in folders)
+        return
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="intake")
+    try:
+        yield from pool.map(lambda folder: _check(job, folder), folders)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _take_in(
+    job: JobConfig, store: StateStore, clock: Clock, folder: SubjectFolder,
+    latest: SubjectRow | None, checked: _Checked,
+) -> SubjectRow | None:
+    section = job.job
+    if isinstance(checked, ConfigError):
+        return _record_config_error(job, store, clock, folder, latest, str(checked))
+    settings, report = checked
+    training = settings.training
     if not report.settled:
         log.info("intake.changing", subject=folder.name)
         return None

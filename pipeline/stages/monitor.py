@@ -86,9 +86,14 @@ class TrainingMonitor:
     async def poll_once(self) -> bool:
         """One cycle; True when any watched training changed."""
         self.cycles += 1
+        # Watches added while the list is read wait for the next cycle: asking for each by
+        # id would make a cycle cost one request per training submitted meanwhile.
+        watched = list(self._watches.items())
         statuses = await self._list_statuses()
         changed = False
-        for task_id, watch in list(self._watches.items()):
+        for task_id, watch in watched:
+            if task_id not in self._watches:
+                continue  # settled or given up while the list was read
             status = statuses.get(task_id)
             if status is None:
                 status = await self._status(watch)

@@ -111,7 +111,7 @@ async def _create(
         except BadCredentials:
             raise
         except ApiError as exc:
-            if not exc.transient or attempt == MAX_CREATE_TRIES:
+            if not exc.transient:
                 return ctx.store.update_subject(
                     subject.id, now=ctx.clock.now(), state=FAILED,
                     error=f"the service refused the training: {exc}",
@@ -122,6 +122,11 @@ async def _create(
                 found = await index.find(name, refresh=True)
                 if found is not None:
                     return _started(ctx, subject, found.task_id)
+            if attempt == MAX_CREATE_TRIES:
+                # The last answer may have been lost after the service took the training:
+                # marking it failed would lose a paid task, and `retry` would pay again.
+                # It stays `submitting`, so the next pass looks the name up first.
+                raise
     raise AssertionError("unreachable")
 
 
