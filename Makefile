@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint browser bench clean
+.PHONY: demo test lint browser bench soak clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,15 @@ browser:
 	} || echo "warning: could not install chromium: the report's browser test will fail"
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/run.py
+
+# A longer crash soak than the CI-sized one in tests/reliability/test_crash.py: the pipeline
+# killed (SIGKILL, SIGTERM, SIGINT) at random moments against a faulty emulator, restarted,
+# then checked; prints the figures of docs/reliability.md. SOAK_ARGS to change its size.
+SOAK_ARGS ?= --subjects 200 --kills 100 --graceful-every 4 --seed 7
+soak: $(STAMP)
+	$(BIN)/python -m tests.reliability.harness $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Reliability suite: faults, crashes, hostile input, secrets and resource bounds."""
