@@ -43,6 +43,7 @@ from .summary import (
     EXIT_LOCK_HELD,
     EXIT_OK,
     EXIT_REJECTED,
+    EXIT_SIGINT,
     EXIT_USAGE,
     summarize,
 )
@@ -100,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings)
     try:
         return _dispatch(args, settings, console)
+    except KeyboardInterrupt:  # Ctrl-C before a run installed its own handler
+        console.print("stopped before any work began")
+        return EXIT_SIGINT
     except ConfigError as exc:
         console.print(f"[red]error:[/] {exc}")
         return EXIT_USAGE

@@ -250,3 +250,15 @@ def test_run_writes_the_report_and_report_rewrites_it(project, capsys) -> None:
     html.unlink()
     assert cli(config, "report", str(job)) == EXIT_OK
     assert html.exists()
+
+
+def test_ctrl_c_before_the_run_started_exits_130_without_a_traceback(tmp_path, monkeypatch,
+                                                                     capsys) -> None:
+    import pipeline.cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.cli, "load_job", interrupted)
+    assert main(["--config", str(tmp_path / "none.env"), "run", "job.toml"]) == 130
+    assert "Traceback" not in capsys.readouterr().err
