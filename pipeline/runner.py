@@ -71,7 +71,6 @@ class Runner:
         self._handle_signals = handle_signals
         self._signal: int | None = None
         self._stop = asyncio.Event()
-        self.on_progress: Callable[[list[SubjectSummary]], None] | None = None
 
     def stop(self, signum: int | None = None) -> None:
         """Stop taking new work; the current pass ends cleanly."""
