@@ -121,6 +121,11 @@ class ApiClient:
             await self._session.close()
 
     @property
+    def retry_policy(self) -> RetryPolicy:
+        """The policy built from the settings; callers that retry on their own use it too."""
+        return self._policy
+
+    @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._closed:
             raise RuntimeError("use the ApiClient inside `async with`")

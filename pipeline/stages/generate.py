@@ -14,7 +14,7 @@ from __future__ import annotations
 import structlog
 
 from ..api.models import GenerationExtra, LoraRef, Txt2ImgRequest
-from ..api.retry import RetryPolicy, backoff_delay, retry_after_of
+from ..api.retry import backoff_delay, retry_after_of
 from ..errors import ApiError, BadCredentials, RateLimited
 from ..ratelimit import ImageRateLimiter
 from ..state import GEN_FAILED, GEN_SUBMITTED, GEN_SUBMITTING, GenerationRow, SubjectRow
@@ -62,8 +62,7 @@ async def submit_generation(
         )
         return
     request, extra = build_request(ctx, subject, generation.prompt)
-    policy = RetryPolicy(ctx.settings.retry_max_attempts, ctx.settings.retry_base_delay,
-                         ctx.settings.retry_max_delay)
+    policy = ctx.api.retry_policy
     tries = waits = 0
     while True:
         await limiter.acquire(request.image_num)

@@ -61,7 +61,7 @@ def intake(job: JobConfig, store: StateStore, clock: Clock) -> IntakeResult:
         row = _take_in(job, store, clock, folder, latest, checked)
         if row is None:
             continue
-        if row.id == getattr(latest, "id", None):
+        if latest is not None and row.id == latest.id:
             result.held_back.append(folder.name)
         else:
             result.new_versions.append(row)

@@ -22,7 +22,7 @@ from ..api.models import (
     TrainingRequest,
     TrainingTask,
 )
-from ..api.retry import RetryPolicy, backoff_delay, retry_after_of
+from ..api.retry import backoff_delay, retry_after_of
 from ..errors import ApiError, BadCredentials, RateLimited
 from ..jobs import SubjectSettings
 from ..state import FAILED, SUBMITTING, TRAINING, ImageRow, SubjectRow
@@ -101,8 +101,7 @@ async def _create(
     settings = ctx.subject_settings(subject)
     request = build_request(name, ctx.store.images(subject.id), settings)
     kind: TrainingKind = settings.training.kind
-    policy = RetryPolicy(ctx.settings.retry_max_attempts, ctx.settings.retry_base_delay,
-                         ctx.settings.retry_max_delay)
+    policy = ctx.api.retry_policy
     for attempt in range(1, MAX_CREATE_TRIES + 1):
         try:
             task_id = await ctx.api.create_training(kind, request)
