@@ -10,17 +10,23 @@ from pathlib import Path
 from typing import Literal
 
 import aiohttp
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from yarl import URL
+
+from .redact import MIN_SECRET_LENGTH
 
 HOSTED_BASE_URL = "https://api.novita.ai"
+MIB = 1 << 20
+GIB = 1 << 30
 
 
 class Settings(BaseSettings):
     """Everything the pipeline can be told. See ``config.env.example`` for each default."""
 
     model_config = SettingsConfigDict(
-        env_prefix="LORA_", env_file="config.env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="LORA_", env_file="config.env", env_file_encoding="utf-8", extra="ignore",
+        hide_input_in_errors=True,  # a refused key must not be quoted back in the error
     )
 
     api_key: SecretStr | None = Field(default=None, description="key of the hosted API")
@@ -43,6 +49,16 @@ class Settings(BaseSettings):
     retry_base_delay: float = Field(default=0.5, ge=0)
     retry_max_delay: float = Field(default=30.0, ge=0)
 
+    # Bounds on what the service sends (see README "Security"); each breach is an error
+    # recorded on the subject.
+    max_json_bytes: int = Field(default=16 * MIB, ge=1024)
+    max_pages: int = Field(default=1000, ge=1)
+    max_lora_bytes: int = Field(default=GIB, ge=1024)
+    max_picture_bytes: int = Field(default=64 * MIB, ge=1024)
+    max_redirects: int = Field(default=5, ge=0)
+    transfer_stall_seconds: float = Field(default=60.0, gt=0)
+    transfer_min_bytes_per_second: int = Field(default=4096, ge=0)
+
     images_per_minute: int = Field(default=20, ge=1)
     training_deadline: float = Field(default=24 * 3600.0, gt=0)
     deploy_deadline: float = Field(default=3600.0, gt=0)
@@ -50,6 +66,38 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".lora-pipeline")
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _no_empty_key(cls, value: object) -> object:
+        """``LORA_API_KEY=`` (the example file copied as it is) means no key at all."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _plausible_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"LORA_API_KEY is {len(value.get_secret_value())} characters, too short to be "
+                f"a key of the service (at least {MIN_SECRET_LENGTH}): copy the whole key"
+            )
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_base_url(cls, value: str) -> str:
+        try:
+            url = URL(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"LORA_BASE_URL {value!r} is not a URL: {exc}") from None
+        if url.scheme not in ("http", "https") or not url.host or url.user or url.query_string:
+            raise ValueError(
+                f"LORA_BASE_URL {value!r} must be an http(s) URL with a host and no user or "
+                "query, such as https://api.novita.ai"
+            )
+        return value
 
     def client_timeout(self) -> aiohttp.ClientTimeout:
         """Timeouts split by phase, as aiohttp wants them."""

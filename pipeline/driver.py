@@ -8,11 +8,20 @@ no I/O of its own; the runner starts one ``drive`` per subject and they run conc
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 
 import structlog
 
-from .errors import ApiError, BadCredentials, DatasetError, PipelineError
+from .errors import (
+    ApiError,
+    BadCredentials,
+    BadResponse,
+    DatasetError,
+    IntegrityError,
+    PipelineError,
+    UnsafePath,
+)
 from .ratelimit import ImageRateLimiter
 from .stages.collect import collect_generation
 from .stages.context import StageContext
@@ -135,7 +144,18 @@ def _may_retrain(services: Services, subject: SubjectRow) -> bool:
 async def _start_generating(services: Services, subject: SubjectRow) -> SubjectRow:
     ctx = services.ctx
     if ctx.job.job.fetch_lora and not subject.lora_path:
-        subject = await fetch_lora(ctx, subject, services.models, services.download_limit)
+        try:
+            subject = await fetch_lora(ctx, subject, services.models, services.download_limit)
+        except (BadResponse, IntegrityError, UnsafePath) as exc:
+            if isinstance(exc, BadResponse) and exc.transient:
+                raise  # the next pass tries the download again
+            # The LoRA stays usable on the service: its pictures are still made.
+            note = f"the trained LoRA file could not be saved: {exc}"
+            log.warning("fetch.refused", subject=subject.name, error=str(exc))
+            subject = ctx.store.update_subject(
+                subject.id, now=ctx.clock.now(),
+                warnings=json.dumps([*subject.warning_list, note]),
+            )
     prompts = ctx.subject_settings(subject).prompts
     ctx.store.ensure_generations(
         subject.id, [(p.index, p.slug, p.text) for p in prompts], now=ctx.clock.now()

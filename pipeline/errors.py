@@ -5,6 +5,7 @@
     ├── DatasetError                a subject folder that cannot be trained as it is
     ├── StateConflict               the state store disagrees with what was asked
     ├── LockHeld                    another run holds the job's lock
+    ├── UnsafePath                  a write that would leave the subject's outbox folder
     └── ApiError                    anything the hosted API (or the way to it) answered
         ├── TransportError          connection refused/reset/dropped, timeouts (transient)
         ├── ApiStatusError          an HTTP error answer: status, reason, message, path
@@ -13,10 +14,16 @@
         │   ├── PermanentApiError   other 4xx/5xx: retrying the same request will not help
         │   │   └── NotFound        404 (TASK_NOT_FOUND, API_NOT_FOUND)
         │   ├── BadCredentials      400 MISSING_API_KEY, 401, 403 INVALID_API_KEY
-        │   └── UrlExpired          403 on a presigned URL (upload PUT, image or model GET)
+        │   ├── UrlExpired          403 on a presigned URL (upload PUT, image or model GET)
+        │   └── BadResponse         a 2xx whose body cannot be used: not JSON, nested too
+        │       │                   deep, not text, an unexpected shape (transient)
+        │       ├── TooLarge        an answer, a listing or a file over its bound
+        │       ├── TooSlow         a transfer below the minimum throughput (transient)
+        │       └── UnsafeUrl       a URL or redirect from the service we refuse to follow
         └── IntegrityError          a download that does not match its advertised hash
 
-Messages never contain the API key: the client never formats headers into them.
+Messages never contain the API key: every text from the wire or from a library passes
+through :class:`pipeline.redact.Scrubber` before it becomes an error's message.
 """
 
 from __future__ import annotations
@@ -40,6 +47,11 @@ class StateConflict(PipelineError):
 
 class LockHeld(PipelineError):
     """Another run of the same job holds its lock."""
+
+
+class UnsafePath(PipelineError):
+    """A destination under the outbox that is not a plain folder of ours (a link, a file
+    where a folder belongs, a name that would climb out): nothing is written there."""
 
 
 class ApiError(PipelineError):
@@ -103,3 +115,37 @@ class UrlExpired(ApiStatusError):
 
 class IntegrityError(ApiError):
     """A downloaded file does not match the hash the API advertised for it."""
+
+
+class BadResponse(TransientApiError):
+    """The service answered 2xx with a body we cannot use. Asking again may help; for a
+    paid create the outcome is unknown, never a failure."""
+
+    def __init__(self, message: str, path: str, *, reason: str = "BAD_RESPONSE") -> None:
+        super().__init__(200, reason, message, path)
+
+
+class TooLarge(BadResponse):
+    """An answer, a listing or a downloaded file over the bound its setting names."""
+
+    transient = False
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message, path, reason="TOO_LARGE")
+
+
+class TooSlow(BadResponse):
+    """A transfer that stalled or stayed below the minimum throughput."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message, path, reason="TOO_SLOW")
+
+
+class UnsafeUrl(BadResponse):
+    """A URL (or redirect) from the service that is not one we follow: not http(s), a
+    downgrade from https, credentials in it, or leaving the API's origin with our key."""
+
+    transient = False
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(message, path, reason="UNSAFE_URL")

@@ -10,36 +10,24 @@ from typing import Any, TextIO
 import structlog
 
 from .config import Settings
+from .redact import REDACTED, Scrubber
 
-REDACTED = "***"
+__all__ = ["REDACTED", "Redactor", "configure_logging"]
 
 
 class Redactor:
-    """A processor that replaces every occurrence of a secret in an event, tracebacks too."""
+    """A structlog processor: every value of an event through the run's :class:`Scrubber`
+    (the key, URL queries, lone surrogates), exceptions and tracebacks included."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        self._secrets = [s for s in secrets if s]
+        self._scrubber = Scrubber(secrets)
 
     def __call__(
         self, _logger: Any, _method: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        if self._secrets:
-            for key, value in event.items():
-                event[key] = self._scrub(value)
+        for key, value in event.items():
+            event[key] = self._scrubber.value(value)
         return event
-
-    def _scrub(self, value: Any) -> Any:
-        if isinstance(value, str):
-            for secret in self._secrets:
-                value = value.replace(secret, REDACTED)
-            return value
-        if isinstance(value, dict):
-            return {k: self._scrub(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self._scrub(v) for v in value]
-        if isinstance(value, BaseException):
-            return self._scrub(f"{type(value).__name__}: {value}")
-        return value
 
 
 def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> None:

@@ -29,6 +29,7 @@ from .files import remove_partials
 from .inbox import watch_inbox
 from .jobs import JobConfig
 from .lock import job_lock
+from .redact import Scrubber
 from .stages.context import StageContext
 from .stages.intake import IntakeResult, intake
 from .state import FAILED, SqliteStore, StateStore, SubjectRow
@@ -115,7 +116,9 @@ class Runner:
     ) -> RunResult:
         started = self.clock.now()
         with job_lock(self.settings.state_dir, self.job.job.name):
-            store = self._store or SqliteStore(self.settings.state_dir / "state.db")
+            store = self._store or SqliteStore(
+                self.settings.state_dir / "state.db", scrub=Scrubber.for_key(self.settings.api_key)
+            )
             try:
                 removed = remove_partials(self.job.job.outbox / self.job.job.name)
                 if removed:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from .errors import StateConflict
+from .redact import Scrubber
 
 #: Subject states, in the order a subject goes through them.
 DISCOVERED, REJECTED, VALIDATED, UPLOADING, UPLOADED = (
@@ -257,7 +258,10 @@ _GENERATION_COLUMNS = frozenset(f.name for f in fields(GenerationRow)) - {"id", 
 class SqliteStore:
     """The embedded state backend: one SQLite file in WAL mode."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, scrub: Scrubber | None = None) -> None:
+        #: Every text written passes through it: the key and URL queries never land here,
+        #: and a lone surrogate from outside cannot make a write fail.
+        self._scrub = scrub or Scrubber()
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), isolation_level=None, timeout=30.0)
@@ -305,6 +309,10 @@ class SqliteStore:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def _scrubbed(self, values: dict[str, Any], **more: Any) -> dict[str, Any]:
+        cleaned = {k: self._scrub(v) if isinstance(v, str) else v for k, v in values.items()}
+        return cleaned | more
+
     # --- subjects -------------------------------------------------------------------------
 
     def add_version(
@@ -313,6 +321,10 @@ class SqliteStore:
         warnings: Sequence[str] = (), error: str | None = None,
     ) -> SubjectRow:
         """Record a new version of a subject; earlier versions are marked superseded."""
+        scrub = self._scrub
+        error = scrub(error) if error is not None else None
+        warnings = [scrub(w) for w in warnings]
+        rejections = [(scrub(file), scrub(reason)) for file, reason in rejections]
         with self.atomic() as db:
             row = db.execute(
                 "SELECT COALESCE(MAX(version), 0) FROM subjects WHERE job = ? AND name = ?",
@@ -370,7 +382,7 @@ class SqliteStore:
             raise StateConflict(f"unknown subject fields: {sorted(unknown)}")
         if "state" in values and values["state"] not in SUBJECT_STATES:
             raise StateConflict(f"unknown subject state {values['state']!r}")
-        values["updated_at"] = now
+        values = self._scrubbed(values, updated_at=now)
         assignments = ", ".join(f"{column} = ?" for column in values)
         with self.atomic() as db:
             db.execute(
@@ -436,7 +448,7 @@ class SqliteStore:
         unknown = values.keys() - _GENERATION_COLUMNS
         if unknown:
             raise StateConflict(f"unknown generation fields: {sorted(unknown)}")
-        values["updated_at"] = now
+        values = self._scrubbed(values, updated_at=now)
         assignments = ", ".join(f"{column} = ?" for column in values)
         with self.atomic() as db:
             db.execute(

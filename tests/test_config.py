@@ -23,16 +23,16 @@ def test_example_lists_every_setting_with_its_default() -> None:
 
 
 def test_example_parses_as_a_settings_file(tmp_path: Path) -> None:
-    text = EXAMPLE.read_text().replace("LORA_API_KEY=\n", "LORA_API_KEY=sk-abc\n")
+    text = EXAMPLE.read_text().replace("LORA_API_KEY=\n", "LORA_API_KEY=sk-abc-0123456789\n")
     (tmp_path / "config.env").write_text(text)
     settings = Settings(_env_file=tmp_path / "config.env")
-    assert settings.api_key == SecretStr("sk-abc")
+    assert settings.api_key == SecretStr("sk-abc-0123456789")
     assert settings.images_per_minute == 20
 
 
 def test_key_is_never_shown() -> None:
-    settings = Settings(_env_file=None, api_key=SecretStr("sk-very-secret"))
-    assert "sk-very-secret" not in repr(settings) + str(settings) + settings.model_dump_json()
+    settings = Settings(_env_file=None, api_key=SecretStr("sk-very-secret-key-42"))
+    assert "sk-very-secret-key-42" not in repr(settings) + str(settings) + settings.model_dump_json()
 
 
 def test_environment_wins_over_the_file(tmp_path: Path, monkeypatch) -> None:

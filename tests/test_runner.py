@@ -66,9 +66,11 @@ async def test_subjects_go_from_inbox_to_pictures(tmp_path, emulator) -> None:
     for name in ("alice", "bob", "teapot"):
         mine = [f for f in files if f.startswith(name + "/")]
         assert len([f for f in mine if f.endswith(".png")]) == 4
-        assert len([f for f in mine if f.endswith(".json")]) == 4
-        assert len([f for f in mine if f.endswith(".safetensors")]) == 1
-    sidecar = json.loads((tmp_path / "outbox/test/alice/01-take-1/1.json").read_text())
+        assert len([f for f in mine if f.endswith(".json")]) == 4 + 1  # + the LoRA's sidecar
+        assert f"{name}/{name}.safetensors" in mine
+    sidecar = json.loads(
+        (tmp_path / "outbox/test/alice/01-take-1/alice-01-take-1-1.json").read_text()
+    )
     assert sidecar["prompt"] == "a close photo of ohwx person, take 1"
     assert sidecar["lora"]["model_name"].startswith("model_")
     assert sidecar["generation_task_id"] and sidecar["training_task_id"]
@@ -140,8 +142,8 @@ async def test_lock_held_by_another_run(tmp_path, emulator) -> None:
 async def test_bad_key_fails_once_without_a_storm(tmp_path, emulator) -> None:
     job, _ = setup_job(tmp_path, subjects=3)
     with pytest.raises(BadCredentials) as caught:
-        await run(job, emulator, tmp_path, api_key="sk-wrong-key")
-    assert "sk-wrong-key" not in str(caught.value)
+        await run(job, emulator, tmp_path, api_key="sk-wrong-key-0000000")
+    assert "sk-wrong-key-0000000" not in str(caught.value)
     requests = sum(emulator.emulator.counters_snapshot()["requests"].values())
     assert requests <= 9  # each of the 9 images tried at most once: nothing retried
 
@@ -236,7 +238,7 @@ async def test_resume_mid_generation_and_mid_download(tmp_path, emulator) -> Non
     folder = tmp_path / "outbox/test/alice" / second.slug
     for leftover in folder.iterdir():
         leftover.unlink()
-    (folder / ".1.png.1234abcd.part").write_bytes(b"half a picture")
+    (folder / f".alice-{second.slug}-1.png.1234abcd.part").write_bytes(b"half a picture")
     db.update_subject(subject.id, now=0, state="generating")
     before = emulator.emulator.counters_snapshot()
     result = await run(job, emulator, tmp_path)
@@ -244,7 +246,8 @@ async def test_resume_mid_generation_and_mid_download(tmp_path, emulator) -> Non
     assert result.subjects[0].state == DONE
     assert after["generations_created"]["total"] - before["generations_created"]["total"] == 1
     assert after["images_downloaded"] - before["images_downloaded"] == 1
-    assert sorted(p.name for p in folder.iterdir()) == ["1.json", "1.png"]
+    stem = f"alice-{second.slug}-1"
+    assert sorted(p.name for p in folder.iterdir()) == [f"{stem}.json", f"{stem}.png"]
     assert {g.state for g in db.generations(subject.id)} == {GEN_DONE}
 
 
@@ -283,7 +286,7 @@ async def test_changed_photos_after_training_need_permission(tmp_path, emulator)
     result = await run(allowed, emulator, tmp_path)
     assert (result.subjects[0].version, result.subjects[0].state) == (2, DONE)
     assert emulator.emulator.counters_snapshot()["trainings_created"]["total"] == 2
-    assert (tmp_path / "outbox/test/alice-v2").is_dir()
+    assert (tmp_path / "outbox/test/alice/v2/alice-v2.safetensors").is_file()
 
 
 async def test_rejected_folder_fixed_becomes_a_new_version(tmp_path, emulator) -> None:

@@ -8,31 +8,44 @@
 One ``aiohttp.ClientSession`` per client, owned by ``async with`` unless a session is
 injected. Reads, the upload-URL call and presigned transfers are retried with backoff;
 creating a training or a generation is sent exactly once (see :mod:`.retry`).
+
+Nothing the service sends is trusted: every URL it hands out is checked (:mod:`.urls`),
+every answer and transfer is bounded (:mod:`.bounds`), and every text that becomes an
+error's message is scrubbed (:mod:`pipeline.redact`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
-from urllib.parse import urlsplit
 
 import aiofiles.os
 import aiohttp
 import structlog
 from pydantic import BaseModel, ValidationError
+from yarl import URL
 
 from ..clock import Clock, SystemClock
 from ..config import Settings
-from ..errors import IntegrityError, PermanentApiError, TransientApiError, UrlExpired
+from ..errors import (
+    BadResponse,
+    IntegrityError,
+    PermanentApiError,
+    TooLarge,
+    UnsafeUrl,
+    UrlExpired,
+)
 from ..files import PART_SUFFIX, open_reader, open_writer
+from ..redact import Scrubber
+from .bounds import CHUNK_SIZE, Throughput, parse_json, read_capped, read_error_body
 from .contract import CONTENT_TYPES, MAX_TASK_PAGE
 from .errors import error_for_response, translate_transport_errors, unwrap
 from .models import (
@@ -53,10 +66,12 @@ from .models import (
     UploadTicket,
 )
 from .retry import RetryPolicy, backoff_delay, retry_after_of, should_retry
+from .urls import REDIRECT_STATUSES, UrlPolicy
 
 log = structlog.get_logger(__name__)
 
-CHUNK_SIZE = 256 * 1024
+#: How many first bytes of a download are kept for ``accept`` to judge.
+HEAD_BYTES = 64
 #: How many fresh upload URLs one image may use before its upload fails.
 MAX_URL_RENEWALS = 3
 
@@ -64,6 +79,12 @@ MAX_URL_RENEWALS = 3
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 P = TypeVar("P", bound=Page)
+
+
+def is_safetensors(head: bytes) -> bool:
+    """True when a file starts as a ``.safetensors`` does: an 8-byte little-endian header
+    length, then the header's JSON object."""
+    return len(head) >= 9 and 0 < int.from_bytes(head[:8], "little") < 1 << 27 and head[8] == 0x7B
 
 
 @dataclass(frozen=True)
@@ -88,6 +109,9 @@ class ApiClient:
     ) -> None:
         self._settings = settings
         self._base_url = settings.base_url.rstrip("/")
+        self._urls = UrlPolicy(self._base_url)
+        #: Scrubs the key and URL queries from every text that becomes an error message.
+        self.scrub = Scrubber.for_key(settings.api_key)
         self._session = session
         self._owns_session = session is None
         self._closed = False
@@ -139,12 +163,56 @@ class ApiClient:
             headers["Authorization"] = f"Bearer {self._settings.api_key.get_secret_value()}"
         return headers
 
-    def _without_key(self, body: bytes) -> bytes:
-        """An error body with our key blanked out: some services and proxies quote the
-        request's Authorization header back, and error messages end up in the state store,
-        the summary and the logs."""
-        key = self._settings.api_key.get_secret_value() if self._settings.api_key else ""
-        return body.replace(key.encode(), b"***") if key else body
+    def _transfer_timeout(self, size: int = 0) -> aiohttp.ClientTimeout:
+        """Presigned transfers: no overall limit on a large file, but a stall limit between
+        reads, and (for a body we send) time for ``size`` bytes at the minimum rate."""
+        settings = self._settings
+        rate = settings.transfer_min_bytes_per_second
+        total = settings.total_timeout + size / rate if size and rate else None
+        return aiohttp.ClientTimeout(
+            total=total, connect=settings.connect_timeout,
+            sock_read=settings.transfer_stall_seconds,
+        )
+
+    @asynccontextmanager
+    async def _exchange(
+        self, method: str, url: URL, *, api: bool, what: str, **kwargs: Any
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One request, following at most ``max_redirects`` checked redirects (GET only).
+
+        ``api`` requests carry the key and may only be redirected within the base URL's
+        origin; presigned ones never carry it. Errors are the project's, scrubbed.
+        """
+        headers: dict[str, str] = kwargs.pop("headers", {})
+        for _hop in range(self._settings.max_redirects + 1):
+            sent = dict(headers)
+            if api and self._urls.may_authorize(url):
+                sent.update(self._api_headers())
+            with translate_transport_errors(what, self.scrub):
+                async with self.session.request(
+                    method, url, headers=sent, allow_redirects=False, **kwargs
+                ) as response:
+                    if response.status not in REDIRECT_STATUSES:
+                        yield response
+                        return
+                    if method != "GET":
+                        raise UnsafeUrl(f"{method} {what} was redirected: not followed", what)
+                    url = self._urls.redirect(
+                        url, response.headers.get("Location"), api=api, what=what
+                    )
+                    kwargs.pop("params", None)  # the Location carries its own query
+        raise UnsafeUrl(
+            f"{what}: more than {self._settings.max_redirects} redirects (LORA_MAX_REDIRECTS)",
+            what,
+        )
+
+    def _error(
+        self, response: aiohttp.ClientResponse, body: bytes, what: str, *, presigned: bool
+    ) -> Exception:
+        return error_for_response(
+            response.status, body, response.headers, self.scrub(what), now=self._clock.now(),
+            scrub=self.scrub, presigned=presigned,
+        )
 
     async def _retrying(self, call: Callable[[], Awaitable[T]], what: str) -> T:
         attempt = 0
@@ -166,20 +234,16 @@ class ApiClient:
     async def _send(
         self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None
     ) -> Any:
-        with translate_transport_errors(path):
-            async with self.session.request(
-                method, self._base_url + path, params=params, json=body, headers=self._api_headers()
-            ) as response:
-                raw = await response.read()
-                if response.status != 200:
-                    raise error_for_response(
-                        response.status, self._without_key(raw), response.headers, path,
-                        now=self._clock.now(),
-                    )
-        try:
-            return unwrap(json.loads(raw))
-        except ValueError as exc:
-            raise TransientApiError(200, "BAD_RESPONSE", "answer is not JSON", path) from exc
+        url = URL(self._base_url + path)
+        async with self._exchange(
+            method, url, api=True, what=path, params=params, json=body
+        ) as response:
+            if response.status != 200:
+                raise self._error(response, await read_error_body(response), path,
+                                  presigned=False)
+            raw = await read_capped(response, self._settings.max_json_bytes, path,
+                                    setting="max_json_bytes")
+        return unwrap(parse_json(raw, path))
 
     async def _call(
         self,
@@ -197,10 +261,12 @@ class ApiClient:
         data = await (self._retrying(once, f"{method} {path}") if retry else once())
         try:
             return model.model_validate(data)
-        except ValidationError as exc:
-            fields = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors())
-            raise PermanentApiError(
-                200, "UNEXPECTED_RESPONSE", f"unexpected answer shape ({fields})", path
+        except (ValidationError, RecursionError) as exc:
+            fields = (", ".join(".".join(map(str, e["loc"])) for e in exc.errors()[:5])
+                      if isinstance(exc, ValidationError) else "nested too deeply")
+            raise BadResponse(
+                self.scrub(f"unexpected answer shape ({fields})"), path,
+                reason="UNEXPECTED_RESPONSE",
             ) from exc
 
     # --- training images ------------------------------------------------------------------
@@ -213,9 +279,8 @@ class ApiClient:
 
     async def put_file(self, url: str, path: Path, content_type: str) -> int:
         """PUT the file's exact bytes, streamed from disk, to a presigned URL (no auth)."""
+        target = self._urls.service_url(url, what="upload")
         size = (await aiofiles.os.stat(path)).st_size
-        url_path = urlsplit(url).path
-
         headers = {"Content-Type": content_type, "Content-Length": str(size)}
         async with open_reader(path) as handle:
 
@@ -225,14 +290,13 @@ class ApiClient:
 
             body = chunks()
             try:
-                with translate_transport_errors(url_path):
-                    async with self.session.put(url, data=body, headers=headers) as response:
-                        raw = await response.read()
-                        if response.status not in (200, 204):
-                            raise error_for_response(
-                                response.status, raw, response.headers, url_path,
-                                now=self._clock.now(), presigned=True,
-                            )
+                async with self._exchange(
+                    "PUT", target, api=False, what="upload", data=body, headers=headers,
+                    timeout=self._transfer_timeout(size),
+                ) as response:
+                    if response.status not in (200, 204):
+                        raise self._error(response, await read_error_body(response),
+                                          target.path, presigned=True)
             finally:
                 await body.aclose()
         return size
@@ -303,7 +367,7 @@ class ApiClient:
         self, model: type[P], path: str, params: dict[str, str]
     ) -> AsyncIterator[P]:
         cursor, seen = "", set()
-        while True:
+        for _page in range(self._settings.max_pages):
             query = {**params, "pagination.cursor": cursor}
             page = await self._call(model, "GET", path, params=query)
             yield page
@@ -311,6 +375,10 @@ class ApiClient:
             if not cursor or cursor in seen:
                 return
             seen.add(cursor)
+        raise TooLarge(
+            f"the listing did not end after {self._settings.max_pages} pages (LORA_MAX_PAGES)",
+            path,
+        )
 
     async def download_model(self, model: PrivateModel, dest: Path) -> Download:
         """Download a trained LoRA file and check it against its ``hash_sha256`` prefix."""
@@ -318,7 +386,10 @@ class ApiClient:
             raise PermanentApiError(
                 200, "NO_DOWNLOAD_URL", f"model {model.id} has no download_url", "/v3/model"
             )
-        return await self.download(model.download_url, dest, sha256_prefix=model.hash_sha256)
+        return await self.download(
+            model.download_url, dest, sha256_prefix=model.hash_sha256,
+            max_bytes=self._settings.max_lora_bytes, accept=is_safetensors, what="LoRA file",
+        )
 
     # --- generation -----------------------------------------------------------------------
 
@@ -347,36 +418,76 @@ class ApiClient:
 
     # --- downloads ------------------------------------------------------------------------
 
-    async def download(self, url: str, dest: Path, *, sha256_prefix: str = "") -> Download:
-        """Stream a presigned URL into ``dest`` atomically (temp file, then rename)."""
+    async def download(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        sha256_prefix: str = "",
+        max_bytes: int | None = None,
+        accept: Callable[[bytes], bool] | None = None,
+        what: str = "picture",
+    ) -> Download:
+        """Stream a presigned URL into ``dest`` atomically (temp file, then rename).
+
+        At most ``max_bytes`` (default: ``max_picture_bytes``) are written; ``accept``, when
+        given, judges the first bytes (is this a picture at all?) before ``dest`` appears.
+        """
+        target = self._urls.service_url(url, what=what)
+        limit = self._settings.max_picture_bytes if max_bytes is None else max_bytes
 
         async def once() -> Download:
-            return await self._download_once(url, dest, sha256_prefix)
+            return await self._download_once(target, dest, sha256_prefix, limit, accept, what)
 
-        return await self._retrying(once, "GET download")
+        return await self._retrying(once, f"GET {what}")
 
-    async def _download_once(self, url: str, dest: Path, sha256_prefix: str) -> Download:
-        url_path = urlsplit(url).path
+    async def _download_once(
+        self,
+        url: URL,
+        dest: Path,
+        sha256_prefix: str,
+        limit: int,
+        accept: Callable[[bytes], bool] | None,
+        what: str,
+    ) -> Download:
         temp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}")
-        digest, size = hashlib.sha256(), 0
+        digest, size, head = hashlib.sha256(), 0, b""
+        settings = self._settings
+        pace = Throughput(
+            self._clock.now, min_rate=settings.transfer_min_bytes_per_second,
+            window=settings.transfer_stall_seconds, path=url.path,
+        )
+        too_large = TooLarge(f"the {what} is over {limit} bytes (LORA_MAX_"
+                             f"{'LORA' if what == 'LoRA file' else 'PICTURE'}_BYTES)", url.path)
         try:
-            with translate_transport_errors(url_path):
-                async with self.session.get(url) as response:
-                    if response.status != 200:
-                        raise error_for_response(
-                            response.status, await response.read(), response.headers, url_path,
-                            now=self._clock.now(), presigned=True,
-                        )
+            async with self._exchange(
+                "GET", url, api=False, what=what, timeout=self._transfer_timeout()
+            ) as response:
+                if response.status != 200:
+                    raise self._error(response, await read_error_body(response), url.path,
+                                      presigned=True)
+                if response.content_length is not None and response.content_length > limit:
+                    raise too_large
+                with translate_transport_errors(url.path, self.scrub):
                     async with open_writer(temp) as handle:
                         async for chunk in response.content.iter_chunked(CHUNK_SIZE):
-                            digest.update(chunk)
                             size += len(chunk)
+                            if size > limit:
+                                raise too_large
+                            pace.add(len(chunk))
+                            if len(head) < HEAD_BYTES:
+                                head += chunk[: HEAD_BYTES - len(head)]
+                            digest.update(chunk)
                             await handle.write(chunk)
+            if accept is not None and not accept(head):
+                raise BadResponse(f"the {what} downloaded is not what was expected "
+                                  "(its first bytes are of another kind of file)", url.path,
+                                  reason="UNEXPECTED_CONTENT")
             sha = digest.hexdigest()
             if sha256_prefix and not sha.upper().startswith(sha256_prefix.upper()):
-                raise IntegrityError(
+                raise IntegrityError(self.scrub(
                     f"{dest.name}: sha256 {sha[:10].upper()} does not match {sha256_prefix}"
-                )
+                ))
             await aiofiles.os.replace(temp, dest)
         finally:
             if temp.exists():

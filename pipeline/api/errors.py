@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 import aiohttp
@@ -22,6 +22,7 @@ from ..errors import (
     RateLimited,
     TransientApiError,
     TransportError,
+    UnsafeUrl,
     UrlExpired,
 )
 from .retry import RETRYABLE_STATUSES, parse_retry_after
@@ -29,6 +30,8 @@ from .retry import RETRYABLE_STATUSES, parse_retry_after
 BAD_CREDENTIAL_REASONS = frozenset({"MISSING_API_KEY", "INVALID_API_KEY"})
 EDGE_BLOCK_MARKER = "error code: 1010"
 MAX_MESSAGE_CHARS = 300
+MAX_REASON_CHARS = 80
+Scrub = Callable[[str], str]
 _XML_FIELD = re.compile(r"<(Code|Message)>(.*?)</\1>", re.DOTALL)
 
 
@@ -37,15 +40,16 @@ def parse_error_body(status: int, body: bytes) -> tuple[str, str]:
     text = body.decode("utf-8", errors="replace").strip()
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict):
-        reason = str(data.get("reason") or f"HTTP_{status}")
+        reason = str(data.get("reason") or f"HTTP_{status}")[:MAX_REASON_CHARS]
         message = str(data.get("message") or data.get("msg") or "")
         return reason, message[:MAX_MESSAGE_CHARS]
     fields = dict(_XML_FIELD.findall(text))
     if fields:
-        return fields.get("Code", f"HTTP_{status}"), fields.get("Message", "")[:MAX_MESSAGE_CHARS]
+        reason = fields.get("Code", f"HTTP_{status}")[:MAX_REASON_CHARS]
+        return reason, fields.get("Message", "")[:MAX_MESSAGE_CHARS]
     if EDGE_BLOCK_MARKER in text:
         return "EDGE_BLOCKED", (
             "the service's edge refused the request (error code: 1010); "
@@ -61,10 +65,11 @@ def error_for_response(
     path: str,
     *,
     now: float,
+    scrub: Scrub,
     presigned: bool = False,
 ) -> ApiStatusError:
-    """The error for a non-200 answer."""
-    reason, message = parse_error_body(status, body)
+    """The error for a non-200 answer, its texts scrubbed (see :mod:`pipeline.redact`)."""
+    reason, message = (scrub(text) for text in parse_error_body(status, body))
     if presigned and status == 403:
         return UrlExpired(status, reason, message or "presigned URL expired", path)
     if status == 401 or reason in BAD_CREDENTIAL_REASONS:
@@ -80,16 +85,22 @@ def error_for_response(
 
 
 @contextmanager
-def translate_transport_errors(path: str) -> Iterator[None]:
-    """Re-raise aiohttp's and asyncio's failures as :class:`TransportError`."""
+def translate_transport_errors(path: str, scrub: Scrub) -> Iterator[None]:
+    """Re-raise aiohttp's and asyncio's failures as the project's errors.
+
+    A URL aiohttp cannot use is no network blip: :class:`UnsafeUrl`, not retried. Library
+    messages quote URLs, so they are scrubbed (queries dropped, the key blanked).
+    """
     try:
         yield
     except ApiError:
         raise
     except TimeoutError as exc:
         raise TransportError("request timed out", path=path) from exc
+    except aiohttp.InvalidURL as exc:
+        raise UnsafeUrl(scrub(f"not a URL the client can request: {exc}"), path) from exc
     except aiohttp.ClientError as exc:
-        raise TransportError(f"{type(exc).__name__}: {exc}", path=path) from exc
+        raise TransportError(scrub(f"{type(exc).__name__}: {exc}"), path=path) from exc
 
 
 def unwrap(data: object) -> object:

@@ -7,14 +7,27 @@ what the contract documents.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from .contract import TASK_FAILED, TASK_SUCCEED, TRAINING_TERMINAL
 
 ImageExtension = Literal["png", "jpeg", "webp"]
 TrainingKind = Literal["subject", "style"]
+
+# Strings the service sends are bounded: a longer one makes the answer a bad answer.
+Id = Annotated[str, StringConstraints(max_length=256)]
+Name = Annotated[str, StringConstraints(max_length=1024)]
+Text = Annotated[str, StringConstraints(max_length=4096)]
+Url = Annotated[str, StringConstraints(max_length=8192)]
 
 
 class Response(BaseModel):
@@ -36,8 +49,8 @@ class Response(BaseModel):
 class UploadTicket(Response):
     """Where and how to PUT one training image."""
 
-    assets_id: str
-    upload_url: str
+    assets_id: Id
+    upload_url: Url
     method: str = "PUT"
 
     @field_validator("assets_id", mode="before")
@@ -100,12 +113,12 @@ class TrainingRequest(BaseModel):
 
 
 class TaskCreated(Response):
-    task_id: str
+    task_id: Id
 
 
 class ModelRef(Response):
-    model_name: str
-    model_status: str = "DEPLOYING"
+    model_name: Name
+    model_status: Id = "DEPLOYING"
 
 
 class TrainingExtra(Response):
@@ -116,13 +129,13 @@ class TrainingExtra(Response):
 class TrainingStatus(Response):
     """Answer of the training status call."""
 
-    task_id: str = ""
-    task_status: str = "UNKNOWN"
-    model_type: str = ""
+    task_id: Id = ""
+    task_status: Id = "UNKNOWN"
+    model_type: Id = ""
     models: list[ModelRef] = []
     extra: TrainingExtra = Field(default_factory=TrainingExtra)
     #: Not in the documented shape; kept when the service explains a failure.
-    reason: str = ""
+    reason: Text = ""
 
     @property
     def terminal(self) -> bool:
@@ -142,13 +155,13 @@ class TrainingStatus(Response):
 class TrainingTask(Response):
     """One row of the task list."""
 
-    task_name: str = ""
-    task_id: str
-    task_type: str = ""
-    task_status: str = "UNKNOWN"
+    task_name: Name = ""
+    task_id: Id
+    task_type: Id = ""
+    task_status: Id = "UNKNOWN"
     created_at: int | None = None
     models: list[ModelRef] = []
-    reason: str = ""
+    reason: Text = ""
 
     def as_status(self) -> TrainingStatus:
         return TrainingStatus(
@@ -158,7 +171,7 @@ class TrainingTask(Response):
 
 
 class Pagination(Response):
-    next_cursor: str = ""
+    next_cursor: Text = ""
 
 
 class Page(Response):
@@ -180,13 +193,13 @@ class PrivateModel(Response):
     """A trained model in the private model list."""
 
     id: int
-    name: str = ""
-    hash_sha256: str = ""
-    sd_name: str = ""
-    sd_name_in_api: str = ""
+    name: Name = ""
+    hash_sha256: Id = ""
+    sd_name: Name = ""
+    sd_name_in_api: Name = ""
     type: ModelType = Field(default_factory=ModelType)
     status: int = 0
-    download_url: str = ""
+    download_url: Url = ""
     download_url_ttl: int = 0
     source: str = ""
     base_model: str = ""
@@ -258,18 +271,18 @@ class ResultExtra(Response):
 
 
 class ResultTask(Response):
-    task_id: str = ""
-    task_type: str = ""
-    status: str = "TASK_STATUS_UNKNOWN"
-    reason: str = ""
+    task_id: Id = ""
+    task_type: Id = ""
+    status: Id = "TASK_STATUS_UNKNOWN"
+    reason: Text = ""
     eta: int = 0
     progress_percent: int = 0
 
 
 class ResultImage(Response):
-    image_url: str
+    image_url: Url
     image_url_ttl: int = 0
-    image_type: str = "png"
+    image_type: Id = "png"
 
 
 class GenerationResult(Response):

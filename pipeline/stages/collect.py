@@ -1,6 +1,7 @@
 """Collect: poll a generation until it settles, then download every picture before its URL
-expires, each written atomically with a JSON sidecar. Files already there are skipped, so a
-re-run never downloads twice and never loses what it has.
+expires, each written atomically with a JSON sidecar, under a name the pipeline makes (see
+:mod:`pipeline.outbox`). A picture already there is skipped only when its sidecar names the
+same generation task, so a re-run never downloads twice and never keeps a stranger's file.
 """
 
 from __future__ import annotations
@@ -12,15 +13,21 @@ from typing import Any
 import structlog
 
 from ..api.models import GenerationResult
-from ..errors import NotFound, UrlExpired
+from ..errors import BadResponse, IntegrityError, NotFound, UnsafePath, UrlExpired
 from ..files import write_json_atomic
+from ..image_formats import ACCEPTED_FORMATS, detect_format
+from ..outbox import already_saved, picture_extension, sidecar_of
 from ..state import GEN_DONE, GEN_FAILED, GEN_PENDING, GenerationRow, SubjectRow
 from ..tasks import run_all
 from .context import StageContext
 
 log = structlog.get_logger(__name__)
 
-EXTENSIONS = {"jpeg": "jpg", "jpg": "jpg", "png": "png", "webp": "webp"}
+
+
+def is_picture(head: bytes) -> bool:
+    """True when a download's first bytes are a png, jpeg or webp picture."""
+    return detect_format(head) in ACCEPTED_FORMATS
 
 
 async def await_result(ctx: StageContext, generation: GenerationRow) -> GenerationResult | None:
@@ -52,21 +59,39 @@ async def collect_generation(
         )
         return
     try:
-        await _save_all(ctx, subject, generation, result, limit)
+        await _save_fresh_if_expired(ctx, subject, generation, result, limit)
     except UrlExpired:
-        # The URLs expired before we got there; a fresh result may carry fresh ones.
-        fresh = await await_result(ctx, generation)
-        try:
-            if fresh is None or not fresh.succeeded:
-                raise UrlExpired(403, "AccessDenied", "no fresh result", "")
-            await _save_all(ctx, subject, generation, fresh, limit)
-        except UrlExpired:
-            _lost(ctx, generation, "its picture URLs expired before they could be downloaded")
-            return
+        _lost(ctx, generation, "its picture URLs expired before they could be downloaded")
+        return
+    except (BadResponse, IntegrityError, UnsafePath) as exc:
+        if isinstance(exc, BadResponse) and exc.transient:
+            raise  # a slow or odd transfer: the next pass tries again
+        ctx.store.update_generation(
+            generation.id, now=ctx.clock.now(), state=GEN_FAILED,
+            error=f"its pictures could not be saved: {exc}",
+        )
+        return
     ctx.store.update_generation(
         generation.id, now=ctx.clock.now(), state=GEN_DONE, seed=result.extra.seed,
         image_count=len(result.images), error=None,
     )
+
+
+async def _save_fresh_if_expired(
+    ctx: StageContext,
+    subject: SubjectRow,
+    generation: GenerationRow,
+    result: GenerationResult,
+    limit: asyncio.Semaphore,
+) -> None:
+    try:
+        await _save_all(ctx, subject, generation, result, limit)
+    except UrlExpired:
+        # The URLs expired before we got there; a fresh result may carry fresh ones.
+        fresh = await await_result(ctx, generation)
+        if fresh is None or not fresh.succeeded:
+            raise
+        await _save_all(ctx, subject, generation, fresh, limit)
 
 
 def _lost(ctx: StageContext, generation: GenerationRow, why: str) -> None:
@@ -83,11 +108,20 @@ async def _save_all(
     result: GenerationResult,
     limit: asyncio.Semaphore,
 ) -> None:
-    folder = ctx.outbox_dir(subject) / generation.slug
-    folder.mkdir(parents=True, exist_ok=True)
+    settings = ctx.subject_settings(subject).generation
+    if len(result.images) > settings.image_num:
+        raise BadResponse(
+            f"the service returned {len(result.images)} pictures for image_num = "
+            f"{settings.image_num}: none were downloaded", "/v3/async/task-result",
+        )
+    place = ctx.outbox(subject)
     await run_all(
-        _save_one(ctx, subject, generation, result, number,
-                  folder / f"{number}.{EXTENSIONS.get(image.image_type, image.image_type)}", limit)
+        _save_one(ctx, subject, generation, result, number, place.path(
+            generation.slug, place.picture_name(
+                generation.slug, number,
+                picture_extension(image.image_type, settings.response_image_type),
+            ),
+        ), limit)
         for number, image in enumerate(result.images, start=1)
     )
 
@@ -101,12 +135,10 @@ async def _save_one(
     dest: Path,
     limit: asyncio.Semaphore,
 ) -> None:
-    if not dest.exists():
+    if not already_saved(dest, "generation_task_id", generation.task_id):
         async with limit:
-            await ctx.api.download(result.images[number - 1].image_url, dest)
-    sidecar = dest.with_suffix(".json")
-    if not sidecar.exists():
-        write_json_atomic(sidecar, sidecar_data(ctx, subject, generation, result, dest))
+            await ctx.api.download(result.images[number - 1].image_url, dest, accept=is_picture)
+        write_json_atomic(sidecar_of(dest), sidecar_data(ctx, subject, generation, result, dest))
     ctx.store.record_output(generation.id, number, str(dest))
 
 

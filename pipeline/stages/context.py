@@ -11,6 +11,7 @@ from ..clock import Clock
 from ..config import Settings
 from ..dataset import display_name
 from ..jobs import JobConfig, SubjectSettings
+from ..outbox import SubjectOutbox
 from ..state import StateStore, SubjectRow
 
 
@@ -45,10 +46,9 @@ class StageContext:
             pass
         return folder
 
-    def outbox_dir(self, subject: SubjectRow) -> Path:
-        """``outbox/<job>/<subject>``; later versions of a subject get ``<subject>-v<N>``."""
-        name = subject.name if subject.version == 1 else f"{subject.name}-v{subject.version}"
-        return self.job.job.outbox / self.job_name / name
+    def outbox(self, subject: SubjectRow) -> SubjectOutbox:
+        """The subject version's folder of results (see :mod:`pipeline.outbox`)."""
+        return SubjectOutbox(self.job.job.outbox / self.job_name, subject.name, subject.version)
 
     def subject_settings(self, subject: SubjectRow) -> SubjectSettings:
         """The job's settings with the subject's ``subject.toml`` applied (read once per run)."""

@@ -10,6 +10,8 @@ import structlog
 
 from ..api.models import PrivateModel
 from ..errors import PermanentApiError
+from ..files import write_json_atomic
+from ..outbox import already_saved, sidecar_of
 from ..state import SubjectRow
 from .context import StageContext
 
@@ -34,23 +36,29 @@ class ModelIndex:
 async def fetch_lora(
     ctx: StageContext, subject: SubjectRow, index: ModelIndex, limit: asyncio.Semaphore
 ) -> SubjectRow:
-    """Download the subject's trained LoRA unless it is already in the outbox.
+    """Download the subject's trained LoRA unless the same model is already in the outbox.
 
-    ``limit`` is the run's download bound, shared with the pictures: a LoRA file is a
-    download like any other, and counts against the files and connections it allows.
+    The file is named for the subject (``alice.safetensors``), never by the service's model
+    name; its sidecar records which model it is. ``limit`` is the run's download bound,
+    shared with the pictures.
     """
     assert subject.model_name is not None
-    dest = ctx.outbox_dir(subject) / subject.model_name
-    if dest.exists():
-        return ctx.store.update_subject(subject.id, now=ctx.clock.now(), lora_path=str(dest))
-    model = await index.find(subject.model_name)
-    if model is None:
-        raise PermanentApiError(
-            200, "MODEL_NOT_LISTED",
-            f"{subject.model_name} is SERVING but not in the private model list yet", "/v3/model",
-        )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    async with limit:
-        download = await ctx.api.download_model(model, dest)
-    log.info("fetch.lora", subject=subject.name, file=str(dest), bytes=download.size)
+    dest = ctx.outbox(subject).path(ctx.outbox(subject).lora_name())
+    if not already_saved(dest, "model_name", subject.model_name):
+        model = await index.find(subject.model_name)
+        if model is None:
+            raise PermanentApiError(
+                200, "MODEL_NOT_LISTED",
+                "the trained model is SERVING but not in the private model list yet",
+                "/v3/model",
+            )
+        async with limit:
+            download = await ctx.api.download_model(model, dest)
+        write_json_atomic(sidecar_of(dest), {
+            "file": dest.name, "job": ctx.job_name, "subject": subject.name,
+            "subject_version": subject.version, "model_name": subject.model_name,
+            "sha256": download.sha256, "bytes": download.size,
+            "training_task_id": subject.task_id,
+        })
+        log.info("fetch.lora", subject=subject.name, file=str(dest), bytes=download.size)
     return ctx.store.update_subject(subject.id, now=ctx.clock.now(), lora_path=str(dest))

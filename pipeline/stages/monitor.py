@@ -28,6 +28,8 @@ log = structlog.get_logger(__name__)
 #: Detail calls per cycle for progress and ETA (bounded: the cycle stays O(1)).
 PROGRESS_CALLS_PER_CYCLE = 4
 BACKOFF_FACTOR = 1.5
+#: How an unreadable status is noted on the subject (cleared once it reads again).
+STATUS_UNREADABLE = "the training's status cannot be read"
 
 
 @dataclass
@@ -73,8 +75,8 @@ class TrainingMonitor:
             except BadCredentials as exc:
                 self._fail_all(exc)
                 raise
-            except ApiError as exc:
-                log.warning("monitor.poll_failed", error=str(exc))
+            except Exception:  # the one poller must outlive any bad cycle
+                log.exception("monitor.cycle_failed", watched=len(self._watches))
                 changed = False
             interval = (
                 settings.poll_interval_min
@@ -89,7 +91,13 @@ class TrainingMonitor:
         # Watches added while the list is read wait for the next cycle: asking for each by
         # id would make a cycle cost one request per training submitted meanwhile.
         watched = list(self._watches.items())
-        statuses = await self._list_statuses()
+        try:
+            statuses = await self._list_statuses()
+        except BadCredentials:
+            raise
+        except ApiError as exc:  # the list is a shortcut: ask for each training instead
+            log.warning("monitor.list_failed", error=str(exc))
+            statuses = {}
         changed = False
         for task_id, watch in watched:
             if task_id not in self._watches:
@@ -132,12 +140,24 @@ class TrainingMonitor:
                 task_id=watch.subject.task_id, task_status="FAILED",
                 reason="the service does not know this training task (404)",
             )
+        except BadCredentials:
+            raise
+        except ApiError as exc:
+            note = f"{STATUS_UNREADABLE}: {exc}"
+            if watch.subject.error != note:
+                log.warning("monitor.status_failed", subject=watch.subject.name, error=str(exc))
+                watch.subject = self._ctx.store.update_subject(
+                    watch.subject.id, now=self._ctx.clock.now(), error=note
+                )
+            return None
 
     def _apply(self, watch: _Watch, status: TrainingStatus) -> bool:
         ctx, subject = self._ctx, watch.subject
         now = ctx.clock.now()
         previous = (subject.task_status, subject.progress)
         updates: dict[str, object] = {"task_status": status.task_status}
+        if (subject.error or "").startswith(STATUS_UNREADABLE):
+            updates["error"] = None  # readable again
         if status.extra.progress_percent is not None:
             updates["progress"] = status.extra.progress_percent
             updates["eta"] = status.extra.eta_relative

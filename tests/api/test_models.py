@@ -1,6 +1,7 @@
 """Defensive parsing: every variation the contract lists."""
 
 from pipeline.api.errors import error_for_response, parse_error_body, unwrap
+from pipeline.redact import Scrubber
 from pipeline.api.models import (
     GenerationResult,
     ModelPage,
@@ -101,7 +102,9 @@ def test_error_bodies_json_xml_plain_and_edge() -> None:
 
 def _error(status: int, reason: str = "", *, presigned: bool = False, headers=None):
     body = f'{{"code":{status},"reason":"{reason}","message":"m"}}'.encode() if reason else b""
-    return error_for_response(status, body, headers or {}, "/v3/x", now=0.0, presigned=presigned)
+    return error_for_response(
+        status, body, headers or {}, "/v3/x", now=0.0, scrub=Scrubber(), presigned=presigned
+    )
 
 
 def test_status_mapping() -> None:
