@@ -47,6 +47,7 @@ from .summary import (
     EXIT_USAGE,
     summarize,
 )
+from .textsafe import line
 
 log = structlog.get_logger(__name__)
 DEFAULT_MAX_WAIT = 240.0
@@ -90,13 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console()
-    if not console.is_terminal:  # cron mail and log files: whole lines, no wrapping
-        console = Console(soft_wrap=True)
+    console = _console()
     try:
         settings = Settings(_env_file=args.config)
     except ValidationError as exc:
-        console.print(f"[red]error:[/] settings ({args.config} or LORA_* variables): {exc}")
+        _print_error(console, f"settings ({args.config} or LORA_* variables): {exc}")
         return EXIT_USAGE
     configure_logging(settings)
     try:
@@ -105,21 +104,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print("stopped before any work began")
         return EXIT_SIGINT
     except ConfigError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        _print_error(console, str(exc))
         return EXIT_USAGE
     except StateConflict as exc:
-        console.print(f"[red]error:[/] {exc}")
+        _print_error(console, str(exc))
         return EXIT_USAGE
     except LockHeld as exc:
-        console.print(f"[yellow]{exc}[/]")
+        console.print(line((str(exc), "yellow")))
         return EXIT_LOCK_HELD
     except BadCredentials as exc:
-        console.print(f"[red]error:[/] the API refused the key ({exc.reason}). Set LORA_API_KEY "
-                      "in config.env or the environment; nothing was retried.")
+        console.print(line(("error:", "red"), f" the API refused the key ({exc.reason}). Set "
+                           "LORA_API_KEY in config.env or the environment; nothing was retried."))
         return EXIT_BAD_CREDENTIALS
     except PipelineError as exc:
-        console.print(f"[red]error:[/] {exc}")
+        _print_error(console, str(exc))
         return EXIT_FAILED
+
+
+def _console() -> Console:
+    """Where people read us. Our lines are ``Text`` from :func:`textsafe.line`; a ``str``
+    printed here all the same is shown as typed: no markup, emoji codes or highlighting."""
+    console = Console(markup=False, emoji=False, highlight=False)
+    if console.is_terminal:
+        return console
+    # Cron mail and log files: whole lines, no wrapping.
+    return Console(soft_wrap=True, markup=False, emoji=False, highlight=False)
+
+
+def _print_error(console: Console, message: str) -> None:
+    """``error: message``. Its line breaks stay (a job file's problems come one a line) and
+    every further line is indented under the first, so one that a folder name or the service
+    put there reads as part of the error, never as a line of its own."""
+    first, *rest = message.split("\n")
+    console.print(line(("error:", "red"), f" {first}"))
+    for more in rest:
+        console.print(line(f"  {more}"))
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings, console: Console) -> int:
@@ -148,12 +167,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings, console: Console) ->
     if command == "report":
         with SqliteStore(settings.state_dir / "state.db") as store:
             json_path, html_path = write_job_report(job, store)
-        console.print(f"report: {html_path}\ndata:   {json_path}")
+        console.print(line(f"report: {html_path}"))
+        console.print(line(f"data:   {json_path}"))
         return EXIT_OK
     action = retry_subject if command == "retry" else cancel_subject
     with job_lock(settings.state_dir, job.job.name), \
             SqliteStore(settings.state_dir / "state.db") as store:
-        console.print(action(store, job.job.name, args.subject, now=SystemClock().now()))
+        console.print(line(action(store, job.job.name, args.subject, now=SystemClock().now())))
     return EXIT_OK
 
 
@@ -175,10 +195,10 @@ def _report_run(
 ) -> None:
     print_status(console, job.job.name, result.subjects)
     for name in result.waiting:
-        console.print(f"waiting for {name} to settle")
-    console.print(f"outputs: {job.job.outbox / job.job.name}")
+        console.print(line(f"waiting for {name} to settle"))
+    console.print(line(f"outputs: {job.job.outbox / job.job.name}"))
     if html is not None:
-        console.print(f"report:  {html}")
+        console.print(line(f"report:  {html}"))
 
 
 def _validate(path: Path, kind: str, console: Console) -> int:

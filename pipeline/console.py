@@ -1,4 +1,9 @@
-"""Terminal rendering with rich: the status table, validation verdicts, run summaries."""
+"""Terminal rendering with rich: the status table, validation verdicts, run summaries.
+
+Names, reasons and file names here come from the inbox or the service: every line and cell
+is a ``Text`` built by :func:`pipeline.textsafe.line`, never a markup string, so they show
+as they are spelt whatever console they are printed on.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from rich.table import Table
 
 from .dataset import DatasetReport
 from .summary import SubjectSummary
+from .textsafe import line
 
 STATE_STYLES = {
     "done": "green", "trained": "green", "generating": "cyan", "training": "cyan",
@@ -31,20 +37,20 @@ def _label(s: SubjectSummary) -> str:
 
 
 def status_table(job: str, subjects: Sequence[SubjectSummary]) -> Table:
-    table = Table(title=f"job {job}", title_justify="left")
+    table = Table(title=line((f"job {job}", "table.title")), title_justify="left")
     for column in ("subject", "state", "images", "training task", "progress", "outputs"):
         table.add_column(column, overflow="fold")
     for s in subjects:
-        style = STATE_STYLES.get(s.state, "")
-        table.add_row(_label(s), f"[{style}]{s.state}[/]" if style else s.state, str(s.images),
-                      s.task_id or "", _progress(s), _outputs(s) if s.prompts_total else "")
+        table.add_row(line(_label(s)), line((s.state, STATE_STYLES.get(s.state, ""))),
+                      line(str(s.images)), line(s.task_id or ""), line(_progress(s)),
+                      line(_outputs(s) if s.prompts_total else ""))
     return table
 
 
 def print_status(console: Console, job: str, subjects: Sequence[SubjectSummary]) -> None:
     """A table on a terminal, one line per subject otherwise; then every reason in full."""
     if not subjects:
-        console.print(f"job {job}: no subjects yet")
+        console.print(line(f"job {job}: no subjects yet"))
         return
     if console.is_terminal:
         console.print(status_table(job, subjects))
@@ -55,26 +61,29 @@ def print_status(console: Console, job: str, subjects: Sequence[SubjectSummary])
                 fields.append(f"progress={_progress(s)}")
             if s.prompts_total:
                 fields.append(f"outputs={_outputs(s)}")
-            console.print(f"{job}/{_label(s)}: {s.state} " + " ".join(fields), soft_wrap=True)
+            console.print(line(f"{job}/{_label(s)}: {s.state} " + " ".join(fields)),
+                          soft_wrap=True)
     for s in subjects:
         details = [("error", s.error)] if s.error else []
         details += [("warning", w) for w in s.warnings]
         details += [("refused", r["reason"]) for r in s.rejected_files]
         if details:
-            console.print(f"[bold]{_label(s)}[/]:", soft_wrap=True)
+            console.print(line((_label(s), "bold"), ":"), soft_wrap=True)
         for kind, text in details:
-            console.print(f"  {kind}: {text}", soft_wrap=True, highlight=False)
+            console.print(line(f"  {kind}: {text}"), soft_wrap=True)
 
 
 def print_validation(console: Console, reports: Sequence[DatasetReport]) -> None:
     for report in reports:
-        verdict = "[green]accepted[/]" if report.ok else "[red]rejected[/]"
-        console.print(f"[bold]{report.subject}[/]: {verdict}, {len(report.accepted)} image(s)")
+        verdict = ("accepted", "green") if report.ok else ("rejected", "red")
+        console.print(line((report.subject, "bold"), ": ", verdict,
+                           f", {len(report.accepted)} image(s)"))
         if report.error:
-            console.print(f"  [red]error:[/] {report.error}")
+            console.print(line("  ", ("error:", "red"), f" {report.error}"))
         for warning in report.warnings:
-            console.print(f"  [yellow]warning:[/] {warning}")
+            console.print(line("  ", ("warning:", "yellow"), f" {warning}"))
         for image in report.accepted:
-            console.print(f"  ok      {image.name} ({image.format}, {image.width}x{image.height})")
+            console.print(line(f"  ok      {image.name} ({image.format}, "
+                               f"{image.width}x{image.height})"))
         for rejection in report.rejected_files:
-            console.print(f"  [red]refused[/] {rejection.name}: {rejection.reason}")
+            console.print(line("  ", ("refused", "red"), f" {rejection.name}: {rejection.reason}"))

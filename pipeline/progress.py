@@ -9,6 +9,9 @@ them), and the generations done of total per subject. On anything but a terminal
 a pipe, a log file) the view does nothing at all: no snapshot, no output, no control codes;
 the structured log lines are the record there.
 
+Names, statuses and errors come from the inbox and the service: every cell and line is a
+``Text`` from :func:`pipeline.textsafe.line`, never a markup string.
+
 :func:`render` is the pure part, so a test can print it to a recording console.
 """
 
@@ -43,6 +46,7 @@ from .state import (
     VALIDATED,
 )
 from .summary import SubjectSummary
+from .textsafe import line, printable
 
 __all__ = ["ProgressView", "STAGES", "format_eta", "render"]
 
@@ -80,9 +84,9 @@ def render(subjects: Sequence[SubjectSummary], *, title: str | None = None) -> R
     if failed:
         parts.append(Text(""))
     for s in failed[:MAX_ERRORS]:
-        parts.append(Text.assemble((f"{_label(s)}: ", "bold red"), (s.error or "", "red")))
+        parts.append(line((f"{_label(s)}: ", "bold red"), (s.error or "", "red")))
     if len(failed) > MAX_ERRORS:
-        parts.append(Text(f"... and {len(failed) - MAX_ERRORS} more failed", style="red"))
+        parts.append(line((f"... and {len(failed) - MAX_ERRORS} more failed", "red")))
     return Group(*parts)
 
 
@@ -106,7 +110,7 @@ def format_eta(seconds: int | None) -> str:
 def _header(subjects: Sequence[SubjectSummary], title: str | None) -> Text:
     text = Text()
     if title:
-        text.append(f"job {title}", style="bold")
+        text.append(printable(f"job {title}"), style="bold")
         text.append(f" \u00b7 {len(subjects)} subjects\n", style="")
     for number, (stage, states) in enumerate(STAGES):
         count = sum(1 for s in subjects if s.state in states)
@@ -134,7 +138,8 @@ def _trainings_table(subjects: Sequence[SubjectSummary]) -> Table:
             bar = ProgressBar(total=100, completed=max(0, min(100, s.progress)),
                               width=BAR_WIDTH, complete_style="cyan", finished_style="cyan")
             percent = f"{s.progress}%"
-        table.add_row(_label(s), Text(status, style="cyan"), bar, percent, format_eta(s.eta))
+        table.add_row(line(_label(s)), line((status, "cyan")), bar, line(percent),
+                      line(format_eta(s.eta)))
     _more(table, len(subjects), 5)
     return table
 
@@ -147,16 +152,16 @@ def _generations_table(subjects: Sequence[SubjectSummary]) -> Table:
     for s in subjects[:MAX_ROWS]:
         bar = ProgressBar(total=s.prompts_total, completed=s.prompts_done, width=BAR_WIDTH,
                           complete_style="cyan", finished_style="green")
-        table.add_row(_label(s), Text(s.state, style=STATE_STYLES.get(s.state, "")), bar,
-                      f"{s.prompts_done}/{s.prompts_total}", str(len(s.outputs)))
+        table.add_row(line(_label(s)), line((s.state, STATE_STYLES.get(s.state, ""))), bar,
+                      line(f"{s.prompts_done}/{s.prompts_total}"), line(str(len(s.outputs))))
     _more(table, len(subjects), 5)
     return table
 
 
 def _more(table: Table, total: int, columns: int) -> None:
     if total > MAX_ROWS:
-        table.add_row(Text(f"... {total - MAX_ROWS} more", style="dim"),
-                      *[""] * (columns - 1))
+        table.add_row(line((f"... {total - MAX_ROWS} more", "dim")),
+                      *[line() for _ in range(columns - 1)])
 
 
 def _label(s: SubjectSummary) -> str:
