@@ -21,9 +21,10 @@ from .jobs import load_job
 from .runner import Runner
 from .samples import create_samples
 from .summary import EXIT_FAILED, EXIT_OK, EXIT_REJECTED
+from .textsafe import line
 
 MARKER = ".lora-pipeline-demo"
-DEMO_KEY = "demo-key"
+DEMO_KEY = "sk-demo-emulator-key"
 DEMO_JOB = """\
 # Written by `lora-pipeline demo`.
 [job]
@@ -69,7 +70,8 @@ def prepare_workdir(workdir: Path) -> Path:
 async def run_demo(workdir: Path, console: Console) -> int:
     """Run the demo; exit 0 when it showed what it should (bad input refused, the rest done)."""
     job = load_job(prepare_workdir(workdir.resolve()))
-    console.print(f"Sample subjects in [bold]{job.job.inbox}[/]; starting the emulator.")
+    console.print(line("Sample subjects in ", (str(job.job.inbox), "bold"),
+                       "; starting the emulator."))
     async with serve_emulator(DEMO_EMULATOR) as server:
         settings = Settings(
             _env_file=None,
@@ -81,8 +83,8 @@ async def run_demo(workdir: Path, console: Console) -> int:
         result = await Runner(job, settings, handle_signals=True).run_once(max_wait=120)
         counters = server.emulator.counters_snapshot()
     print_status(console, job.job.name, result.subjects)
-    console.print(
-        f"Trainings paid for: {counters['trainings_created']['total']}; "
-        f"pictures and LoRA files in [bold]{job.job.outbox / job.job.name}[/]"
-    )
+    console.print(line(
+        f"Trainings paid for: {counters['trainings_created']['total']}; pictures and LoRA "
+        "files in ", (str(job.job.outbox / job.job.name), "bold"),
+    ))
     return EXIT_OK if result.exit_code in (EXIT_OK, EXIT_REJECTED) else EXIT_FAILED
