@@ -25,7 +25,7 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 EMULATOR_SCRIPT = BENCH_DIR / "emulator_server.py"
 SDK_SCRIPT = BENCH_DIR / "sdk_baseline.py"
-API_KEY = "sk-bench-0000"
+API_KEY = "sk-bench-0000000000"
 JOB_NAME = "bench"
 PROMPTS = (
     "{instance_prompt}, studio portrait, soft light, 85mm",

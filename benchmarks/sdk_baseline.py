@@ -117,7 +117,7 @@ def one_subject(client: NovitaClient, folder: Path, args: argparse.Namespace,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base-url", required=True)
-    parser.add_argument("--api-key", default="sk-bench")
+    parser.add_argument("--api-key", default="sk-bench-0000000000")
     parser.add_argument("--inbox", required=True)
     parser.add_argument("--outbox", required=True)
     parser.add_argument("--pool", type=int, default=8)

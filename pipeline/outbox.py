@@ -3,8 +3,10 @@
     outbox/<job>/<subject>/                 version 1
     outbox/<job>/<subject>/v<N>/            version N > 1 (no folder name can produce it:
                                             a subject is one path component)
-        <subject>[-vN].safetensors          the trained LoRA, and its .json sidecar
-        <slug>/<subject>[-vN]-<slug>-<i>.<ext>   pictures, each with its .json sidecar
+        <subject>[@vN].safetensors          the trained LoRA, and its .json sidecar
+        <slug>/<subject>[@vN]-<slug>-<i>.<ext>   pictures, each with its .json sidecar
+
+``@`` never appears in a stem made from a name, so ``alice@v2`` cannot be a folder's.
 
 No string from the service ever becomes part of a path: file names are built from the
 subject's name (made safe), the prompt's slug (ours) and a number, with an extension from a
@@ -59,7 +61,7 @@ class SubjectOutbox:
         self.job_root = job_root
         self.parts = (subject,) if version == 1 else (subject, f"v{version}")
         self.folder = job_root.joinpath(*self.parts)
-        self.stem = safe_stem(subject) + ("" if version == 1 else f"-v{version}")
+        self.stem = safe_stem(subject) + ("" if version == 1 else f"@v{version}")
 
     def path(self, *parts: str) -> Path:
         """``folder/<parts...>``, its folders created one by one, each checked to be a real

@@ -112,7 +112,7 @@ def test_failed_training_exits_4(project, served) -> None:
 def test_bad_key_exits_5_with_one_clear_message(tmp_path, served, capsys) -> None:
     job = write_job(tmp_path)
     create_samples(tmp_path / "inbox", count=1, images_per_subject=3, include_bad=False)
-    config = config_file(tmp_path, served.base_url, key="sk-not-the-key")
+    config = config_file(tmp_path, served.base_url, key="sk-not-the-key-000")
     assert cli(config, "run", str(job)) == EXIT_BAD_CREDENTIALS
     out = capsys.readouterr()
     assert "refused the key" in out.out

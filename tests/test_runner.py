@@ -286,7 +286,7 @@ async def test_changed_photos_after_training_need_permission(tmp_path, emulator)
     result = await run(allowed, emulator, tmp_path)
     assert (result.subjects[0].version, result.subjects[0].state) == (2, DONE)
     assert emulator.emulator.counters_snapshot()["trainings_created"]["total"] == 2
-    assert (tmp_path / "outbox/test/alice/v2/alice-v2.safetensors").is_file()
+    assert (tmp_path / "outbox/test/alice/v2/alice@v2.safetensors").is_file()
 
 
 async def test_rejected_folder_fixed_becomes_a_new_version(tmp_path, emulator) -> None:

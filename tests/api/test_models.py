@@ -1,7 +1,6 @@
 """Defensive parsing: every variation the contract lists."""
 
 from pipeline.api.errors import error_for_response, parse_error_body, unwrap
-from pipeline.redact import Scrubber
 from pipeline.api.models import (
     GenerationResult,
     ModelPage,
@@ -19,6 +18,7 @@ from pipeline.errors import (
     TransientApiError,
     UrlExpired,
 )
+from pipeline.redact import Scrubber
 
 
 def test_string_ints_nulls_and_unknown_fields() -> None:

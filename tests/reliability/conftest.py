@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 import structlog
+from yarl import URL
 
 from pipeline.api.client import ApiClient
 from pipeline.emulator import EmulatorConfig, EmulatorHandle, serve_emulator
 from pipeline.jobs import JobConfig, load_job
+from pipeline.outbox import SubjectOutbox
 from pipeline.runner import Runner, RunResult
 from pipeline.samples import create_samples
 from pipeline.state import GEN_DONE, SETTLED_STATES, SqliteStore
@@ -130,18 +132,20 @@ def open_store(tmp_path: Path) -> SqliteStore:
 
 
 def assert_outbox_exact(tmp_path: Path, image_num: int, job: str = "test") -> int:
-    """Every prompt recorded done has ``1..N.png`` and sidecars, nothing else; no temp files.
+    """Every prompt recorded done has its N pictures and sidecars, nothing else; no temp files.
     Returns how many pictures were checked."""
     root = tmp_path / "outbox" / job
     assert not [p for p in root.rglob("*") if p.name.endswith(".part")]
-    expected = sorted([f"{n}.json" for n in range(1, image_num + 1)]
-                      + [f"{n}.png" for n in range(1, image_num + 1)])
     checked = 0
     with open_store(tmp_path) as store:
         assert store.integrity_problems() == []
         for subject in store.subjects(job):
-            folder = root / subject.name
+            place = SubjectOutbox(root, subject.name, subject.version)
+            folder = place.folder
             for generation in store.generations(subject.id):
+                stems = [place.picture_name(generation.slug, n, "png")[:-4]
+                         for n in range(1, image_num + 1)]
+                expected = sorted(f"{stem}{ext}" for stem in stems for ext in (".json", ".png"))
                 files = sorted(p.name for p in (folder / generation.slug).glob("*")) \
                     if (folder / generation.slug).is_dir() else []
                 if generation.state == GEN_DONE:
@@ -173,14 +177,15 @@ class UrlExpiry:
             self._expire_first_use("upload", path)
             return await put_file(client, url, path, content_type)
 
-        async def download(client: ApiClient, url: str, dest: Path, prefix: str) -> Any:
-            if "/_s3/images/" in url:
+        async def download(client: ApiClient, url: URL, dest: Path, *args: Any) -> Any:
+            if "/_s3/images/" in url.path:
                 if any(part in str(dest) for part in self.always):
-                    url = url.replace("X-Amz-Signature=", "X-Amz-Signature=0")  # never valid
+                    # never valid
+                    url = URL(str(url).replace("X-Amz-Signature=", "X-Amz-Signature=0"))
                     self.expired["image (never valid)"] += 1
                 else:
                     self._expire_first_use("image", dest)
-            return await download_once(client, url, dest, prefix)
+            return await download_once(client, url, dest, *args)
 
         monkeypatch.setattr(ApiClient, "put_file", put)
         monkeypatch.setattr(ApiClient, "_download_once", download)

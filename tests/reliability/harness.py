@@ -10,8 +10,8 @@ emulator's own task list and counters, the outbox and the state store:
 - no training name was created twice, and every training is accounted for by the state: a
   subject version has one, plus one per FAILED training that ``max_training_retries``
   re-trained; every subject ends settled;
-- every prompt of every finished subject has its pictures exactly once (``1.png .. N.png``
-  and their sidecars), with no partial, temp or stray file left;
+- every prompt of every finished subject has its pictures exactly once (named for the subject,
+  the prompt and the number, with their sidecars), with no partial, temp or stray file left;
 - the state store passes ``integrity_problems()`` after every kill and at the end.
 
 The CI-sized run is ``tests/reliability/test_crash.py``; a longer soak is
@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -47,7 +48,7 @@ from typing import Any
 from PIL import Image
 
 from pipeline.files import PART_SUFFIX
-from pipeline.stages.collect import EXTENSIONS
+from pipeline.outbox import SubjectOutbox
 from pipeline.stages.train import training_name
 from pipeline.state import (
     CANCELED,
@@ -63,6 +64,8 @@ from pipeline.summary import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_SIGINT, E
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "sk-soak-harness-key"
+#: The folder of a later version inside a subject's (see pipeline.outbox).
+VERSION_FOLDER = re.compile(r"^v\d+$")
 JOB = "soak"
 #: Exit codes a pass that was not killed may end with (see the README).
 CLEAN_EXITS = frozenset({EXIT_OK, EXIT_REJECTED, EXIT_FAILED})
@@ -557,18 +560,20 @@ def _verify_outbox(workdir: Path, config: SoakConfig, current: list[SubjectRow],
         for row in current:
             if row.state != DONE:
                 continue
-            folder = root / (row.name if row.version == 1 else f"{row.name}-v{row.version}")
-            expected = {row.model_name} if row.model_name else set()
+            place = SubjectOutbox(root, row.name, row.version)
+            folder = place.folder
+            lora = place.lora_name()
+            expected = {lora, lora.replace(".safetensors", ".json")} if row.model_name else set()
             for generation in store.generations(row.id):
                 report.prompts += 1
                 if generation.state != GEN_DONE:
                     report.problems.append(
                         f"{row.name}/{generation.slug}: {generation.state} ({generation.error})")
                     continue
-                extension = EXTENSIONS["png"]
                 for number in range(1, config.image_num + 1):
                     report.pictures_expected += 1
-                    picture = folder / generation.slug / f"{number}.{extension}"
+                    picture = folder / generation.slug / place.picture_name(
+                        generation.slug, number, "png")
                     sidecar = picture.with_suffix(".json")
                     expected |= {f"{generation.slug}/{picture.name}",
                                  f"{generation.slug}/{sidecar.name}"}
@@ -577,7 +582,8 @@ def _verify_outbox(workdir: Path, config: SoakConfig, current: list[SubjectRow],
                     else:
                         report.results_lost += 1
                         report.problems.append(f"lost: {picture.relative_to(workdir)}")
-            on_disk = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+            on_disk = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
+                       and not VERSION_FOLDER.match(p.relative_to(folder).parts[0])}
             for stray in sorted(on_disk - expected):
                 report.problems.append(f"stray file in the outbox: {row.name}/{stray}")
 

@@ -133,8 +133,12 @@ def test_sigterm_and_sigint_stop_cleanly_at_every_stage(tmp_path) -> None:
         assert len(emulator.trainings()) == 2
         assert emulator.counters()["trainings_created"]["total"] == 2
         assert temp_files(tmp_path / "outbox") == []
-        pictures = sorted(p.name for p in (tmp_path / "outbox" / JOB).rglob("*.png"))
-        assert pictures == ["1.png", "1.png", "2.png", "2.png"]
+        root = tmp_path / "outbox" / JOB
+        pictures = sorted(str(p.relative_to(root)) for p in root.rglob("*.png"))
+        assert len(pictures) == 4, pictures
+        for picture in pictures:  # s000/<slug>/s000-<slug>-<n>.png
+            subject, slug, name = picture.split("/")
+            assert name.startswith(f"{subject}-{slug}-") and name[-5] in "12", picture
     finally:
         emulator.stop()
 

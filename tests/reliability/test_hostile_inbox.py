@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from pipeline.outbox import SubjectOutbox
 from pipeline.samples import create_samples
 from pipeline.state import DONE, REJECTED, SqliteStore
 from pipeline.summary import EXIT_OK, EXIT_REJECTED
@@ -293,11 +294,14 @@ def test_a_hostile_inbox_is_refused_file_by_file(tmp_path) -> None:
     assert "no usable photo" in subjects["only_bad"].error
     for name in ("alice", "bob", "hostile", ODD_SUBJECT, "growing"):  # and the odd one below
         assert subjects[name].state == DONE and subjects[name].error is None, subjects[name]
-    assert (root / "outbox" / "hostile" / ODD_SUBJECT / "01-portrait" / "1.png").is_file()
+    place = SubjectOutbox(root / "outbox" / "hostile", ODD_SUBJECT, 1)
+    assert place.picture_name("01-portrait", 1, "png") == "dash-ünï-cödé-01-portrait-1.png"
+    assert (place.folder / "01-portrait" / place.picture_name("01-portrait", 1, "png")).is_file()
     # A folder name that is not UTF-8 is shown escaped, and its subject.toml still counts.
     odd = subjects["bytes \\xff\\xfe"]
     assert odd.state == DONE and odd.error is None
-    assert (root / "outbox" / "hostile" / odd.name / "02-again" / "1.png").is_file()
+    place = SubjectOutbox(root / "outbox" / "hostile", odd.name, 1)
+    assert (place.folder / "02-again" / place.picture_name("02-again", 1, "png")).is_file()
     # The photo that changed while it was checked was taken in on the next pass, whole.
     assert subjects["growing"].image_count == 2
     assert trainings == 6
