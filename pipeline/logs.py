@@ -11,6 +11,7 @@ import structlog
 
 from .config import Settings
 from .redact import REDACTED, Scrubber
+from .textsafe import printable
 
 __all__ = ["REDACTED", "Redactor", "configure_logging"]
 
@@ -28,6 +29,18 @@ class Redactor:
         for key, value in event.items():
             event[key] = self._scrubber.value(value)
         return event
+
+
+def _printable_values(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """On a terminal, control characters from outside (folder names, the service's words)
+    are spelt as escapes; a traceback keeps its line breaks. JSON lines escape them anyway."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            lines = value.split("\n") if key == "exception" else [value]
+            event[key] = "\n".join(printable(part) for part in lines)
+    return event
 
 
 def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> None:
@@ -49,6 +62,7 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             Redactor([secret]),
+            *([_printable_values] if mode == "console" else []),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

@@ -42,3 +42,19 @@ def test_level_filters_debug_by_default() -> None:
     stream = _configured("json")
     structlog.get_logger("t").debug("quiet")
     assert stream.getvalue() == ""
+
+
+def test_console_logs_spell_control_characters_from_outside_as_escapes() -> None:
+    stream = _configured("console")
+    structlog.get_logger("t").warning("subject.stalled", subject="evil\x1b]0;owned\x07\u202e")
+    shown = stream.getvalue()
+    assert "\x1b]0;" not in shown and "\x07" not in shown and "\u202e" not in shown
+    assert "evil\\x1b]0;owned\\x07\\u202e" in shown
+
+
+def test_json_logs_drop_url_queries_and_lone_surrogates() -> None:
+    stream = _configured("json")
+    structlog.get_logger("t").info("x", url="https://bucket/a.png?X-Amz-Signature=s3cr3t",
+                                   name="caf\udce9")
+    line = json.loads(stream.getvalue())
+    assert line["url"] == "https://bucket/a.png?…" and line["name"] == "caf\\udce9"
