@@ -24,16 +24,20 @@ Rules worth knowing:
 - ``ImageFile.name`` is the file name as text; a name that is not valid UTF-8 is shown with
   backslash escapes (``caf\\xe9.jpg``), while ``ImageFile.path`` keeps the real name.
 - A symlink is followed only when its target stays inside ``root`` (the inbox); the resolved
-  target becomes ``ImageFile.path``, so later reads go where the check went.
+  target becomes ``ImageFile.path``, so later reads go where the check went. A subject folder
+  that leads outside ``root`` is not listed at all.
+- Files are opened by :mod:`pipeline.inbox_files`: regular files only, never blocking, caption
+  sidecars read up to :data:`MAX_CAPTION_BYTES`. A folder of more than
+  :data:`MAX_FOLDER_ENTRIES` entries is refused without being read further.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,8 +58,11 @@ from pipeline.image_formats import (
     format_label,
     header_size,
 )
+from pipeline.inbox_files import RefusedFile, open_inbox_file, read_inbox_file, size_text
 
 __all__ = [
+    "MAX_CAPTION_BYTES",
+    "MAX_FOLDER_ENTRIES",
     "READY_MARKER",
     "SUBJECT_FILE",
     "DatasetReport",
@@ -91,6 +98,10 @@ LITTER_NAMES: Final = frozenset(
 HASH_CHUNK_BYTES: Final = 1 << 20
 FINGERPRINT_VERSION: Final = "lora-pipeline.dataset.v1"
 MAX_LISTED_NAMES: Final = 5
+#: A caption file is read up to this many bytes (8 per character is more than UTF-8 needs).
+MAX_CAPTION_BYTES: Final = 8 * MAX_TEXT_LENGTH
+#: Entries looked at in one subject folder (all levels): a subject is at most 50 photos.
+MAX_FOLDER_ENTRIES: Final = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,14 +214,11 @@ class _Content:
 
 
 def _open_for_read(path: Path) -> io.BufferedReader:
-    """Open without following a last-moment symlink and without blocking on a FIFO."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    fd = os.open(path, flags | getattr(os, "O_BINARY", 0))
-    try:
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+    """A photo, opened the one safe way (:func:`~pipeline.inbox_files.open_inbox_file`).
+
+    ``path`` is never a link here: a link was resolved and checked when the folder was listed.
+    """
+    return open_inbox_file(path)
 
 
 def _hash_stream(fp: IO[bytes]) -> tuple[str, int]:
@@ -283,22 +291,23 @@ def _unreadable(name: str, exc: OSError) -> Rejection:
 def _inspect(candidate: _Candidate, max_pixels: int) -> _Content | Rejection:
     name = candidate.name
     try:
-        before = os.stat(candidate.path)
-        if not stat.S_ISREG(before.st_mode):
-            return Rejection(name, f"{name} is not a regular file: remove it")
-        if before.st_size == 0:
-            return Rejection(name, f"{name} is empty (0 bytes): copy the photo again")
         with _open_for_read(candidate.path) as fp:
             opened = os.fstat(fp.fileno())
+            if opened.st_size == 0:
+                return Rejection(name, f"{name} is empty (0 bytes): copy the photo again")
             result = _read_content(fp, name, max_pixels)  # Pillow closes fp when done
         after = os.stat(candidate.path)
+    except RefusedFile as exc:
+        return Rejection(
+            name, f"{name} {exc.problem}: replace it with the photo itself, or remove it"
+        )
     except FileNotFoundError:
         return _changed(name)
     except OSError as exc:
         return _unreadable(name, exc)
     # Checked after everything else: a half-copied file looks damaged, but that is not final.
-    size_read = result.size_bytes if isinstance(result, _Content) else before.st_size
-    if not (_stamp(before) == _stamp(opened) == _stamp(after)) or size_read != before.st_size:
+    size_read = result.size_bytes if isinstance(result, _Content) else opened.st_size
+    if _stamp(opened) != _stamp(after) or size_read != opened.st_size:
         return _changed(name)
     return result
 
@@ -344,11 +353,18 @@ def _add_link(listing: _Listing, subject: str, entry: os.DirEntry[str], root: Pa
         listing.candidates.append(_Candidate(name, entry.name, target))
 
 
+class _TooManyEntries(Exception):
+    pass
+
+
 def _list_folder(folder: Path, root: Path) -> _Listing:
     listing = _Listing()
     subject = display_name(folder.name)
     with os.scandir(folder) as entries:
-        ordered = sorted(entries, key=lambda entry: entry.name)
+        listed = list(itertools.islice(entries, MAX_FOLDER_ENTRIES + 1))
+    if len(listed) > MAX_FOLDER_ENTRIES:
+        raise _TooManyEntries
+    ordered = sorted(listed, key=lambda entry: entry.name)
     for entry in ordered:
         name = display_name(entry.name)
         if is_ignored_name(entry.name):
@@ -365,16 +381,19 @@ def _list_folder(folder: Path, root: Path) -> _Listing:
 
 
 def _read_sidecar(name: str, sidecar: Path) -> str | Rejection:
+    file = display_name(sidecar.name)
     try:
-        with _open_for_read(sidecar) as fh:
-            raw = fh.read(8 * MAX_TEXT_LENGTH + 8)
-        return raw.decode("utf-8")
+        return read_inbox_file(sidecar, limit=MAX_CAPTION_BYTES).decode("utf-8")
+    except RefusedFile as exc:
+        return Rejection(
+            name,
+            f"{name}: its caption file {file} {exc.problem}: replace it with a plain text "
+            f"file (at most {size_text(MAX_CAPTION_BYTES)}), or delete it",
+        )
     except (OSError, UnicodeDecodeError) as exc:
         why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc.strerror or exc
         return Rejection(
-            name,
-            f"{name}: its caption file {display_name(sidecar.name)} cannot be read ({why}): "
-            "fix or delete it",
+            name, f"{name}: its caption file {file} cannot be read ({why}): fix or delete it"
         )
 
 
@@ -500,6 +519,19 @@ def _accept(
     return accepted, rejected
 
 
+def _failed(subject: str, folder: Path, error: str) -> DatasetReport:
+    return DatasetReport(subject, folder, (), (), (), error)
+
+
+def _outside_error(folder: Path) -> str:
+    if os.path.islink(folder):
+        return (
+            f"{folder} is a link to a folder outside the inbox: move the photos into the "
+            "inbox itself"
+        )
+    return f"{folder} is not inside the inbox: move it into the inbox"
+
+
 def validate_subject(
     folder: Path,
     *,
@@ -523,18 +555,22 @@ def validate_subject(
     """
     subject = display_name(folder.name)
     root_path = Path(os.path.realpath(folder.parent if root is None else root))
+    if not Path(os.path.realpath(folder)).is_relative_to(root_path):
+        return _failed(subject, folder, _outside_error(folder))
     try:
         listing = _list_folder(folder, root_path)
     except (FileNotFoundError, NotADirectoryError):
-        return DatasetReport(subject, folder, (), (), (), f"{folder} is not a folder (any more)")
-    except OSError as exc:
-        return DatasetReport(
+        return _failed(subject, folder, f"{folder} is not a folder (any more)")
+    except _TooManyEntries:
+        return _failed(
             subject,
             folder,
-            (),
-            (),
-            (),
-            f"{folder} cannot be listed ({exc.strerror or exc}): make it readable",
+            f"{folder} holds more than {MAX_FOLDER_ENTRIES:,} entries, and a subject is at "
+            f"most {max_images} photos: move what is not photos of {subject} out of it",
+        )
+    except OSError as exc:
+        return _failed(
+            subject, folder, f"{folder} cannot be listed ({exc.strerror or exc}): make it readable"
         )
     accepted, rejected = _accept(listing, captions, max_pixels)
     warnings = listing.warnings + _size_warnings(accepted, training_size)

@@ -15,6 +15,7 @@ described in ``jobs/README.md``.
 from __future__ import annotations
 
 import difflib
+import os
 import tomllib
 import types
 import typing
@@ -28,6 +29,7 @@ from pydantic_core import ErrorDetails
 
 from .api.contract import BASE_MODELS, MAX_TEXT_LENGTH, SDXL_BASE_MODELS
 from .errors import ConfigError
+from .inbox_files import RefusedFile, read_inbox_file, size_text
 from .job_models import (
     Component,
     GenerationOverrides,
@@ -60,6 +62,11 @@ __all__ = [
 ]
 
 SUBJECT_FILE: Final = "subject.toml"
+#: A ``subject.toml`` is read up to this many bytes; a job file up to MAX_JOB_FILE_BYTES.
+MAX_SUBJECT_FILE_BYTES: Final = 256 * 1024
+MAX_JOB_FILE_BYTES: Final = 1024 * 1024
+#: The job file is the operator's own: a link to anywhere is followed.
+_ANYWHERE: Final = Path("/")
 #: Stands in for the subject's folder name when prompts are checked at load time.
 SAMPLE_SUBJECT: Final = "subject"
 _VALUE_WIDTH: Final = 80
@@ -118,7 +125,7 @@ class JobConfig(StrictModel):
         The merged sections are validated again, and the prompts rendered with the subject's
         name; any problem is a ConfigError naming the job file and the subject.toml.
         """
-        overrides = load_subject_overrides(folder)
+        overrides, found = _subject_overrides(folder)
         subject = folder.name
         training = self.training.model_dump() | overrides.training_updates()
         training["captions"] = self.training.captions | overrides.all_captions()
@@ -126,8 +133,7 @@ class JobConfig(StrictModel):
         generation["extra_prompts"] = [
             *self.generation.extra_prompts, *overrides.all_extra_prompts()
         ]
-        subject_file = folder / SUBJECT_FILE
-        source = (f"{subject_file} (over {self.path})" if subject_file.exists()
+        source = (f"{folder / SUBJECT_FILE} (over {self.path})" if found
                   else f"{self.path} (subject {subject!r})")
         data = {"job": self.job, "training": training, "generation": generation,
                 "on_complete": self.on_complete, "path": self.path}
@@ -154,7 +160,8 @@ def load_job(path: Path) -> JobConfig:
     >>> config.job.inbox                                 # doctest: +SKIP
     PosixPath('/srv/lora-pipeline/inbox')
     """
-    data = _read_toml(path)
+    advice = f"name a plain text job file of at most {size_text(MAX_JOB_FILE_BYTES)}"
+    data = _read_toml(path, root=_ANYWHERE, limit=MAX_JOB_FILE_BYTES, advice=advice)
     if data is None:
         raise ConfigError(f"{path}: no such job file")
     if "path" in data:
@@ -177,13 +184,25 @@ def load_job(path: Path) -> JobConfig:
 
 
 def load_subject_overrides(folder: Path) -> SubjectOverrides:
-    """Read ``<folder>/subject.toml``; no file means no overrides."""
+    """Read ``<folder>/subject.toml``; no file means no overrides.
+
+    The file is inbox input: it is read only when it is a regular file of at most
+    ``MAX_SUBJECT_FILE_BYTES`` inside the inbox (``folder``'s parent), never blocking; a
+    FIFO, a device or a link out of the inbox is a ConfigError naming it.
+    """
+    return _subject_overrides(folder)[0]
+
+
+def _subject_overrides(folder: Path) -> tuple[SubjectOverrides, bool]:
+    """The overrides, and whether a subject.toml was there."""
     file = folder / SUBJECT_FILE
-    data = _read_toml(file)
+    advice = f"replace it with a plain text file (at most {size_text(MAX_SUBJECT_FILE_BYTES)})"
+    data = _read_toml(file, root=Path(os.path.realpath(folder.parent)),
+                      limit=MAX_SUBJECT_FILE_BYTES, advice=advice)
     if data is None:
-        return SubjectOverrides()
+        return SubjectOverrides(), False
     try:
-        return SubjectOverrides.model_validate(data)
+        return SubjectOverrides.model_validate(data), True
     except ValidationError as exc:
         raise _config_error(str(file), exc, SubjectOverrides) from None
 
@@ -247,11 +266,14 @@ def _family_problems(training: TrainingSection, generation: GenerationSection) -
     ]
 
 
-def _read_toml(path: Path) -> dict[str, Any] | None:
-    """The parsed file, or None when it does not exist."""
+def _read_toml(path: Path, *, root: Path, limit: int, advice: str) -> dict[str, Any] | None:
+    """The parsed file, or None when it does not exist; read as an inbox file is (never
+    blocking, regular files only, at most ``limit`` bytes, links only to inside ``root``).
+    ``advice`` ends the message when the file is refused."""
     try:
-        with path.open("rb") as stream:
-            return tomllib.load(stream)
+        return tomllib.loads(read_inbox_file(path, limit=limit, root=root).decode("utf-8"))
+    except RefusedFile as exc:
+        raise ConfigError(f"{path} {exc.problem}: {advice}") from exc
     except FileNotFoundError:
         return None
     except OSError as exc:

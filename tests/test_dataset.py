@@ -416,7 +416,8 @@ def test_fifo_is_rejected_without_blocking(subject: Path) -> None:
     os.mkfifo(subject / "pipe.png")
 
     assert reasons(validate_subject(subject)) == {
-        "pipe.png": "pipe.png is not a regular file: remove it"
+        "pipe.png": "pipe.png is not a regular file (a FIFO): replace it with the photo "
+        "itself, or remove it"
     }
 
 

@@ -4,6 +4,10 @@ A folder is validated again only when something in it changed since its version 
 recorded. A subject whose photos change after its training was paid for becomes a new
 version only when the job sets ``retrain_on_change``; otherwise it keeps its trained
 version, with a warning that says so.
+
+A folder the inbox refuses to read (a link out of the inbox, far too many entries) and a
+``subject.toml`` that cannot be used are each recorded once as a rejected version whose
+error says why; fixing the problem makes a new version.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ log = structlog.get_logger(__name__)
 
 #: Folders validated at once during an intake (bounded by the machine's cores).
 MAX_CHECK_THREADS = 4
+#: Fingerprint prefixes of versions recorded without validating the folder.
+CONFIG_ERROR_PREFIX = "config-"
+REFUSED_PREFIX = "refused-"
 
 
 @dataclass
@@ -49,11 +56,20 @@ def intake(job: JobConfig, store: StateStore, clock: Clock) -> IntakeResult:
     )
     todo: list[tuple[SubjectFolder, SubjectRow | None]] = []
     for folder in folders:
+        if folder.refused is not None:
+            latest = store.latest(section.name, folder.name)
+            row = _record_error(job, store, clock, folder, latest, folder.refused,
+                                prefix=REFUSED_PREFIX)
+            if row is not None:
+                result.new_versions.append(row)
+            continue
         if not folder.ready:
             result.waiting.append(folder)
             continue
         latest = store.latest(section.name, folder.name)
-        if latest is not None and folder.last_change <= latest.created_at:
+        if latest is not None and folder.last_change <= latest.created_at and not (
+            latest.fingerprint.startswith(REFUSED_PREFIX)  # fixed by a move: old mtimes
+        ):
             continue
         todo.append((folder, latest))
     for (folder, latest), checked in zip(todo, _check_all(job, [f for f, _ in todo]),
@@ -106,7 +122,8 @@ def _take_in(
 ) -> SubjectRow | None:
     section = job.job
     if isinstance(checked, ConfigError):
-        return _record_config_error(job, store, clock, folder, latest, str(checked))
+        return _record_error(job, store, clock, folder, latest, str(checked),
+                             prefix=CONFIG_ERROR_PREFIX)
     settings, report = checked
     training = settings.training
     if not report.settled:
@@ -152,11 +169,13 @@ def _record(
     return row
 
 
-def _record_config_error(
+def _record_error(
     job: JobConfig, store: StateStore, clock: Clock, folder: SubjectFolder,
-    latest: SubjectRow | None, message: str,
+    latest: SubjectRow | None, message: str, *, prefix: str,
 ) -> SubjectRow | None:
-    fingerprint = "config-" + hashlib.sha256(message.encode()).hexdigest()[:32]
+    """A rejected version whose error is ``message``, unless it is recorded already (or the
+    subject was trained: its trained version stays)."""
+    fingerprint = prefix + hashlib.sha256(message.encode()).hexdigest()[:32]
     if latest is not None and latest.fingerprint == fingerprint:
         return None
     if latest is not None and latest.state in COMMITTED_STATES:
@@ -165,5 +184,6 @@ def _record_config_error(
         job.job.name, folder.name, fingerprint, job.training.kind, state=REJECTED,
         now=clock.now(), error=message,
     )
-    log.warning("intake.config_error", subject=folder.name, error=message)
+    event = "intake.refused" if prefix == REFUSED_PREFIX else "intake.config_error"
+    log.warning(event, subject=folder.name, error=message)
     return row
