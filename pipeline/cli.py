@@ -27,10 +27,10 @@ from .actions import cancel_subject, retry_subject
 from .clock import SystemClock
 from .config import Settings
 from .console import print_status, print_validation
-from .dataset import validate_subject
+from .dataset import DatasetReport, validate_subject
 from .errors import BadCredentials, ConfigError, LockHeld, PipelineError, StateConflict
 from .hooks import PassHooks
-from .inbox import scan_inbox
+from .inbox import SubjectFolder, scan_inbox
 from .jobs import JobConfig, load_job
 from .lock import job_lock
 from .logs import configure_logging
@@ -204,13 +204,8 @@ def _report_run(
 def _validate(path: Path, kind: str, console: Console) -> int:
     if path.is_file() and path.suffix == ".toml":
         job = load_job(path)
-        folders = [f.path for f in scan_inbox(job.job.inbox, settle_seconds=0, now=0.0)]
-        reports = [
-            validate_subject(f, kind=job.training.kind, root=job.job.inbox,
-                             captions=job.subject_settings(f).captions,
-                             max_images=job.job.max_images)
-            for f in folders
-        ]
+        reports = [_validate_folder(job, f)
+                   for f in scan_inbox(job.job.inbox, settle_seconds=0, now=0.0)]
     elif path.is_dir():
         subdirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
         folders = subdirs if subdirs and not _has_files(path) else [path]
@@ -219,6 +214,20 @@ def _validate(path: Path, kind: str, console: Console) -> int:
         raise ConfigError(f"{path}: no such folder or job file")
     print_validation(console, reports)
     return EXIT_OK if all(r.ok and not r.rejected_files for r in reports) else EXIT_REJECTED
+
+
+def _validate_folder(job: JobConfig, folder: SubjectFolder) -> DatasetReport:
+    """One folder of a job's inbox; a refused folder or a bad subject.toml is its verdict."""
+    problem = folder.refused
+    if problem is None:
+        try:
+            captions = job.subject_settings(folder.path).captions
+        except ConfigError as exc:
+            problem = str(exc)
+    if problem is not None:
+        return DatasetReport(folder.name, folder.path, (), (), (), problem)
+    return validate_subject(folder.path, kind=job.training.kind, root=job.job.inbox,
+                            captions=captions, max_images=job.job.max_images)
 
 
 def _has_files(folder: Path) -> bool:

@@ -13,6 +13,8 @@ from typing import Any
 import aiofiles.threadpool
 from aiofiles.threadpool.binary import AsyncBufferedIOBase, AsyncBufferedReader
 
+from .inbox_files import open_inbox_file
+
 #: Suffix of files being written; a crash may leave one, the next run removes it.
 PART_SUFFIX = ".part"
 
@@ -47,12 +49,13 @@ def remove_partials(root: Path) -> int:
 
 @asynccontextmanager
 async def open_reader(path: Path) -> AsyncIterator[AsyncBufferedReader]:
-    """A file for async reading, opened at once in the caller's thread.
+    """A regular file for async reading, opened at once in the caller's thread, without
+    following a link or blocking on a FIFO (see :func:`pipeline.inbox_files.open_inbox_file`).
 
     ``aiofiles.open`` opens in a worker thread, and a task cancelled during that await
     leaks the file it never received; a local open is quick enough to do here instead.
     """
-    with open(path, "rb") as raw:
+    with open_inbox_file(path) as raw:
         yield aiofiles.threadpool.wrap(raw)
 
 

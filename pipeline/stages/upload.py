@@ -15,6 +15,7 @@ import structlog
 
 from ..api.models import ImageExtension
 from ..errors import DatasetError
+from ..inbox_files import RefusedFile, open_inbox_file
 from ..state import UPLOADED, UPLOADING, ImageRow, SubjectRow
 from ..tasks import run_all
 from .context import StageContext
@@ -25,8 +26,10 @@ HASH_CHUNK = 256 * 1024
 
 
 def file_sha256(path: Path) -> str:
+    """The photo's hash, read the way intake read it: a FIFO swapped in meanwhile is refused,
+    never waited on."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_inbox_file(path) as handle:
         while chunk := handle.read(HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
@@ -55,8 +58,10 @@ async def _upload_image(
         try:
             actual = await asyncio.to_thread(file_sha256, path)
         except OSError as exc:
+            why = (exc.problem if isinstance(exc, RefusedFile)
+                   else f"cannot be read ({exc.strerror})")
             raise DatasetError(
-                f"{subject.name}/{image.name}: cannot be read ({exc.strerror})"
+                f"{subject.name}/{image.name} {why}: it will be checked again on the next pass"
             ) from exc
         if actual != image.sha256:
             raise DatasetError(

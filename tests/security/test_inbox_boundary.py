@@ -24,14 +24,17 @@ import pytest
 from PIL import Image
 
 from pipeline import dataset, inbox
+from pipeline.cli import main
 from pipeline.dataset import validate_subject
 from pipeline.emulator import EmulatorHandle
 from pipeline.errors import ConfigError
+from pipeline.files import open_reader
 from pipeline.inbox import scan_inbox
 from pipeline.inbox_files import RefusedFile, open_inbox_file, read_inbox_file
 from pipeline.jobs import JobConfig, load_job, load_subject_overrides
 from pipeline.runner import Runner
 from pipeline.stages.intake import intake
+from pipeline.stages.upload import file_sha256
 from pipeline.state import DONE, REJECTED, VALIDATED, SqliteStore
 from pipeline.summary import EXIT_REJECTED
 from tests.conftest import RecordingClock, fast_settings, write_job
@@ -511,3 +514,34 @@ async def test_a_pass_over_a_hostile_inbox_ends_and_says_why(
     ]
     assert emulator.emulator.counters_snapshot()["trainings_created"]["total"] == 3
     assert guard.violations == []
+
+
+# ----------------------------------------------------------------------------- after intake
+
+
+async def test_a_photo_swapped_for_a_fifo_after_intake_is_refused_at_upload(
+    inbox_dir: Path,
+) -> None:
+    fifo = inbox_dir / "swapped.png"
+    os.mkfifo(fifo)
+    with pytest.raises(RefusedFile, match="a FIFO"):
+        file_sha256(fifo)
+    with pytest.raises(RefusedFile, match="a FIFO"):
+        async with open_reader(fifo):
+            pass
+
+
+def test_validate_shows_refused_folders_and_bad_subject_files(
+    tmp_path: Path, outside: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job_file = write_job(tmp_path, prompts=1)
+    inbox = tmp_path / "inbox"
+    subject_with_photos(inbox, "alice", 1, 2)
+    (inbox / "smuggled").symlink_to(outside, target_is_directory=True)
+    piped = subject_with_photos(inbox, "piped", 3)
+    os.mkfifo(piped / "subject.toml")
+    assert main(["--config", str(tmp_path / "none.env"), "validate", str(job_file)]) == 3
+    out = capsys.readouterr().out
+    assert "smuggled: rejected" in out and "outside the inbox" in out
+    assert "piped: rejected" in out and "not a regular file (a FIFO)" in out
+    assert "alice: accepted" in out
