@@ -166,7 +166,7 @@ class EmulatorProcess:
 
 def prepare_inbox(root: Path, workload: Workload) -> Path:
     """A folder of ``workload.subjects`` sample subjects (made once, then reused)."""
-    from pipeline.samples import create_samples
+    from pipeline.cli.samples import create_samples
 
     inbox = root / f"inbox-{workload.subjects}x{workload.images}"
     done = root / f"inbox-{workload.subjects}x{workload.images}.complete"
@@ -270,7 +270,7 @@ def pipeline_command() -> list[str]:
     script = Path(sys.executable).with_name("lora-pipeline")
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-m", "pipeline.cli"]
+    return [sys.executable, "-m", "pipeline.cli.commands"]
 
 
 def run_pipeline(emulator: EmulatorProcess, workload: Workload, inbox: Path, workdir: Path,

@@ -30,7 +30,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from pipeline.emulator import Emulator, add_cli_arguments, config_from_args
+from pipeline.emulator import Emulator, add_cli_arguments, config_from_args, create_app
 
 POLL_PATHS = ("/v3/training", "/v3/training/subject", "/v3/training/style")
 SETTLED = ("FAILED", "CANCELED")
@@ -87,7 +87,7 @@ async def bench_reset(request: web.Request) -> web.Response:
 
 def build_app(emulator: Emulator) -> web.Application:
     """The stock emulator application with the recording middleware and the bench routes."""
-    app = emulator.app()
+    app = create_app(emulator)
     app.middlewares.insert(0, record_polls)
     app[RECORDS] = []
     app[EMULATOR] = emulator

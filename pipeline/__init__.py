@@ -9,6 +9,7 @@
 
 from .api import ApiClient
 from .config import Settings
+from .engine.runner import Runner, RunResult
 from .errors import (
     ApiError,
     ApiStatusError,
@@ -26,8 +27,7 @@ from .errors import (
     TransportError,
     UrlExpired,
 )
-from .jobs import JobConfig, load_job
-from .runner import Runner, RunResult
+from .jobfile.loading import JobConfig, load_job
 
 __all__ = [
     "ApiClient",

@@ -13,7 +13,7 @@ from typing import Any
 import aiofiles.threadpool
 from aiofiles.threadpool.binary import AsyncBufferedIOBase, AsyncBufferedReader
 
-from .inbox_files import open_inbox_file
+from .inputs.safe_files import open_inbox_file
 
 #: Suffix of files being written; a crash may leave one, the next run removes it.
 PART_SUFFIX = ".part"
@@ -50,7 +50,7 @@ def remove_partials(root: Path) -> int:
 @asynccontextmanager
 async def open_reader(path: Path) -> AsyncIterator[AsyncBufferedReader]:
     """A regular file for async reading, opened at once in the caller's thread, without
-    following a link or blocking on a FIFO (see :func:`pipeline.inbox_files.open_inbox_file`).
+    following a link or blocking on a FIFO (see :func:`pipeline.inputs.safe_files.open_inbox_file`).
 
     ``aiofiles.open`` opens in a worker thread, and a task cancelled during that await
     leaks the file it never received; a local open is quick enough to do here instead.

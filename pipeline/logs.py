@@ -11,7 +11,7 @@ import structlog
 
 from .config import Settings
 from .redact import REDACTED, Scrubber
-from .textsafe import printable
+from .views.textsafe import printable
 
 __all__ = ["REDACTED", "Redactor", "configure_logging"]
 

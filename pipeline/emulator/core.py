@@ -52,7 +52,7 @@ class Emulator:
 
     >>> from pipeline.clock import ManualClock
     >>> emulator = Emulator(EmulatorConfig(train_seconds=60), ManualClock())
-    >>> app = emulator.app()  # an aiohttp.web.Application serving the API
+    >>> app = create_app(emulator)  # from .routes: an aiohttp.web.Application serving it
     """
 
     def __init__(self, config: EmulatorConfig | None = None, clock: Clock | None = None) -> None:
@@ -84,12 +84,6 @@ class Emulator:
     def assets(self) -> dict[str, Asset]:
         """Every upload slot by ``assets_id``."""
         return self.store.assets
-
-    def app(self) -> web.Application:
-        """A new aiohttp application serving this emulator."""
-        from .routes import create_app
-
-        return create_app(self)
 
     def counters_snapshot(self) -> dict[str, Any]:
         """The counters as a JSON-able dict."""

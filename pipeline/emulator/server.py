@@ -23,6 +23,7 @@ from pipeline.clock import Clock
 
 from .config import EmulatorConfig, add_cli_arguments, config_from_args
 from .core import Emulator
+from .routes import create_app
 
 SHUTDOWN_TIMEOUT = 2.0
 
@@ -56,7 +57,7 @@ async def serve_emulator(
     ``clock``.
     """
     served = emulator or Emulator(config, clock)
-    runner = web.AppRunner(served.app(), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    runner = web.AppRunner(create_app(served), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
 from pipeline.clock import ManualClock
-from pipeline.emulator import Emulator, EmulatorConfig
+from pipeline.emulator import Emulator, EmulatorConfig, create_app
 
 KEY = "sk-emulator-test"
 HEADERS = {"Authorization": f"Bearer {KEY}", "User-Agent": "emulator-tests/1.0"}
@@ -169,7 +169,7 @@ async def make_env() -> AsyncIterator[EnvFactory]:
     async def make(**config: Any) -> Env:
         clock = ManualClock()
         emulator = Emulator(EmulatorConfig(**{**FAST, **config}), clock)
-        client: TestClient[Any, Any] = TestClient(TestServer(emulator.app()))
+        client: TestClient[Any, Any] = TestClient(TestServer(create_app(emulator)))
         await client.start_server()
         clients.append(client)
         return Env(emulator, clock, client)

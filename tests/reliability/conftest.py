@@ -18,12 +18,12 @@ import structlog
 from yarl import URL
 
 from pipeline.api.client import ApiClient
+from pipeline.cli.samples import create_samples
 from pipeline.emulator import EmulatorConfig, EmulatorHandle, serve_emulator
-from pipeline.jobs import JobConfig, load_job
-from pipeline.outbox import SubjectOutbox
-from pipeline.runner import Runner, RunResult
-from pipeline.samples import create_samples
-from pipeline.state import GEN_DONE, SETTLED_STATES, SqliteStore
+from pipeline.engine.outbox import SubjectOutbox
+from pipeline.engine.runner import Runner, RunResult
+from pipeline.jobfile.loading import JobConfig, load_job
+from pipeline.store.sqlite import GEN_DONE, SETTLED_STATES, SqliteStore
 from tests.conftest import EMULATOR_KEY, FAST_EMULATOR, fast_settings, write_job
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

@@ -47,10 +47,10 @@ from typing import Any
 
 from PIL import Image
 
+from pipeline.engine.outbox import SubjectOutbox
+from pipeline.engine.stages.train import training_name
 from pipeline.files import PART_SUFFIX
-from pipeline.outbox import SubjectOutbox
-from pipeline.stages.train import training_name
-from pipeline.state import (
+from pipeline.store.sqlite import (
     CANCELED,
     DONE,
     FAILED,
@@ -60,11 +60,11 @@ from pipeline.state import (
     SqliteStore,
     SubjectRow,
 )
-from pipeline.summary import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_SIGINT, EXIT_SIGTERM
+from pipeline.views.summary import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_SIGINT, EXIT_SIGTERM
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "sk-soak-harness-key"
-#: The folder of a later version inside a subject's (see pipeline.outbox).
+#: The folder of a later version inside a subject's (see pipeline.engine.outbox).
 VERSION_FOLDER = re.compile(r"^v\d+$")
 JOB = "soak"
 #: Exit codes a pass that was not killed may end with (see the README).
@@ -331,6 +331,10 @@ def subject_rows(state_db: Path, job: str = JOB) -> list[SubjectRow]:
     try:
         return [SubjectRow(**row) for row in db.execute(
             "SELECT * FROM subjects WHERE job = ? ORDER BY name, version", (job,))]
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []  # killed (or looked at) between creating the file and its schema
+        raise
     finally:
         db.close()
 

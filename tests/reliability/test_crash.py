@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.api.client import ApiClient
-from pipeline.state import (
+from pipeline.store.sqlite import (
     DONE,
     GEN_DONE,
     GEN_SUBMITTING,
@@ -24,7 +24,7 @@ from pipeline.state import (
     UPLOADING,
     SqliteStore,
 )
-from pipeline.summary import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
+from pipeline.views.summary import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
 
 from .conftest import FIGURES, assert_outbox_exact, make_job, open_store, record, run_pass
 from .harness import (

@@ -15,8 +15,8 @@ import pytest
 
 from pipeline.api.client import ApiClient
 from pipeline.errors import TransientApiError, TransportError
-from pipeline.state import CANCELED, DONE, FAILED, GEN_FAILED, SUBMITTING
-from pipeline.summary import EXIT_FAILED, EXIT_OK
+from pipeline.store.sqlite import CANCELED, DONE, FAILED, GEN_FAILED, SUBMITTING
+from pipeline.views.summary import EXIT_FAILED, EXIT_OK
 
 from .conftest import (
     assert_outbox_exact,

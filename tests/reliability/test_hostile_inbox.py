@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.outbox import SubjectOutbox
-from pipeline.samples import create_samples
-from pipeline.state import DONE, REJECTED, SqliteStore
-from pipeline.summary import EXIT_OK, EXIT_REJECTED
+from pipeline.cli.samples import create_samples
+from pipeline.engine.outbox import SubjectOutbox
+from pipeline.store.sqlite import DONE, REJECTED, SqliteStore
+from pipeline.views.summary import EXIT_OK, EXIT_REJECTED
 
 from .conftest import record
 from .harness import EmulatorProcess, clean_env
@@ -68,7 +68,7 @@ def hook(event, args):
 
 sys.addaudithook(hook)
 
-from pipeline import dataset
+from pipeline.inputs import dataset
 
 if os.geteuid() == 0:  # root reads anything: refuse the way a chmod 000 file would be
     opener = dataset._open_for_read
@@ -90,7 +90,7 @@ if os.environ.get("HOSTILE_GROW"):  # a photo still being copied while it is che
         return result
     dataset._hash_stream = hash_while_writing
 
-from pipeline.cli import main
+from pipeline.cli.commands import main
 sys.exit(main(sys.argv[2:]))
 '''
 

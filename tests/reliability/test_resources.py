@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.stages.intake import MAX_CHECK_THREADS
-from pipeline.summary import EXIT_OK
+from pipeline.engine.stages.intake import MAX_CHECK_THREADS
+from pipeline.views.summary import EXIT_OK
 
 from .conftest import record
 from .harness import EmulatorProcess, SoakConfig, start_pipeline, write_workspace

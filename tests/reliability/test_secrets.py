@@ -13,11 +13,11 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from pipeline.jobs import load_job
-from pipeline.runner import Runner
-from pipeline.samples import create_samples
-from pipeline.state import SqliteStore
-from pipeline.summary import EXIT_BAD_CREDENTIALS, EXIT_SIGTERM
+from pipeline.cli.samples import create_samples
+from pipeline.engine.runner import Runner
+from pipeline.jobfile.loading import load_job
+from pipeline.store.sqlite import SqliteStore
+from pipeline.views.summary import EXIT_BAD_CREDENTIALS, EXIT_SIGTERM
 from tests.conftest import fast_settings, write_job
 
 from .conftest import record
@@ -94,13 +94,13 @@ def test_a_missing_key_says_so_without_a_request(tmp_path) -> None:
 #: ``main`` with a bug planted in the collect stage: a traceback in the logs, for sure.
 WITH_A_BUG = r'''
 import sys
-from pipeline.stages import collect
+from pipeline.engine.stages import collect
 
 def broken(*args, **kwargs):
     raise RuntimeError("a bug planted by the test, to have a traceback logged")
 
 collect.sidecar_data = broken
-from pipeline.cli import main
+from pipeline.cli.commands import main
 sys.exit(main(sys.argv[1:]))
 '''
 

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 import structlog
 
+from pipeline.cli.samples import create_samples
 from pipeline.emulator import EmulatorHandle
-from pipeline.jobs import JobConfig, load_job
+from pipeline.engine.runner import Runner, RunResult
+from pipeline.jobfile.loading import JobConfig, load_job
 from pipeline.logs import configure_logging
-from pipeline.runner import Runner, RunResult
-from pipeline.samples import create_samples
-from pipeline.state import SqliteStore
+from pipeline.store.sqlite import SqliteStore
 from tests.conftest import fast_settings, write_job
 
 from .hostile import Hostile, serve_hostile

@@ -19,7 +19,7 @@ from pipeline.api.urls import UrlPolicy
 from pipeline.config import Settings
 from pipeline.errors import TooSlow, TransportError, UnsafeUrl
 from pipeline.redact import Scrubber
-from pipeline.state import SqliteStore
+from pipeline.store.sqlite import SqliteStore
 from tests.conftest import TEST_KEY, RecordingClock
 
 STATUS = {"task_id": "t1", "task_status": "TRAINING"}

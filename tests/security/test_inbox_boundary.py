@@ -23,20 +23,20 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from pipeline import dataset, inbox
-from pipeline.cli import main
-from pipeline.dataset import validate_subject
+from pipeline.cli.commands import main
 from pipeline.emulator import EmulatorHandle
+from pipeline.engine.runner import Runner
+from pipeline.engine.stages.intake import intake
+from pipeline.engine.stages.upload import file_sha256
 from pipeline.errors import ConfigError
 from pipeline.files import open_reader
-from pipeline.inbox import scan_inbox
-from pipeline.inbox_files import RefusedFile, open_inbox_file, read_inbox_file
-from pipeline.jobs import JobConfig, load_job, load_subject_overrides
-from pipeline.runner import Runner
-from pipeline.stages.intake import intake
-from pipeline.stages.upload import file_sha256
-from pipeline.state import DONE, REJECTED, VALIDATED, SqliteStore
-from pipeline.summary import EXIT_REJECTED
+from pipeline.inputs import dataset, inbox
+from pipeline.inputs.dataset import validate_subject
+from pipeline.inputs.inbox import scan_inbox
+from pipeline.inputs.safe_files import RefusedFile, open_inbox_file, read_inbox_file
+from pipeline.jobfile.loading import JobConfig, load_job, load_subject_overrides
+from pipeline.store.sqlite import DONE, REJECTED, VALIDATED, SqliteStore
+from pipeline.views.summary import EXIT_REJECTED
 from tests.conftest import RecordingClock, fast_settings, write_job
 
 T0 = 1_700_000_000.0

@@ -8,13 +8,13 @@ from pathlib import Path
 
 from PIL import Image
 
+from pipeline.cli.samples import create_samples
 from pipeline.emulator import EmulatorHandle
+from pipeline.engine.outbox import SubjectOutbox, safe_stem
+from pipeline.engine.runner import Runner
 from pipeline.errors import UnsafePath
-from pipeline.jobs import load_job
-from pipeline.outbox import SubjectOutbox, safe_stem
-from pipeline.runner import Runner
-from pipeline.samples import create_samples
-from pipeline.state import DONE
+from pipeline.jobfile.loading import load_job
+from pipeline.store.sqlite import DONE
 from tests.conftest import fast_settings, write_job
 
 

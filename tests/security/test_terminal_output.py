@@ -24,14 +24,14 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from rich.console import Console
 
-import pipeline.cli
-import pipeline.demo
-from pipeline.cli import main
+import pipeline.cli.commands
+import pipeline.cli.demo
+from pipeline.cli.commands import main
 from pipeline.errors import BadCredentials, ConfigError, LockHeld, PipelineError, StateConflict
-from pipeline.progress import ProgressView
-from pipeline.report import build_report, write_report
-from pipeline.state import CANCELED, FAILED, GEN_DONE, REJECTED, TRAINING, SqliteStore
-from pipeline.summary import (
+from pipeline.store.sqlite import CANCELED, FAILED, GEN_DONE, REJECTED, TRAINING, SqliteStore
+from pipeline.views.progress import ProgressView
+from pipeline.views.report import build_report, write_report
+from pipeline.views.summary import (
     EXIT_BAD_CREDENTIALS,
     EXIT_FAILED,
     EXIT_LOCK_HELD,
@@ -42,7 +42,7 @@ from pipeline.summary import (
     SubjectSummary,
     summarize,
 )
-from pipeline.textsafe import line, printable
+from pipeline.views.textsafe import line, printable
 from tests.conftest import write_job
 
 JOB = "test"
@@ -90,7 +90,7 @@ def screen(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> S
         return Console(**options, file=buffer, force_terminal=terminal, width=400,
                        color_system="truecolor" if terminal else None)
 
-    monkeypatch.setattr(pipeline.cli, "Console", console)
+    monkeypatch.setattr(pipeline.cli.commands, "Console", console)
     return Screen(buffer, terminal)
 
 
@@ -208,7 +208,7 @@ def test_every_error_message_is_shown_as_text(project, screen, monkeypatch, atta
     def failing(*_: object, **__: object) -> None:
         raise make(attack)
 
-    monkeypatch.setattr(pipeline.cli, "load_job", failing)
+    monkeypatch.setattr(pipeline.cli.commands, "load_job", failing)
     assert cli(config, "status", str(job)) == code
     assert_safe(screen.out, terminal=screen.terminal)
     for part in attack.split("\n") if kept_lines else [attack]:
@@ -223,7 +223,7 @@ def test_demo_prints_its_folders_as_text(tmp_path, screen, monkeypatch) -> None:
     def interrupted(*_: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline.demo, "serve_emulator", interrupted)
+    monkeypatch.setattr(pipeline.cli.demo, "serve_emulator", interrupted)
     assert main(["--config", str(tmp_path / "none.env"), "demo", "--workdir",
                  str(workdir)]) == EXIT_SIGINT
     assert str(workdir.resolve() / "inbox") in screen.out
@@ -297,7 +297,8 @@ def _built_strings(node: ast.Call) -> list[ast.expr]:
         and v.func.attr in ("format", "join"))]
 
 
-@pytest.mark.parametrize("module", ["cli.py", "console.py", "progress.py", "demo.py"])
+@pytest.mark.parametrize("module", ["cli/commands.py", "views/console.py", "views/progress.py",
+                                    "cli/demo.py"])
 def test_outside_text_reaches_a_console_only_through_line(module) -> None:
     """The rule that makes the rest hold: text built from values reaches ``print``, a table
     or a ``Text`` only inside :func:`line`."""

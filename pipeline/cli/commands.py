@@ -1,0 +1,238 @@
+"""``lora-pipeline``: parse, build settings, set up logging, run, map errors to exit codes.
+
+Exit codes:
+    0   everything done, or still in flight (the next run goes on)
+    2   bad usage, settings or job file
+    3   some input was rejected (the message names the files and why)
+    4   a training or generation failed or was canceled
+    5   the API key is missing or refused
+    6   another run of the same job holds its lock
+    130 stopped by SIGINT (Ctrl-C), 143 by SIGTERM; state is saved, the next run continues
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+from pydantic import ValidationError
+from rich.console import Console
+
+from .. import __version__
+from ..clock import SystemClock
+from ..config import Settings
+from ..engine.runner import Runner, RunResult
+from ..errors import BadCredentials, ConfigError, LockHeld, PipelineError, StateConflict
+from ..inputs.dataset import DatasetReport, validate_subject
+from ..inputs.inbox import SubjectFolder, scan_inbox
+from ..jobfile.loading import JobConfig, load_job
+from ..logs import configure_logging
+from ..notify.pass_hooks import PassHooks
+from ..store.lock import job_lock
+from ..store.sqlite import SqliteStore
+from ..views.console import print_status, print_validation
+from ..views.report import write_job_report
+from ..views.summary import (
+    EXIT_BAD_CREDENTIALS,
+    EXIT_FAILED,
+    EXIT_LOCK_HELD,
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_SIGINT,
+    EXIT_USAGE,
+    summarize,
+)
+from ..views.textsafe import line
+from .actions import cancel_subject, retry_subject
+
+log = structlog.get_logger(__name__)
+DEFAULT_MAX_WAIT = 240.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lora-pipeline", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"lora-pipeline {__version__}")
+    parser.add_argument("--config", type=Path, default=Path("config.env"),
+                        help="settings file (default: config.env)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="one pass for cron")
+    run.add_argument("job", type=Path)
+    run.add_argument("--max-wait", type=float, default=DEFAULT_MAX_WAIT,
+                     help="seconds to wait for in-flight work before exiting (default 240)")
+    watch = commands.add_parser("watch", help="run until stopped, reacting to the inbox")
+    watch.add_argument("job", type=Path)
+    status = commands.add_parser("status", help="where every subject of a job stands")
+    status.add_argument("job", type=Path)
+    report = commands.add_parser("report", help="write outbox/<job>/report.html and .json")
+    report.add_argument("job", type=Path)
+    validate = commands.add_parser("validate", help="check folders without the network")
+    validate.add_argument("path", type=Path, help="a subject folder, an inbox, or a job file")
+    validate.add_argument("--kind", choices=("subject", "style"), default="subject")
+    for name, text in (("retry", "go again on a failed subject"),
+                       ("cancel", "stop all further work on a subject")):
+        action = commands.add_parser(name, help=text)
+        action.add_argument("job", type=Path)
+        action.add_argument("subject")
+    demo = commands.add_parser("demo", help="the whole flow on sample folders, offline")
+    demo.add_argument("--workdir", type=Path, default=Path("demo"))
+    emulator = commands.add_parser("emulator", help="serve the local stand-in of the API")
+    from ..emulator import add_cli_arguments
+
+    add_cli_arguments(emulator)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = _console()
+    try:
+        settings = Settings(_env_file=args.config)
+    except ValidationError as exc:
+        _print_error(console, f"settings ({args.config} or LORA_* variables): {exc}")
+        return EXIT_USAGE
+    configure_logging(settings)
+    try:
+        return _dispatch(args, settings, console)
+    except KeyboardInterrupt:  # Ctrl-C before a run installed its own handler
+        console.print("stopped before any work began")
+        return EXIT_SIGINT
+    except ConfigError as exc:
+        _print_error(console, str(exc))
+        return EXIT_USAGE
+    except StateConflict as exc:
+        _print_error(console, str(exc))
+        return EXIT_USAGE
+    except LockHeld as exc:
+        console.print(line((str(exc), "yellow")))
+        return EXIT_LOCK_HELD
+    except BadCredentials as exc:
+        console.print(line(("error:", "red"), f" the API refused the key ({exc.reason}). Set "
+                           "LORA_API_KEY in config.env or the environment; nothing was retried."))
+        return EXIT_BAD_CREDENTIALS
+    except PipelineError as exc:
+        _print_error(console, str(exc))
+        return EXIT_FAILED
+
+
+def _console() -> Console:
+    """Where people read us. Our lines are ``Text`` from :func:`textsafe.line`; a ``str``
+    printed here all the same is shown as typed: no markup, emoji codes or highlighting."""
+    console = Console(markup=False, emoji=False, highlight=False)
+    if console.is_terminal:
+        return console
+    # Cron mail and log files: whole lines, no wrapping.
+    return Console(soft_wrap=True, markup=False, emoji=False, highlight=False)
+
+
+def _print_error(console: Console, message: str) -> None:
+    """``error: message``. Its line breaks stay (a job file's problems come one a line) and
+    every further line is indented under the first, so one that a folder name or the service
+    put there reads as part of the error, never as a line of its own."""
+    first, *rest = message.split("\n")
+    console.print(line(("error:", "red"), f" {first}"))
+    for more in rest:
+        console.print(line(f"  {more}"))
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+    command = args.command
+    if command == "emulator":
+        from ..emulator import run_from_args
+
+        run_from_args(args)
+        return EXIT_OK
+    if command == "demo":
+        from .demo import run_demo
+
+        return asyncio.run(run_demo(args.workdir, console))
+    if command == "validate":
+        return _validate(args.path, args.kind, console)
+    job = load_job(args.job)
+    if command in ("run", "watch"):
+        max_wait = args.max_wait if command == "run" else None
+        result, html = asyncio.run(_run(job, settings, console, max_wait))
+        _report_run(console, job, result, html)
+        return result.exit_code
+    if command == "status":
+        with SqliteStore(settings.state_dir / "state.db") as store:
+            print_status(console, job.job.name, summarize(store, job.job.name))
+        return EXIT_OK
+    if command == "report":
+        with SqliteStore(settings.state_dir / "state.db") as store:
+            json_path, html_path = write_job_report(job, store)
+        console.print(line(f"report: {html_path}"))
+        console.print(line(f"data:   {json_path}"))
+        return EXIT_OK
+    action = retry_subject if command == "retry" else cancel_subject
+    with job_lock(settings.state_dir, job.job.name), \
+            SqliteStore(settings.state_dir / "state.db") as store:
+        console.print(line(action(store, job.job.name, args.subject, now=SystemClock().now())))
+    return EXIT_OK
+
+
+async def _run(
+    job: JobConfig, settings: Settings, console: Console, max_wait: float | None
+) -> tuple[RunResult, Path | None]:
+    """A pass (``max_wait`` given) or a watch, with progress, report and notifications."""
+    runner = Runner(job, settings, handle_signals=True)
+    async with PassHooks(job, settings, console) as hooks:
+        if max_wait is None:
+            result = await runner.watch()
+        else:
+            result = await runner.run_once(max_wait=max_wait)
+        return result, await hooks.finished(result)
+
+
+def _report_run(
+    console: Console, job: JobConfig, result: RunResult, html: Path | None
+) -> None:
+    print_status(console, job.job.name, result.subjects)
+    for name in result.waiting:
+        console.print(line(f"waiting for {name} to settle"))
+    console.print(line(f"outputs: {job.job.outbox / job.job.name}"))
+    if html is not None:
+        console.print(line(f"report:  {html}"))
+
+
+def _validate(path: Path, kind: str, console: Console) -> int:
+    if path.is_file() and path.suffix == ".toml":
+        job = load_job(path)
+        reports = [_validate_folder(job, f)
+                   for f in scan_inbox(job.job.inbox, settle_seconds=0, now=0.0)]
+    elif path.is_dir():
+        subdirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        folders = subdirs if subdirs and not _has_files(path) else [path]
+        reports = [validate_subject(f, kind=kind) for f in folders]  # type: ignore[arg-type]
+    else:
+        raise ConfigError(f"{path}: no such folder or job file")
+    print_validation(console, reports)
+    return EXIT_OK if all(r.ok and not r.rejected_files for r in reports) else EXIT_REJECTED
+
+
+def _validate_folder(job: JobConfig, folder: SubjectFolder) -> DatasetReport:
+    """One folder of a job's inbox; a refused folder or a bad subject.toml is its verdict."""
+    problem = folder.refused
+    if problem is None:
+        try:
+            captions = job.subject_settings(folder.path).captions
+        except ConfigError as exc:
+            problem = str(exc)
+    if problem is not None:
+        return DatasetReport(folder.name, folder.path, (), (), (), problem)
+    return validate_subject(folder.path, kind=job.training.kind, root=job.job.inbox,
+                            captions=captions, max_images=job.job.max_images)
+
+
+def _has_files(folder: Path) -> bool:
+    return any(p.is_file() and not p.name.startswith(".") for p in folder.iterdir())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

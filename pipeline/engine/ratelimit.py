@@ -1,0 +1,59 @@
+"""A sliding-window limiter for the account's images-per-minute quota, on an injected clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from ..clock import Clock
+
+WINDOW_SECONDS = 60.0
+
+
+class ImageRateLimiter:
+    """At most ``per_minute`` images started in any ``WINDOW_SECONDS``, shared by all tasks.
+
+    Callers are served first come, first served: a big request is not starved by small ones.
+    """
+
+    def __init__(self, per_minute: int, clock: Clock, window: float = WINDOW_SECONDS) -> None:
+        if per_minute < 1:
+            raise ValueError("per_minute must be at least 1")
+        self._limit = per_minute
+        self._clock = clock
+        self._window = window
+        self._spent: deque[tuple[float, int]] = deque()
+        self._paused_until = 0.0
+        self._turn = asyncio.Lock()
+
+    def _in_window(self) -> int:
+        horizon = self._clock.now() - self._window
+        while self._spent and self._spent[0][0] <= horizon:
+            self._spent.popleft()
+        return sum(count for _, count in self._spent)
+
+    async def acquire(self, images: int) -> None:
+        """Wait until ``images`` more fit in the window, then count them as spent."""
+        images = min(images, self._limit)
+        async with self._turn:
+            while (wait := self._wait_for(images)) is not None:
+                await self._clock.sleep(wait)
+            self._spent.append((self._clock.now(), images))
+
+    def _wait_for(self, images: int) -> float | None:
+        """Seconds to wait before ``images`` may start; None when they may start now."""
+        now = self._clock.now()
+        if now < self._paused_until:
+            return self._paused_until - now
+        if self._in_window() + images <= self._limit:
+            return None
+        return self._spent[0][0] + self._window - now
+
+    def penalise(self, seconds: float) -> None:
+        """The server said 429: start nothing for ``seconds`` more.
+
+        A pause of its own, not a fake entry in the window: the window is kept in time
+        order, and an entry dated in the past behind newer ones would only leave it when
+        they do, holding every generation back for a whole minute instead of ``seconds``.
+        """
+        self._paused_until = max(self._paused_until, self._clock.now() + seconds)

@@ -1,0 +1,246 @@
+"""The runner wires the stages for one job: it owns the lock, the store, the API session,
+the drivers' tasks, the deadline and the signals.
+
+    summary = await Runner(job, settings).run_once(max_wait=240)
+
+``run_once`` is one cron pass: take in the inbox, advance every subject as far as it goes,
+wait for in-flight work up to ``max_wait``, stop cleanly. ``watch`` does the same for as
+long as it runs, reacting to the inbox as folders settle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import structlog
+
+from ..api import ApiClient
+from ..clock import Clock, SystemClock
+from ..config import Settings
+from ..errors import BadCredentials
+from ..files import remove_partials
+from ..inputs.inbox import watch_inbox
+from ..jobfile.loading import JobConfig
+from ..redact import Scrubber
+from ..store.lock import job_lock
+from ..store.sqlite import FAILED, SqliteStore, StateStore, SubjectRow
+from ..views.summary import EXIT_SIGINT, EXIT_SIGTERM, SubjectSummary, exit_code_for, summarize
+from .stages.context import StageContext
+from .stages.intake import IntakeResult, intake
+from .subject_loop import ACTIVE_STATES, Services, drive
+
+log = structlog.get_logger(__name__)
+
+#: How often ``watch`` looks at the inbox again without being told of a change.
+RESCAN_SECONDS = 30.0
+
+
+@dataclass
+class RunResult:
+    """What a pass leaves: every subject's summary, the exit code, and whether it was stopped."""
+
+    subjects: list[SubjectSummary]
+    exit_code: int
+    signal: int | None = None
+    waiting: list[str] = field(default_factory=list)
+
+
+class Runner:
+    """Runs one job. Tests inject a clock, a session and a store."""
+
+    def __init__(
+        self,
+        job: JobConfig,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        session: aiohttp.ClientSession | None = None,
+        store: StateStore | None = None,
+        handle_signals: bool = False,
+    ) -> None:
+        self.job = job
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self._session = session
+        self._store = store
+        self._handle_signals = handle_signals
+        self._signal: int | None = None
+        self._stop = asyncio.Event()
+
+    def stop(self, signum: int | None = None) -> None:
+        """Stop taking new work; the current pass ends cleanly."""
+        self._signal = signum
+        self._stop.set()
+
+    async def run_once(self, *, max_wait: float) -> RunResult:
+        """One pass for cron."""
+
+        async def body(services: Services, drivers: _Drivers) -> list[str]:
+            taken = self._intake(services.ctx.store)
+            drivers.start_all(services)
+            await drivers.wait(timeout=max_wait, stop=self._stop)
+            return [f.name for f in taken.waiting]
+
+        return await self._session_scope(body)
+
+    async def watch(self) -> RunResult:
+        """Run until stopped, taking in folders as they settle."""
+
+        async def body(services: Services, drivers: _Drivers) -> list[str]:
+            changed = asyncio.Event()
+            watcher = asyncio.create_task(self._watch_inbox(changed))
+            try:
+                while not self._stop.is_set():
+                    taken = self._intake(services.ctx.store)
+                    drivers.start_all(services)
+                    rescan = self._rescan_delay(taken)
+                    changed.clear()
+                    await _first_of(changed.wait(), self._stop.wait(), timeout=rescan)
+            finally:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+            return []
+
+        return await self._session_scope(body)
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    async def _session_scope(
+        self, body: Callable[[Services, _Drivers], Awaitable[list[str]]]
+    ) -> RunResult:
+        started = self.clock.now()
+        with job_lock(self.settings.state_dir, self.job.job.name):
+            store = self._store or SqliteStore(
+                self.settings.state_dir / "state.db", scrub=Scrubber.for_key(self.settings.api_key)
+            )
+            try:
+                removed = remove_partials(self.job.job.outbox / self.job.job.name)
+                if removed:
+                    log.info("outbox.cleaned", partial_files=removed)
+                waiting = await self._with_api(store, body)
+                subjects = summarize(store, self.job.job.name)
+            finally:
+                if self._store is None:
+                    store.close()
+        code = exit_code_for(subjects, since=started)
+        if self._signal is not None:
+            code = EXIT_SIGINT if self._signal == signal.SIGINT else EXIT_SIGTERM
+        return RunResult(subjects, code, self._signal, waiting)
+
+    async def _with_api(
+        self, store: StateStore, body: Callable[[Services, _Drivers], Awaitable[list[str]]]
+    ) -> list[str]:
+        async with ApiClient(self.settings, session=self._session, clock=self.clock) as api:
+            ctx = StageContext(self.job, self.settings, api, store, self.clock)
+            services = Services.create(ctx)
+            drivers = _Drivers()
+            monitor = asyncio.create_task(services.monitor.run(), name="monitor")
+            drivers.watch_task(monitor)
+            with self._signals():
+                try:
+                    return await body(services, drivers)
+                finally:
+                    services.stopping.set()
+                    await drivers.cancel_all()
+                    monitor.cancel()
+                    await asyncio.gather(monitor, return_exceptions=True)
+                    drivers.raise_credentials()
+
+    def _intake(self, store: StateStore) -> IntakeResult:
+        taken = intake(self.job, store, self.clock)
+        for folder in taken.waiting:
+            log.info("inbox.waiting", subject=folder.name, reason=folder.reason)
+        return taken
+
+    def _rescan_delay(self, taken: IntakeResult) -> float:
+        if taken.waiting:
+            return max(1.0, min(RESCAN_SECONDS, self.job.job.settle_seconds / 2 or 1.0))
+        return RESCAN_SECONDS
+
+    async def _watch_inbox(self, changed: asyncio.Event) -> None:
+        async for names in watch_inbox(self.job.job.inbox, stop_event=self._stop):
+            log.debug("inbox.changed", subjects=sorted(names))
+            changed.set()
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        if not self._handle_signals:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        try:
+            yield
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+    def _on_signal(self, signum: int) -> None:
+        log.warning("run.stopping", signal=signal.Signals(signum).name)
+        self.stop(signum)
+
+
+class _Drivers:
+    """The per-subject driver tasks of a run: one per subject, started once."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[int, asyncio.Task[SubjectRow]] = {}
+        self._credentials: BadCredentials | None = None
+        self._failed = asyncio.Event()
+
+    def start_all(self, services: Services) -> None:
+        store = services.ctx.store
+        job = services.ctx.job_name
+        for subject in store.subjects(job, states=(*ACTIVE_STATES, FAILED)):
+            task = self._tasks.get(subject.id)
+            if task is None or task.done():
+                task = asyncio.create_task(drive(services, subject), name=f"drive:{subject.name}")
+                self._tasks[subject.id] = task
+                self.watch_task(task)
+
+    def watch_task(self, task: asyncio.Task[Any]) -> None:
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if isinstance(error, BadCredentials):
+            self._credentials = error
+            self._failed.set()
+        elif error is not None:
+            log.error("driver.crashed", task=task.get_name(), error=repr(error))
+
+    async def wait(self, *, timeout: float, stop: asyncio.Event) -> None:
+        pending = [t for t in self._tasks.values() if not t.done()]
+        if not pending:
+            return
+        everything = asyncio.gather(*pending, return_exceptions=True)
+        await _first_of(everything, stop.wait(), self._failed.wait(), timeout=timeout)
+
+    async def cancel_all(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    def raise_credentials(self) -> None:
+        if self._credentials is not None:
+            raise self._credentials
+
+
+async def _first_of(*waitables: Awaitable[Any], timeout: float | None) -> None:
+    """Wait until the first of ``waitables`` finishes or ``timeout`` passes; cancel the rest."""
+    tasks = [asyncio.ensure_future(w) for w in waitables]
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,64 @@
+"""Fetch the model: once a training is SERVING, download its LoRA file into the outbox,
+checked against the ``hash_sha256`` prefix the model list gives, so the user owns the weights.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from ...api.models import PrivateModel
+from ...errors import PermanentApiError
+from ...files import write_json_atomic
+from ...store.sqlite import SubjectRow
+from ..outbox import already_saved, sidecar_of
+from .context import StageContext
+
+log = structlog.get_logger(__name__)
+
+
+class ModelIndex:
+    """Trained LoRAs of the account by API name, from the private model list (every page)."""
+
+    def __init__(self, ctx: StageContext) -> None:
+        self._ctx = ctx
+        self._by_name: dict[str, PrivateModel] = {}
+
+    async def find(self, model_name: str) -> PrivateModel | None:
+        if model_name not in self._by_name:
+            async for model in self._ctx.api.iter_trained_models():
+                self._by_name[model.api_name] = model
+                self._by_name.setdefault(model.sd_name, model)
+        return self._by_name.get(model_name)
+
+
+async def fetch_lora(
+    ctx: StageContext, subject: SubjectRow, index: ModelIndex, limit: asyncio.Semaphore
+) -> SubjectRow:
+    """Download the subject's trained LoRA unless the same model is already in the outbox.
+
+    The file is named for the subject (``alice.safetensors``), never by the service's model
+    name; its sidecar records which model it is. ``limit`` is the run's download bound,
+    shared with the pictures.
+    """
+    assert subject.model_name is not None
+    dest = ctx.outbox(subject).path(ctx.outbox(subject).lora_name())
+    if not already_saved(dest, "model_name", subject.model_name):
+        model = await index.find(subject.model_name)
+        if model is None:
+            raise PermanentApiError(
+                200, "MODEL_NOT_LISTED",
+                "the trained model is SERVING but not in the private model list yet",
+                "/v3/model",
+            )
+        async with limit:
+            download = await ctx.api.download_model(model, dest)
+        write_json_atomic(sidecar_of(dest), {
+            "file": dest.name, "job": ctx.job_name, "subject": subject.name,
+            "subject_version": subject.version, "model_name": subject.model_name,
+            "sha256": download.sha256, "bytes": download.size,
+            "training_task_id": subject.task_id,
+        })
+        log.info("fetch.lora", subject=subject.name, file=str(dest), bytes=download.size)
+    return ctx.store.update_subject(subject.id, now=ctx.clock.now(), lora_path=str(dest))

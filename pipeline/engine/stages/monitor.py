@@ -1,0 +1,210 @@
+"""Monitor: one poller for every in-flight training.
+
+Each cycle reads the task list (newest first, stopping once every watched task was seen),
+so a cycle costs O(1) requests however many trainings are in flight; a task missing from
+the list is asked for by id. A few TRAINING tasks per cycle also get a detail call, for
+their progress and ETA. The interval starts at ``poll_interval_min`` and grows towards
+``poll_interval_max`` while nothing changes.
+
+A training ends ``trained`` (SUCCESS and its model SERVING), ``failed`` (FAILED, a
+deadline passed, or the model stuck DEPLOYING) or ``canceled``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass
+
+import structlog
+
+from ...api.models import TrainingKind, TrainingStatus
+from ...errors import ApiError, BadCredentials, NotFound
+from ...store.sqlite import CANCELED, FAILED, TRAINED, SubjectRow
+from .context import StageContext
+
+log = structlog.get_logger(__name__)
+
+#: Detail calls per cycle for progress and ETA (bounded: the cycle stays O(1)).
+PROGRESS_CALLS_PER_CYCLE = 4
+BACKOFF_FACTOR = 1.5
+#: How an unreadable status is noted on the subject (cleared once it reads again).
+STATUS_UNREADABLE = "the training's status cannot be read"
+
+
+@dataclass
+class _Watch:
+    subject: SubjectRow
+    kind: TrainingKind
+    done: asyncio.Future[SubjectRow]
+
+
+class TrainingMonitor:
+    """Subjects in ``training`` await :meth:`wait`; :meth:`run` polls for all of them."""
+
+    def __init__(self, ctx: StageContext) -> None:
+        self._ctx = ctx
+        self._watches: dict[str, _Watch] = {}
+        self._added = asyncio.Event()
+        self._round_robin = itertools.count()
+        self.cycles = 0
+
+    async def wait(self, subject: SubjectRow) -> SubjectRow:
+        """Return the subject once its training settled (trained, failed or canceled)."""
+        assert subject.task_id is not None
+        kind = self._ctx.subject_settings(subject).training.kind
+        future: asyncio.Future[SubjectRow] = asyncio.get_running_loop().create_future()
+        self._watches[subject.task_id] = _Watch(subject, kind, future)
+        self._added.set()
+        try:
+            return await future
+        finally:
+            self._watches.pop(subject.task_id, None)
+
+    async def run(self) -> None:
+        """Poll until cancelled; idle (no requests) while nothing is watched."""
+        settings = self._ctx.settings
+        interval = settings.poll_interval_min
+        while True:
+            if not self._watches:
+                self._added.clear()
+                await self._added.wait()
+                interval = settings.poll_interval_min
+            try:
+                changed = await self.poll_once()
+            except BadCredentials as exc:
+                self._fail_all(exc)
+                raise
+            except Exception:  # the one poller must outlive any bad cycle
+                log.exception("monitor.cycle_failed", watched=len(self._watches))
+                changed = False
+            interval = (
+                settings.poll_interval_min
+                if changed
+                else min(interval * BACKOFF_FACTOR, settings.poll_interval_max)
+            )
+            await self._ctx.clock.sleep(interval)
+
+    async def poll_once(self) -> bool:
+        """One cycle; True when any watched training changed."""
+        self.cycles += 1
+        # Watches added while the list is read wait for the next cycle: asking for each by
+        # id would make a cycle cost one request per training submitted meanwhile.
+        watched = list(self._watches.items())
+        try:
+            statuses = await self._list_statuses()
+        except BadCredentials:
+            raise
+        except ApiError as exc:  # the list is a shortcut: ask for each training instead
+            log.warning("monitor.list_failed", error=str(exc))
+            statuses = {}
+        changed = False
+        for task_id, watch in watched:
+            if task_id not in self._watches:
+                continue  # settled or given up while the list was read
+            status = statuses.get(task_id)
+            if status is None:
+                status = await self._status(watch)
+            if status is not None:
+                changed |= self._apply(watch, status)
+        return changed
+
+    async def _list_statuses(self) -> dict[str, TrainingStatus]:
+        wanted = set(self._watches)
+        found: dict[str, TrainingStatus] = {}
+        async for task in self._ctx.api.iter_training_tasks():
+            if task.task_id in wanted:
+                found[task.task_id] = task.as_status()
+                if len(found) == len(wanted):
+                    break
+        await self._add_progress(found)
+        return found
+
+    async def _add_progress(self, found: dict[str, TrainingStatus]) -> None:
+        training = sorted(t for t, s in found.items() if s.task_status == "TRAINING")
+        if not training:
+            return
+        start = next(self._round_robin) * PROGRESS_CALLS_PER_CYCLE
+        for offset in range(min(PROGRESS_CALLS_PER_CYCLE, len(training))):
+            task_id = training[(start + offset) % len(training)]
+            detail = await self._status(self._watches[task_id])
+            if detail is not None:
+                found[task_id] = detail
+
+    async def _status(self, watch: _Watch) -> TrainingStatus | None:
+        assert watch.subject.task_id is not None
+        try:
+            return await self._ctx.api.training_status(watch.kind, watch.subject.task_id)
+        except NotFound:
+            return TrainingStatus(
+                task_id=watch.subject.task_id, task_status="FAILED",
+                reason="the service does not know this training task (404)",
+            )
+        except BadCredentials:
+            raise
+        except ApiError as exc:
+            note = f"{STATUS_UNREADABLE}: {exc}"
+            if watch.subject.error != note:
+                log.warning("monitor.status_failed", subject=watch.subject.name, error=str(exc))
+                watch.subject = self._ctx.store.update_subject(
+                    watch.subject.id, now=self._ctx.clock.now(), error=note
+                )
+            return None
+
+    def _apply(self, watch: _Watch, status: TrainingStatus) -> bool:
+        ctx, subject = self._ctx, watch.subject
+        now = ctx.clock.now()
+        previous = (subject.task_status, subject.progress)
+        updates: dict[str, object] = {"task_status": status.task_status}
+        if (subject.error or "").startswith(STATUS_UNREADABLE):
+            updates["error"] = None  # readable again
+        if status.extra.progress_percent is not None:
+            updates["progress"] = status.extra.progress_percent
+            updates["eta"] = status.extra.eta_relative
+        if status.task_status == "SUCCESS":
+            updates["progress"], updates["eta"] = 100, 0
+            if subject.trained_at is None:
+                updates["trained_at"] = now
+        settled = self._settle(subject, status, now)
+        if settled is not None:
+            updates.update(settled)
+        subject = ctx.store.update_subject(subject.id, now=now, **updates)
+        watch.subject = subject
+        if settled is not None:
+            log.info("monitor.settled", subject=subject.name, state=subject.state,
+                     error=subject.error)
+            if not watch.done.done():
+                watch.done.set_result(subject)
+            return True
+        return previous != (subject.task_status, subject.progress)
+
+    def _settle(
+        self, subject: SubjectRow, status: TrainingStatus, now: float
+    ) -> dict[str, object] | None:
+        settings = self._ctx.settings
+        if status.serving_model:
+            return {"state": TRAINED, "model_name": status.serving_model, "serving_at": now}
+        if status.task_status in ("FAILED", "CANCELED"):
+            reason = status.reason or f"the service reported the training {status.task_status}"
+            return {"state": FAILED if status.task_status == "FAILED" else CANCELED,
+                    "error": reason, "finished_at": now}
+        if status.task_status == "SUCCESS":
+            deploying_since = subject.trained_at or now
+            if now - deploying_since > settings.deploy_deadline:
+                return {"state": FAILED, "finished_at": now, "error": (
+                    f"trained, but the model was still DEPLOYING after "
+                    f"{settings.deploy_deadline:.0f} s: ask the service, then `retry`"
+                )}
+            return None
+        submitted = subject.submitted_at or now
+        if now - submitted > settings.training_deadline:
+            return {"state": FAILED, "finished_at": now, "error": (
+                f"no result {settings.training_deadline:.0f} s after submission "
+                f"(still {status.task_status}): the training may still finish; `retry` checks again"
+            )}
+        return None
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for watch in self._watches.values():
+            if not watch.done.done():
+                watch.done.set_exception(exc)

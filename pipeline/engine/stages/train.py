@@ -1,0 +1,137 @@
+"""Train: one paid training per subject version, and never a second one by accident.
+
+The intent (state ``submitting`` and the deterministic training name) is written before
+the create POST. A subject found in ``submitting`` (a crash, a lost answer) is looked up by
+name in the task list, every page, before anything is sent again. The create itself is
+re-sent only when the server certainly did not take it (429) or the task list shows it
+did not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import structlog
+
+from ...api.models import (
+    DatasetItem,
+    ExpertSetting,
+    TrainingComponent,
+    TrainingKind,
+    TrainingRequest,
+    TrainingTask,
+)
+from ...api.retry import backoff_delay, retry_after_of
+from ...errors import ApiError, BadCredentials, RateLimited
+from ...jobfile.loading import SubjectSettings
+from ...store.sqlite import FAILED, SUBMITTING, TRAINING, ImageRow, SubjectRow
+from .context import StageContext
+
+log = structlog.get_logger(__name__)
+
+#: How many times an uncertain create is checked against the task list and sent again.
+MAX_CREATE_TRIES = 4
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def training_name(job: str, subject: SubjectRow, attempt: int) -> str:
+    """Deterministic name of a subject version's training: job, subject, dataset, attempt."""
+    slug = _UNSAFE.sub("-", subject.name).strip("-")[:40] or "subject"
+    digest = hashlib.sha256(f"{job}\0{subject.name}\0{subject.fingerprint}".encode()).hexdigest()
+    name = f"{job}-{slug}-{digest[:12]}"
+    return name if attempt <= 1 else f"{name}-r{attempt}"
+
+
+def build_request(
+    name: str, images: list[ImageRow], settings: SubjectSettings
+) -> TrainingRequest:
+    training = settings.training
+    items = [DatasetItem(assets_id=str(image.assets_id), caption=image.caption) for image in images]
+    return TrainingRequest(
+        name=name,
+        base_model=training.base_model,
+        width=training.width,
+        height=training.height,
+        image_dataset_items=items,
+        components=[TrainingComponent.model_validate(c.to_api()) for c in training.components],
+        expert_setting=ExpertSetting.model_validate(training.expert_setting(settings.subject)),
+    )
+
+
+class TaskIndex:
+    """The account's training tasks by name, read from the task list (every page)."""
+
+    def __init__(self, ctx: StageContext) -> None:
+        self._ctx = ctx
+        self._by_name: dict[str, TrainingTask] | None = None
+
+    async def find(self, name: str, *, refresh: bool = False) -> TrainingTask | None:
+        if self._by_name is None or refresh:
+            by_name: dict[str, TrainingTask] = {}
+            async for task in self._ctx.api.iter_training_tasks():
+                by_name.setdefault(task.task_name, task)
+            self._by_name = by_name
+        return self._by_name.get(name)
+
+
+async def submit_training(ctx: StageContext, subject: SubjectRow, index: TaskIndex) -> SubjectRow:
+    """Take a subject from ``uploaded`` (or a leftover ``submitting``) to ``training``."""
+    if subject.state == SUBMITTING and subject.training_name:
+        found = await index.find(subject.training_name, refresh=True)
+        if found is not None:
+            log.info("train.reconciled", subject=subject.name, task_id=found.task_id)
+            return _started(ctx, subject, found.task_id)
+        name = subject.training_name
+    else:
+        attempt = subject.attempts + 1
+        name = training_name(ctx.job_name, subject, attempt)
+        found = await index.find(name)
+        if found is not None:  # a state file lost or reset: the service already has it
+            return _started(ctx, subject, found.task_id)
+        subject = ctx.store.update_subject(
+            subject.id, now=ctx.clock.now(), state=SUBMITTING, training_name=name, attempts=attempt
+        )
+    return await _create(ctx, subject, name, index)
+
+
+async def _create(
+    ctx: StageContext, subject: SubjectRow, name: str, index: TaskIndex
+) -> SubjectRow:
+    settings = ctx.subject_settings(subject)
+    request = build_request(name, ctx.store.images(subject.id), settings)
+    kind: TrainingKind = settings.training.kind
+    policy = ctx.api.retry_policy
+    for attempt in range(1, MAX_CREATE_TRIES + 1):
+        try:
+            task_id = await ctx.api.create_training(kind, request)
+            log.info("train.submitted", subject=subject.name, task_id=task_id, name=name)
+            return _started(ctx, subject, task_id)
+        except BadCredentials:
+            raise
+        except ApiError as exc:
+            if not exc.transient:
+                return ctx.store.update_subject(
+                    subject.id, now=ctx.clock.now(), state=FAILED,
+                    error=f"the service refused the training: {exc}",
+                )
+            log.warning("train.create_uncertain", subject=subject.name, error=str(exc))
+            await ctx.clock.sleep(backoff_delay(attempt, policy, retry_after=retry_after_of(exc)))
+            if not isinstance(exc, RateLimited):
+                found = await index.find(name, refresh=True)
+                if found is not None:
+                    return _started(ctx, subject, found.task_id)
+            if attempt == MAX_CREATE_TRIES:
+                # The last answer may have been lost after the service took the training:
+                # marking it failed would lose a paid task, and `retry` would pay again.
+                # It stays `submitting`, so the next pass looks the name up first.
+                raise
+    raise AssertionError("unreachable")
+
+
+def _started(ctx: StageContext, subject: SubjectRow, task_id: str) -> SubjectRow:
+    now = ctx.clock.now()
+    return ctx.store.update_subject(
+        subject.id, now=now, state=TRAINING, task_id=task_id, task_status="QUEUING",
+        submitted_at=subject.submitted_at or now, error=None,
+    )

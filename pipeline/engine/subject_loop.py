@@ -1,0 +1,193 @@
+"""One subject's way through the stages, from wherever its state says it stands.
+
+``drive`` is a loop over the subject's state: each turn hands it to the stage that owns
+that state and records what came back. It never does a stage's work itself, so it holds
+no I/O of its own; the runner starts one ``drive`` per subject and they run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+
+import structlog
+
+from ..errors import (
+    ApiError,
+    BadCredentials,
+    BadResponse,
+    DatasetError,
+    IntegrityError,
+    PipelineError,
+    UnsafePath,
+)
+from ..store.sqlite import (
+    DONE,
+    FAILED,
+    GEN_DONE,
+    GEN_FAILED,
+    GEN_PENDING,
+    GEN_SUBMITTED,
+    GEN_SUBMITTING,
+    GENERATING,
+    SUBMITTING,
+    TRAINED,
+    TRAINING,
+    UPLOADED,
+    UPLOADING,
+    VALIDATED,
+    SubjectRow,
+)
+from .concurrency import run_all
+from .ratelimit import ImageRateLimiter
+from .stages.collect import collect_generation
+from .stages.context import StageContext
+from .stages.fetch import ModelIndex, fetch_lora
+from .stages.generate import submit_generation
+from .stages.monitor import TrainingMonitor
+from .stages.train import TaskIndex, submit_training
+from .stages.upload import upload_subject
+
+log = structlog.get_logger(__name__)
+
+#: States a subject can leave without a person's help.
+ACTIVE_STATES = (VALIDATED, UPLOADING, UPLOADED, SUBMITTING, TRAINING, TRAINED, GENERATING)
+
+
+@dataclass
+class Services:
+    """What the drivers of one run share: limits, the poller and the look-up caches."""
+
+    ctx: StageContext
+    monitor: TrainingMonitor
+    upload_limit: asyncio.Semaphore
+    download_limit: asyncio.Semaphore
+    images_per_minute: ImageRateLimiter
+    tasks: TaskIndex
+    models: ModelIndex
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    def create(cls, ctx: StageContext) -> Services:
+        settings = ctx.settings
+        return cls(
+            ctx=ctx,
+            monitor=TrainingMonitor(ctx),
+            upload_limit=asyncio.Semaphore(settings.upload_concurrency),
+            download_limit=asyncio.Semaphore(settings.download_concurrency),
+            images_per_minute=ImageRateLimiter(settings.images_per_minute, ctx.clock),
+            tasks=TaskIndex(ctx),
+            models=ModelIndex(ctx),
+        )
+
+
+async def drive(services: Services, subject: SubjectRow) -> SubjectRow:
+    """Advance ``subject`` until it settles, stalls or the run is stopping.
+
+    Failures of this subject are recorded on it and do not escape; bad credentials do,
+    since nothing else can succeed either.
+    """
+    store, clock = services.ctx.store, services.ctx.clock
+    while not services.stopping.is_set():
+        subject = store.subject(subject.id)
+        if subject.superseded:
+            return subject
+        try:
+            advanced = await _step(services, subject)
+        except BadCredentials:
+            raise
+        except (DatasetError, ApiError, PipelineError) as exc:
+            log.warning(
+                "subject.stalled", subject=subject.name, state=subject.state, error=str(exc)
+            )
+            return store.update_subject(subject.id, now=clock.now(), error=str(exc))
+        except Exception as exc:  # a bug must not take the other subjects down with it
+            log.exception("subject.crashed", subject=subject.name, state=subject.state)
+            return store.update_subject(
+                subject.id, now=clock.now(), error=f"internal error: {exc!r} (see the log)"
+            )
+        if advanced is None:
+            return store.subject(subject.id)
+    return store.subject(subject.id)
+
+
+async def _step(services: Services, subject: SubjectRow) -> SubjectRow | None:
+    """Run the stage that owns the subject's state; None once there is nothing left to do."""
+    ctx = services.ctx
+    state = subject.state
+    if state in (VALIDATED, UPLOADING):
+        return await upload_subject(ctx, subject, services.upload_limit)
+    if state in (UPLOADED, SUBMITTING):
+        return await submit_training(ctx, subject, services.tasks)
+    if state == TRAINING:
+        return await services.monitor.wait(subject)
+    if state == TRAINED:
+        return await _start_generating(services, subject)
+    if state == GENERATING:
+        return await _generate_all(services, subject)
+    if state == FAILED and _may_retrain(services, subject):
+        log.info("train.retrying", subject=subject.name, attempt=subject.attempts + 1)
+        return ctx.store.update_subject(
+            subject.id, now=ctx.clock.now(), state=UPLOADED, task_id=None, task_status=None,
+            submitted_at=None, trained_at=None, error=None, progress=None, eta=None,
+        )
+    return None
+
+
+def _may_retrain(services: Services, subject: SubjectRow) -> bool:
+    """A training the service reported FAILED is tried again, up to the job's limit."""
+    limit = services.ctx.job.job.max_training_retries
+    return subject.task_status == "FAILED" and subject.attempts <= limit
+
+
+async def _start_generating(services: Services, subject: SubjectRow) -> SubjectRow:
+    ctx = services.ctx
+    if ctx.job.job.fetch_lora and not subject.lora_path:
+        try:
+            subject = await fetch_lora(ctx, subject, services.models, services.download_limit)
+        except (BadResponse, IntegrityError, UnsafePath) as exc:
+            if isinstance(exc, BadResponse) and exc.transient:
+                raise  # the next pass tries the download again
+            # The LoRA stays usable on the service: its pictures are still made.
+            note = f"the trained LoRA file could not be saved: {exc}"
+            log.warning("fetch.refused", subject=subject.name, error=str(exc))
+            subject = ctx.store.update_subject(
+                subject.id, now=ctx.clock.now(),
+                warnings=json.dumps([*subject.warning_list, note]),
+            )
+    prompts = ctx.subject_settings(subject).prompts
+    ctx.store.ensure_generations(
+        subject.id, [(p.index, p.slug, p.text) for p in prompts], now=ctx.clock.now()
+    )
+    return ctx.store.update_subject(subject.id, now=ctx.clock.now(), state=GENERATING)
+
+
+async def _generate_all(services: Services, subject: SubjectRow) -> SubjectRow:
+    ctx = services.ctx
+    await run_all(
+        _one_prompt(services, subject, generation.id)
+        for generation in ctx.store.generations(subject.id)
+    )
+    generations = ctx.store.generations(subject.id)
+    failed = [g for g in generations if g.state == GEN_FAILED]
+    error = None
+    if failed:
+        error = f"{len(failed)} of {len(generations)} prompts failed: " + "; ".join(
+            f"{g.slug}: {g.error}" for g in failed
+        )
+    return ctx.store.update_subject(
+        subject.id, now=ctx.clock.now(), state=DONE, finished_at=ctx.clock.now(), error=error
+    )
+
+
+async def _one_prompt(services: Services, subject: SubjectRow, generation_id: int) -> None:
+    ctx = services.ctx
+    while not services.stopping.is_set():
+        generation = next(g for g in ctx.store.generations(subject.id) if g.id == generation_id)
+        if generation.state in (GEN_DONE, GEN_FAILED):
+            return
+        if generation.state in (GEN_PENDING, GEN_SUBMITTING):
+            await submit_generation(ctx, subject, generation, services.images_per_minute)
+        elif generation.state == GEN_SUBMITTED:
+            await collect_generation(ctx, subject, generation, services.download_limit)

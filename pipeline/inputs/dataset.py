@@ -1,0 +1,592 @@
+"""Image validation and fingerprints: what in a subject folder can be trained, and why not.
+
+:func:`validate_subject` looks at one subject folder and answers a :class:`DatasetReport`:
+the accepted images (format judged by content, fully decodable, hashed), every rejected file
+with a sentence saying what to do about it, warnings, and an ``error`` when the subject as a
+whole cannot be trained. ``report.fingerprint`` is the subject's version: it changes when the
+photos or their captions change, not when files are only renamed. What each format looks
+like (magic bytes, header sizes, decoding) is in :mod:`pipeline.inputs.image_formats`.
+
+Everything here is local, synchronous and reads one file at a time in chunks; call it through
+``asyncio.to_thread`` from async code.
+
+    >>> report = validate_subject(Path("inbox/alice"))
+    >>> report.ok, len(report.accepted), report.fingerprint[:12]
+    (True, 12, '3f0c9b1e5a7d')
+
+Rules worth knowing:
+
+- Only regular files directly in the folder are looked at; nested folders are reported in
+  the warnings and not descended. Hidden files, OS litter, ``subject.toml``, caption
+  sidecars (``*.txt``) and the ``.ready`` marker are ignored.
+- Captions come from the ``captions`` mapping (the caller reads ``subject.toml``) or from a
+  sidecar ``<stem>.txt`` next to the image; when both exist the mapping wins.
+- ``ImageFile.name`` is the file name as text; a name that is not valid UTF-8 is shown with
+  backslash escapes (``caf\\xe9.jpg``), while ``ImageFile.path`` keeps the real name.
+- A symlink is followed only when its target stays inside ``root`` (the inbox); the resolved
+  target becomes ``ImageFile.path``, so later reads go where the check went. A subject folder
+  that leads outside ``root`` is not listed at all.
+- Files are opened by :mod:`pipeline.inputs.safe_files`: regular files only, never blocking, caption
+  sidecars read up to :data:`MAX_CAPTION_BYTES`. A folder of more than
+  :data:`MAX_FOLDER_ENTRIES` entries is refused without being read further.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Final, Literal
+
+from pipeline.api.contract import (
+    CONTENT_TYPES,
+    MAX_TEXT_LENGTH,
+    MAX_TRAINING_IMAGES,
+    RECOMMENDED_TRAINING_IMAGES,
+)
+from pipeline.inputs.image_formats import (
+    ACCEPTED_FORMATS,
+    HEAD_BYTES,
+    ImageFormat,
+    decode_problem,
+    detect_format,
+    format_label,
+    header_size,
+)
+from pipeline.inputs.safe_files import RefusedFile, open_inbox_file, read_inbox_file, size_text
+
+__all__ = [
+    "MAX_CAPTION_BYTES",
+    "MAX_FOLDER_ENTRIES",
+    "READY_MARKER",
+    "SUBJECT_FILE",
+    "DatasetReport",
+    "ImageFile",
+    "ImageFormat",
+    "Rejection",
+    "detect_format",
+    "display_name",
+    "is_ignored_name",
+    "validate_subject",
+]
+
+Kind = Literal["subject", "style"]
+
+SUBJECT_FILE: Final = "subject.toml"
+READY_MARKER: Final = ".ready"
+CAPTION_SUFFIX: Final = ".txt"
+#: What operating systems, NAS boxes and zip tools leave behind (compared lower-cased).
+LITTER_NAMES: Final = frozenset(
+    {
+        "thumbs.db",
+        "ehthumbs.db",
+        "desktop.ini",
+        "icon\r",
+        "__macosx",
+        "$recycle.bin",
+        "system volume information",
+        "@eadir",
+        "lost+found",
+    }
+)
+
+HASH_CHUNK_BYTES: Final = 1 << 20
+FINGERPRINT_VERSION: Final = "lora-pipeline.inputs.dataset.v1"
+MAX_LISTED_NAMES: Final = 5
+#: A caption file is read up to this many bytes (8 per character is more than UTF-8 needs).
+MAX_CAPTION_BYTES: Final = 8 * MAX_TEXT_LENGTH
+#: Entries looked at in one subject folder (all levels): a subject is at most 50 photos.
+MAX_FOLDER_ENTRIES: Final = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ImageFile:
+    """One accepted image: where it is, what it is, and its caption."""
+
+    path: Path
+    name: str
+    sha256: str
+    format: ImageFormat
+    width: int
+    height: int
+    size_bytes: int
+    caption: str | None
+
+    @property
+    def content_type(self) -> str:
+        """The MIME type to send with the upload (``image/png`` ...)."""
+        return CONTENT_TYPES[self.format]
+
+    @property
+    def extension(self) -> ImageFormat:
+        """The ``file_extension`` the upload API expects: ``png``, ``jpeg`` or ``webp``."""
+        return self.format
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A file left out of the training, with a sentence naming it and what to do.
+
+    ``transient`` marks a file that changed while being read: it says nothing about the
+    photo itself, and the next pass will look at it again.
+    """
+
+    name: str
+    reason: str
+    transient: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetReport:
+    """What :func:`validate_subject` found in one subject folder."""
+
+    subject: str
+    folder: Path
+    accepted: tuple[ImageFile, ...]
+    rejected_files: tuple[Rejection, ...]
+    warnings: tuple[str, ...]
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        """True when the subject can be trained as it is."""
+        return self.error is None and bool(self.accepted)
+
+    @property
+    def settled(self) -> bool:
+        """False when a file changed during the scan: validate again before acting on it."""
+        return not any(rejection.transient for rejection in self.rejected_files)
+
+    @property
+    def fingerprint(self) -> str:
+        """The subject's version: sha256 over the sorted (content hash, caption) pairs.
+
+        Renaming files keeps it; changing, adding or removing a photo or a caption changes it.
+        """
+        entries = sorted(
+            ([image.sha256, image.caption] for image in self.accepted),
+            key=lambda entry: (entry[0], entry[1] or "", entry[1] is None),
+        )
+        payload = json.dumps([FINGERPRINT_VERSION, entries], separators=(",", ":"))
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+# ----------------------------------------------------------------------------- names
+
+
+def display_name(name: str) -> str:
+    """``name`` as printable text: bytes that are not UTF-8 become ``\\xNN`` escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def is_ignored_name(name: str) -> bool:
+    """True for entries the pipeline never treats as photos or subjects.
+
+    Hidden entries (including ``.DS_Store``, ``._*`` AppleDouble files and the ``.ready``
+    marker), ``Thumbs.db``/``desktop.ini`` litter and ``subject.toml``.
+    """
+    lowered = name.lower()
+    return name.startswith(".") or lowered in LITTER_NAMES or lowered == SUBJECT_FILE
+
+
+# ----------------------------------------------------------------------------- one file
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    name: str  # display name
+    real_name: str
+    path: Path  # what to read: the file, or a symlink's checked target
+
+
+@dataclass(frozen=True, slots=True)
+class _Content:
+    sha256: str
+    format: ImageFormat
+    width: int
+    height: int
+    size_bytes: int
+
+
+def _open_for_read(path: Path) -> io.BufferedReader:
+    """A photo, opened the one safe way (:func:`~pipeline.inputs.safe_files.open_inbox_file`).
+
+    ``path`` is never a link here: a link was resolved and checked when the folder was listed.
+    """
+    return open_inbox_file(path)
+
+
+def _hash_stream(fp: IO[bytes]) -> tuple[str, int]:
+    """sha256 hex digest and byte count of the rest of ``fp``, read in chunks."""
+    digest = hashlib.sha256()
+    total = 0
+    while chunk := fp.read(HASH_CHUNK_BYTES):
+        digest.update(chunk)
+        total += len(chunk)
+    return digest.hexdigest(), total
+
+
+def _read_content(fp: IO[bytes], name: str, max_pixels: int) -> _Content | Rejection:
+    head = fp.read(HEAD_BYTES)
+    detected = detect_format(head)
+    fmt = ACCEPTED_FORMATS.get(detected) if detected else None
+    if fmt is None:
+        return Rejection(
+            name,
+            f"{name} is {format_label(detected)}, not png/jpeg/webp: "
+            "convert it to PNG or JPEG, or remove it",
+        )
+    size = header_size(fp, head, fmt)
+    if size is None:
+        return Rejection(
+            name,
+            f"{name} is a damaged {fmt.upper()} file (no readable size in its header): "
+            "export or copy it again",
+        )
+    width, height = size
+    if width * height > max_pixels:
+        return Rejection(
+            name,
+            f"{name} is {width}x{height} ({width * height / 1e6:.0f} megapixels), over the "
+            f"{max_pixels / 1e6:g}-megapixel limit: scale it down (2048 px on the long side "
+            "is plenty)",
+        )
+    fp.seek(0)
+    sha256, size_bytes = _hash_stream(fp)
+    problem = decode_problem(fp, fmt, size)
+    if problem is not None:
+        return Rejection(
+            name, f"{name} is a damaged {fmt.upper()} file ({problem}): export or copy it again"
+        )
+    return _Content(sha256, fmt, width, height, size_bytes)
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev
+
+
+def _changed(name: str) -> Rejection:
+    return Rejection(
+        name,
+        f"{name} changed while being read: will be checked again on the next pass",
+        transient=True,
+    )
+
+
+def _unreadable(name: str, exc: OSError) -> Rejection:
+    if isinstance(exc, PermissionError):
+        return Rejection(
+            name,
+            f"{name} cannot be read (permission denied): make it readable by the "
+            "pipeline's user (chmod a+r), or remove it",
+        )
+    return Rejection(name, f"{name} cannot be read ({exc.strerror or exc}): copy it again")
+
+
+def _inspect(candidate: _Candidate, max_pixels: int) -> _Content | Rejection:
+    name = candidate.name
+    try:
+        with _open_for_read(candidate.path) as fp:
+            opened = os.fstat(fp.fileno())
+            if opened.st_size == 0:
+                return Rejection(name, f"{name} is empty (0 bytes): copy the photo again")
+            result = _read_content(fp, name, max_pixels)  # Pillow closes fp when done
+        after = os.stat(candidate.path)
+    except RefusedFile as exc:
+        return Rejection(
+            name, f"{name} {exc.problem}: replace it with the photo itself, or remove it"
+        )
+    except FileNotFoundError:
+        return _changed(name)
+    except OSError as exc:
+        return _unreadable(name, exc)
+    # Checked after everything else: a half-copied file looks damaged, but that is not final.
+    size_read = result.size_bytes if isinstance(result, _Content) else opened.st_size
+    if _stamp(opened) != _stamp(after) or size_read != opened.st_size:
+        return _changed(name)
+    return result
+
+
+# ----------------------------------------------------------------------------- the folder
+
+
+@dataclass
+class _Listing:
+    candidates: list[_Candidate] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    sidecars: dict[str, Path] = field(default_factory=dict)  # stem -> caption file
+
+
+def _nested_folder_warning(subject: str, name: str) -> str:
+    return (
+        f"{name}/ is a folder inside {subject}/ and is ignored: only photos directly in "
+        f"{subject}/ are used; move them up if they belong to this subject"
+    )
+
+
+def _add_link(listing: _Listing, subject: str, entry: os.DirEntry[str], root: Path) -> None:
+    name = display_name(entry.name)
+    target = Path(os.path.realpath(entry.path))
+    if not target.is_relative_to(root):
+        listing.rejected.append(
+            Rejection(
+                name,
+                f"{name} is a link that points outside the inbox: copy the photo itself "
+                "into the folder",
+            )
+        )
+    elif not target.exists():
+        listing.rejected.append(
+            Rejection(name, f"{name} is a broken link: copy the photo itself into the folder")
+        )
+    elif target.is_dir():
+        listing.warnings.append(_nested_folder_warning(subject, name))
+    elif entry.name.lower().endswith(CAPTION_SUFFIX):
+        listing.sidecars[Path(entry.name).stem] = target
+    else:
+        listing.candidates.append(_Candidate(name, entry.name, target))
+
+
+class _TooManyEntries(Exception):
+    pass
+
+
+def _list_folder(folder: Path, root: Path) -> _Listing:
+    listing = _Listing()
+    subject = display_name(folder.name)
+    with os.scandir(folder) as entries:
+        listed = list(itertools.islice(entries, MAX_FOLDER_ENTRIES + 1))
+    if len(listed) > MAX_FOLDER_ENTRIES:
+        raise _TooManyEntries
+    ordered = sorted(listed, key=lambda entry: entry.name)
+    for entry in ordered:
+        name = display_name(entry.name)
+        if is_ignored_name(entry.name):
+            continue
+        if entry.is_symlink():
+            _add_link(listing, subject, entry, root)
+        elif entry.is_dir(follow_symlinks=False):
+            listing.warnings.append(_nested_folder_warning(subject, name))
+        elif entry.name.lower().endswith(CAPTION_SUFFIX):
+            listing.sidecars[Path(entry.name).stem] = Path(entry.path)
+        else:
+            listing.candidates.append(_Candidate(name, entry.name, Path(entry.path)))
+    return listing
+
+
+def _read_sidecar(name: str, sidecar: Path) -> str | Rejection:
+    file = display_name(sidecar.name)
+    try:
+        return read_inbox_file(sidecar, limit=MAX_CAPTION_BYTES).decode("utf-8")
+    except RefusedFile as exc:
+        return Rejection(
+            name,
+            f"{name}: its caption file {file} {exc.problem}: replace it with a plain text "
+            f"file (at most {size_text(MAX_CAPTION_BYTES)}), or delete it",
+        )
+    except (OSError, UnicodeDecodeError) as exc:
+        why = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc.strerror or exc
+        return Rejection(
+            name, f"{name}: its caption file {file} cannot be read ({why}): fix or delete it"
+        )
+
+
+def _caption_for(
+    candidate: _Candidate, captions: Mapping[str, str] | None, sidecars: Mapping[str, Path]
+) -> str | Rejection | None:
+    name = candidate.name
+    if captions is not None and name in captions:
+        text: str | Rejection = captions[name]
+    elif (sidecar := sidecars.get(Path(candidate.real_name).stem)) is not None:
+        text = _read_sidecar(name, sidecar)
+    else:
+        return None
+    if isinstance(text, Rejection):
+        return text
+    text = text.strip()
+    if len(text) > MAX_TEXT_LENGTH:
+        return Rejection(
+            name,
+            f"{name} has a caption of {len(text)} characters, over the {MAX_TEXT_LENGTH} "
+            "allowed: shorten it",
+        )
+    return text or None
+
+
+def _list_names(names: list[str]) -> str:
+    shown = ", ".join(names[:MAX_LISTED_NAMES])
+    extra = len(names) - MAX_LISTED_NAMES
+    return f"{shown} and {extra} more" if extra > 0 else shown
+
+
+def _subject_error(
+    subject: str,
+    kind: Kind,
+    accepted: list[ImageFile],
+    rejected: list[Rejection],
+    max_images: int,
+) -> str | None:
+    count = len(accepted)
+    if count == 0 and not rejected:
+        return f"no photos in {subject}/: add png, jpeg or webp photos to it"
+    if count == 0:
+        return (
+            f"no usable photo in {subject}/: all {len(rejected)} files were rejected "
+            "(see the reasons for each)"
+        )
+    if count > max_images:
+        return (
+            f"{count} images, at most {max_images} per training: move {count - max_images} "
+            "out into another folder, or split the subject"
+        )
+    if kind == "style":
+        missing = [image.name for image in accepted if image.caption is None]
+        if missing:
+            return (
+                f"style training needs a caption for every image; missing for "
+                f"{_list_names(missing)}: add them to subject.toml or as <name>.txt "
+                "next to each image"
+            )
+    return None
+
+
+def _size_warnings(accepted: list[ImageFile], training_size: tuple[int, int]) -> list[str]:
+    min_width, min_height = training_size
+    return [
+        f"{image.name} is {image.width}x{image.height}, smaller than the "
+        f"{min_width}x{min_height} training size: it will be upscaled and may look soft; "
+        "use a larger photo if you have one"
+        for image in accepted
+        if image.width < min_width or image.height < min_height
+    ]
+
+
+def _unused_caption_warnings(captions: Mapping[str, str] | None, listing: _Listing) -> list[str]:
+    if not captions:
+        return []
+    present = {candidate.name for candidate in listing.candidates}
+    present.update(rejection.name for rejection in listing.rejected)
+    return [
+        f"a caption is given for {key!r}, which is not a photo in this folder: check the name"
+        for key in sorted(captions)
+        if key not in present
+    ]
+
+
+def _accept(
+    listing: _Listing, captions: Mapping[str, str] | None, max_pixels: int
+) -> tuple[list[ImageFile], list[Rejection]]:
+    accepted: list[ImageFile] = []
+    rejected = list(listing.rejected)
+    first_by_hash: dict[str, str] = {}
+    for candidate in listing.candidates:
+        content = _inspect(candidate, max_pixels)
+        if isinstance(content, Rejection):
+            rejected.append(content)
+            continue
+        caption = _caption_for(candidate, captions, listing.sidecars)
+        if isinstance(caption, Rejection):
+            rejected.append(caption)
+            continue
+        original = first_by_hash.setdefault(content.sha256, candidate.name)
+        if original != candidate.name:
+            rejected.append(
+                Rejection(
+                    candidate.name,
+                    f"{candidate.name} is an exact copy of {original}: only {original} is "
+                    "used; delete the copy",
+                )
+            )
+            continue
+        accepted.append(
+            ImageFile(
+                path=candidate.path,
+                name=candidate.name,
+                sha256=content.sha256,
+                format=content.format,
+                width=content.width,
+                height=content.height,
+                size_bytes=content.size_bytes,
+                caption=caption,
+            )
+        )
+    return accepted, rejected
+
+
+def _failed(subject: str, folder: Path, error: str) -> DatasetReport:
+    return DatasetReport(subject, folder, (), (), (), error)
+
+
+def _outside_error(folder: Path) -> str:
+    if os.path.islink(folder):
+        return (
+            f"{folder} is a link to a folder outside the inbox: move the photos into the "
+            "inbox itself"
+        )
+    return f"{folder} is not inside the inbox: move it into the inbox"
+
+
+def validate_subject(
+    folder: Path,
+    *,
+    kind: Kind = "subject",
+    captions: Mapping[str, str] | None = None,
+    training_size: tuple[int, int] = (512, 512),
+    max_pixels: int = 40_000_000,
+    max_images: int = MAX_TRAINING_IMAGES,
+    root: Path | None = None,
+) -> DatasetReport:
+    """Check every file of one subject folder; never raises for a bad file or folder.
+
+    ``captions`` maps file names to captions (from ``subject.toml``) and wins over a
+    ``<stem>.txt`` sidecar. ``root`` is the inbox (default: the folder's parent): a symlink
+    whose target leaves it is rejected without being read. ``max_pixels`` rejects images
+    whose header claims more pixels than that, before anything is decoded.
+
+        >>> report = validate_subject(Path("inbox/alice"))
+        >>> [r.reason for r in report.rejected_files]
+        ['clip.jpg is a GIF image, not png/jpeg/webp: convert it to PNG or JPEG, or remove it']
+    """
+    subject = display_name(folder.name)
+    root_path = Path(os.path.realpath(folder.parent if root is None else root))
+    if not Path(os.path.realpath(folder)).is_relative_to(root_path):
+        return _failed(subject, folder, _outside_error(folder))
+    try:
+        listing = _list_folder(folder, root_path)
+    except (FileNotFoundError, NotADirectoryError):
+        return _failed(subject, folder, f"{folder} is not a folder (any more)")
+    except _TooManyEntries:
+        return _failed(
+            subject,
+            folder,
+            f"{folder} holds more than {MAX_FOLDER_ENTRIES:,} entries, and a subject is at "
+            f"most {max_images} photos: move what is not photos of {subject} out of it",
+        )
+    except OSError as exc:
+        return _failed(
+            subject, folder, f"{folder} cannot be listed ({exc.strerror or exc}): make it readable"
+        )
+    accepted, rejected = _accept(listing, captions, max_pixels)
+    warnings = listing.warnings + _size_warnings(accepted, training_size)
+    warnings += _unused_caption_warnings(captions, listing)
+    error = _subject_error(subject, kind, accepted, rejected, max_images)
+    if error is None and len(accepted) < RECOMMENDED_TRAINING_IMAGES:
+        warnings.append(
+            f"only {len(accepted)} usable images in {subject}/: at least "
+            f"{RECOMMENDED_TRAINING_IMAGES} are recommended for a good result"
+        )
+    rejected.sort(key=lambda rejection: rejection.name)
+    return DatasetReport(
+        subject=subject,
+        folder=folder,
+        accepted=tuple(accepted),
+        rejected_files=tuple(rejected),
+        warnings=tuple(warnings),
+        error=error,
+    )

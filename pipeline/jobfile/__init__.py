@@ -1,0 +1,1 @@
+"""Job files: their schema, loading with ``subject.toml`` overrides, and prompt templates."""

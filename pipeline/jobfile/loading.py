@@ -1,0 +1,349 @@
+"""Job files: load a job's TOML, apply a subject's ``subject.toml``, render its prompts.
+
+    config = load_job(Path("jobs/portraits.toml"))       # ConfigError if anything is off
+    settings = config.subject_settings(config.job.inbox / "alice")
+    settings.training.expert_setting(settings.subject)    # the training request's settings
+    for prompt in settings.prompts:                        # one txt2img request each
+        prompt.slug, prompt.text
+
+Every error is a :class:`~pipeline.errors.ConfigError` whose lines name the file, the field
+(``generation.lora_strength``), the bad value and what is allowed. The sections themselves
+are in :mod:`pipeline.jobfile.schema`, the templates in :mod:`pipeline.jobfile.templates`;
+the fields are described in ``jobs/README.md``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Self
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import ErrorDetails
+
+from ..api.contract import BASE_MODELS, MAX_TEXT_LENGTH, SDXL_BASE_MODELS
+from ..errors import ConfigError
+from ..inputs.safe_files import RefusedFile, read_inbox_file, size_text
+from .schema import (
+    Component,
+    GenerationOverrides,
+    GenerationSection,
+    JobSection,
+    NotifySection,
+    StrictModel,
+    SubjectOverrides,
+    TrainingOverrides,
+    TrainingSection,
+)
+from .templates import TemplateError, fill_template, prompt_slug, render_template
+
+__all__ = [
+    "Component",
+    "GenerationOverrides",
+    "GenerationSection",
+    "JobConfig",
+    "JobSection",
+    "NotifySection",
+    "RenderedPrompt",
+    "SubjectOverrides",
+    "SubjectSettings",
+    "TrainingOverrides",
+    "TrainingSection",
+    "load_job",
+    "load_subject_overrides",
+    "prompt_slug",
+    "render_template",
+]
+
+SUBJECT_FILE: Final = "subject.toml"
+#: A ``subject.toml`` is read up to this many bytes; a job file up to MAX_JOB_FILE_BYTES.
+MAX_SUBJECT_FILE_BYTES: Final = 256 * 1024
+MAX_JOB_FILE_BYTES: Final = 1024 * 1024
+#: The job file is the operator's own: a link to anywhere is followed.
+_ANYWHERE: Final = Path("/")
+#: Stands in for the subject's folder name when prompts are checked at load time.
+SAMPLE_SUBJECT: Final = "subject"
+_VALUE_WIDTH: Final = 80
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedPrompt:
+    """One prompt ready for txt2img: ``index`` counts from 1 over prompts + extra_prompts."""
+
+    index: int
+    template: str
+    text: str
+    slug: str
+
+
+@dataclass(frozen=True)
+class SubjectSettings:
+    """What one subject gets: the job's sections with its ``subject.toml`` applied."""
+
+    subject: str
+    training: TrainingSection
+    generation: GenerationSection
+    prompts: list[RenderedPrompt]
+    captions: dict[str, str]
+
+    @property
+    def instance_prompt(self) -> str:
+        """The rendered instance prompt (``ohwx`` token and class word filled in)."""
+        return self.training.render_instance_prompt(self.subject)
+
+    def expert_setting(self) -> dict[str, Any]:
+        """The training request's ``expert_setting`` for this subject."""
+        return self.training.expert_setting(self.subject)
+
+
+class JobConfig(StrictModel):
+    """A whole job file. Build it with :func:`load_job`, which also sets ``path``."""
+
+    job: JobSection
+    training: TrainingSection = Field(default_factory=TrainingSection)
+    generation: GenerationSection
+    on_complete: NotifySection | None = None
+    path: SkipJsonSchema[Path] = Field(default=Path("job.toml"), exclude=True)
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> Self:
+        problems = _family_problems(self.training, self.generation)
+        problems += _render_problems(self.training, self.generation, SAMPLE_SUBJECT)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def subject_settings(self, folder: Path) -> SubjectSettings:
+        """The effective settings of the subject in ``folder`` (its ``subject.toml`` applied).
+
+        The merged sections are validated again, and the prompts rendered with the subject's
+        name; any problem is a ConfigError naming the job file and the subject.toml.
+        """
+        overrides, found = _subject_overrides(folder)
+        subject = folder.name
+        training = self.training.model_dump() | overrides.training_updates()
+        training["captions"] = self.training.captions | overrides.all_captions()
+        generation = self.generation.model_dump() | overrides.generation_updates()
+        generation["extra_prompts"] = [
+            *self.generation.extra_prompts, *overrides.all_extra_prompts()
+        ]
+        source = (f"{folder / SUBJECT_FILE} (over {self.path})" if found
+                  else f"{self.path} (subject {subject!r})")
+        data = {"job": self.job, "training": training, "generation": generation,
+                "on_complete": self.on_complete, "path": self.path}
+        try:
+            merged = JobConfig.model_validate(data)
+        except ValidationError as exc:
+            raise _config_error(source, exc, JobConfig) from None
+        problems = _render_problems(merged.training, merged.generation, subject)
+        if problems:
+            raise ConfigError("\n".join(f"{source}: {line}" for line in problems))
+        return SubjectSettings(
+            subject=subject,
+            training=merged.training,
+            generation=merged.generation,
+            prompts=render_prompts(merged.training, merged.generation, subject),
+            captions=dict(merged.training.captions),
+        )
+
+
+def load_job(path: Path) -> JobConfig:
+    """Read and check a job file; relative inbox/outbox are taken from the file's folder.
+
+    >>> config = load_job(Path("jobs/portraits.toml"))  # doctest: +SKIP
+    >>> config.job.inbox                                 # doctest: +SKIP
+    PosixPath('/srv/lora-pipeline/inbox')
+    """
+    advice = f"name a plain text job file of at most {size_text(MAX_JOB_FILE_BYTES)}"
+    data = _read_toml(path, root=_ANYWHERE, limit=MAX_JOB_FILE_BYTES, advice=advice)
+    if data is None:
+        raise ConfigError(f"{path}: no such job file")
+    if "path" in data:
+        fields = ", ".join(name for name in JobConfig.model_fields if name != "path")
+        raise ConfigError(f"{path}: path: unknown field; allowed fields: {fields}")
+    try:
+        config = JobConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(str(path), exc, JobConfig) from None
+    base = path.resolve().parent
+    inbox = (base / config.job.inbox.expanduser()).resolve()
+    outbox = (base / config.job.outbox.expanduser()).resolve()
+    if outbox.is_relative_to(inbox):
+        raise ConfigError(
+            f"{path}: job.outbox = {str(outbox)!r} is inside job.inbox = {str(inbox)!r}:"
+            " its folders would be taken for subjects; put them side by side"
+        )
+    job = config.job.model_copy(update={"inbox": inbox, "outbox": outbox})
+    return config.model_copy(update={"job": job, "path": path.resolve()})
+
+
+def load_subject_overrides(folder: Path) -> SubjectOverrides:
+    """Read ``<folder>/subject.toml``; no file means no overrides.
+
+    The file is inbox input: it is read only when it is a regular file of at most
+    ``MAX_SUBJECT_FILE_BYTES`` inside the inbox (``folder``'s parent), never blocking; a
+    FIFO, a device or a link out of the inbox is a ConfigError naming it.
+    """
+    return _subject_overrides(folder)[0]
+
+
+def _subject_overrides(folder: Path) -> tuple[SubjectOverrides, bool]:
+    """The overrides, and whether a subject.toml was there."""
+    file = folder / SUBJECT_FILE
+    advice = f"replace it with a plain text file (at most {size_text(MAX_SUBJECT_FILE_BYTES)})"
+    data = _read_toml(file, root=Path(os.path.realpath(folder.parent)),
+                      limit=MAX_SUBJECT_FILE_BYTES, advice=advice)
+    if data is None:
+        return SubjectOverrides(), False
+    try:
+        return SubjectOverrides.model_validate(data), True
+    except ValidationError as exc:
+        raise _config_error(str(file), exc, SubjectOverrides) from None
+
+
+def render_prompts(
+    training: TrainingSection, generation: GenerationSection, subject: str
+) -> list[RenderedPrompt]:
+    """Every prompt then extra prompt of ``generation``, rendered for ``subject``."""
+    values = _template_values(training, subject)
+    return [
+        RenderedPrompt(index, template, fill_template(template, values),
+                       prompt_slug(index, template))
+        for index, template in enumerate(generation.all_prompts(), start=1)
+    ]
+
+
+def _template_values(training: TrainingSection, subject: str) -> dict[str, str]:
+    instance = fill_template(
+        training.instance_prompt, {"subject": subject, "class_word": training.class_word}
+    )
+    return {"instance_prompt": instance, "subject": subject, "class_word": training.class_word}
+
+
+def _render_problems(
+    training: TrainingSection, generation: GenerationSection, subject: str
+) -> list[str]:
+    try:
+        values = _template_values(training, subject)
+    except TemplateError as exc:
+        return [f"training.instance_prompt: {exc}"]
+    texts = [("training.instance_prompt", values["instance_prompt"])]
+    texts += [(f"generation.prompts[{i}]", fill_template(template, values))
+              for i, template in enumerate(generation.prompts)]
+    texts += [(f"generation.extra_prompts[{i}]", fill_template(template, values))
+              for i, template in enumerate(generation.extra_prompts)]
+    problems = []
+    for field, text in texts:
+        if len(text) > MAX_TEXT_LENGTH:
+            problems.append(
+                f"{field}: renders to {len(text)} characters for subject {subject!r},"
+                f" at most {MAX_TEXT_LENGTH} allowed"
+            )
+        elif not text.strip():
+            problems.append(f"{field}: renders to blank text for subject {subject!r}")
+    return problems
+
+
+def _family_problems(training: TrainingSection, generation: GenerationSection) -> list[str]:
+    checkpoint = generation.model_name.removesuffix(".safetensors")
+    if checkpoint not in BASE_MODELS:
+        return []  # a checkpoint we do not know: the API will judge
+    families = {True: "SDXL", False: "SD 1.5"}
+    lora_family = families[training.base_model in SDXL_BASE_MODELS]
+    checkpoint_family = families[checkpoint in SDXL_BASE_MODELS]
+    if lora_family == checkpoint_family:
+        return []
+    return [
+        f"generation.model_name = {generation.model_name!r} is an {checkpoint_family}"
+        f" checkpoint but training.base_model = {training.base_model!r} is {lora_family}:"
+        " a LoRA works only with checkpoints of its own family"
+    ]
+
+
+def _read_toml(path: Path, *, root: Path, limit: int, advice: str) -> dict[str, Any] | None:
+    """The parsed file, or None when it does not exist; read as an inbox file is (never
+    blocking, regular files only, at most ``limit`` bytes, links only to inside ``root``).
+    ``advice`` ends the message when the file is refused."""
+    try:
+        return tomllib.loads(read_inbox_file(path, limit=limit, root=root).decode("utf-8"))
+    except RefusedFile as exc:
+        raise ConfigError(f"{path} {exc.problem}: {advice}") from exc
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: TOML syntax error: {exc}") from exc
+
+
+def _config_error(source: str, exc: ValidationError, root: type[BaseModel]) -> ConfigError:
+    lines = [line for error in exc.errors(include_url=False) for line in _describe(error, root)]
+    return ConfigError("\n".join(f"{source}: {line}" for line in lines))
+
+
+def _describe(error: ErrorDetails, root: type[BaseModel]) -> list[str]:
+    loc = error["loc"]
+    field = _dotted(loc)
+    if error["type"] == "extra_forbidden":
+        return [f"{field} = {_show(error['input'])}: unknown field{_field_hint(root, loc)}"]
+    if error["type"] == "missing":
+        return [f"{field}: required, missing"]
+    message = error["msg"].removeprefix("Value error, ")
+    if not loc or isinstance(error["input"], dict):
+        # A check over a whole section: its message names the fields itself.
+        prefix = f"{field}: " if field else ""
+        return [prefix + line for line in message.splitlines()]
+    return [f"{field} = {_show(error['input'])}: {message}"]
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part.isidentifier():
+            text += f".{part}" if text else part
+        elif part == "[key]":
+            text += " (key)"
+        else:
+            text += f"[{part!r}]"
+    return text
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _VALUE_WIDTH else text[: _VALUE_WIDTH - 3] + "..."
+
+
+def _field_hint(root: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    model: type[BaseModel] | None = root
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        info = model.model_fields.get(part)
+        model = _model_in(info.annotation) if info is not None else None
+    if model is None:
+        return ""
+    allowed = [name for name, info in model.model_fields.items() if not info.exclude]
+    close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"; {hint}allowed fields: {', '.join(allowed)}"
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model inside ``X``, ``X | None`` or ``list[X]``, if any."""
+    if isinstance(annotation, type) and not isinstance(annotation, types.GenericAlias):
+        return annotation if issubclass(annotation, BaseModel) else None
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,1 @@
+"""The state store: subject and generation states, the store protocol, SQLite, the job lock."""

@@ -1,0 +1,1 @@
+"""What people see: summaries, the terminal (status, validation, live progress), the report."""

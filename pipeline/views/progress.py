@@ -1,0 +1,249 @@
+"""Live progress on a terminal, with rich: where every subject stands while a run goes on.
+
+    async with ProgressView(console, lambda: summarize(store, job_name), title=job_name):
+        await runner.run_once(...)
+
+Every ``interval`` seconds the view takes a snapshot and redraws: the number of subjects at
+each stage, one row per training in flight (its status, progress and ETA as the API gives
+them), and the generations done of total per subject. On anything but a terminal (cron,
+a pipe, a log file) the view does nothing at all: no snapshot, no output, no control codes;
+the structured log lines are the record there.
+
+Names, statuses and errors come from the inbox and the service: every cell and line is a
+``Text`` from :func:`pipeline.views.textsafe.line`, never a markup string.
+
+:func:`render` is the pure part, so a test can print it to a recording console.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from types import TracebackType
+from typing import Final
+
+import structlog
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from ..store.sqlite import (
+    CANCELED,
+    DISCOVERED,
+    DONE,
+    FAILED,
+    GENERATING,
+    REJECTED,
+    SUBMITTING,
+    TRAINED,
+    TRAINING,
+    UPLOADED,
+    UPLOADING,
+    VALIDATED,
+)
+from .console import STATE_STYLES
+from .summary import SubjectSummary
+from .textsafe import line, printable
+
+__all__ = ["ProgressView", "STAGES", "format_eta", "render"]
+
+log = structlog.get_logger(__name__)
+
+#: Stages shown in the header, each with the subject states it covers, in flow order.
+STAGES: Final[tuple[tuple[str, frozenset[str]], ...]] = (
+    ("waiting", frozenset({DISCOVERED, VALIDATED})),
+    ("uploading", frozenset({UPLOADING, UPLOADED})),
+    ("training", frozenset({SUBMITTING, TRAINING})),
+    ("generating", frozenset({TRAINED, GENERATING})),
+    ("done", frozenset({DONE})),
+    ("rejected", frozenset({REJECTED})),
+    ("failed", frozenset({FAILED, CANCELED})),
+)
+_STAGE_STYLES: Final = {"done": "green", "rejected": "yellow", "failed": "red"}
+IN_TRAINING: Final = frozenset({SUBMITTING, TRAINING})
+#: Rows shown per table; the rest are counted in one line.
+MAX_ROWS: Final = 12
+MAX_ERRORS: Final = 5
+BAR_WIDTH: Final = 28
+
+
+def render(subjects: Sequence[SubjectSummary], *, title: str | None = None) -> RenderableType:
+    """One frame of the live view for ``subjects``."""
+    parts: list[RenderableType] = [_header(subjects, title)]
+    trainings = [s for s in subjects if s.state in IN_TRAINING]
+    if trainings:
+        parts += [Text(""), _trainings_table(trainings)]
+    generating = sorted((s for s in subjects if s.prompts_total),
+                        key=lambda s: (s.state == DONE, s.name))
+    if generating:
+        parts += [Text(""), _generations_table(generating)]
+    failed = [s for s in subjects if s.state in (FAILED, CANCELED) and s.error]
+    if failed:
+        parts.append(Text(""))
+    for s in failed[:MAX_ERRORS]:
+        parts.append(line((f"{_label(s)}: ", "bold red"), (s.error or "", "red")))
+    if len(failed) > MAX_ERRORS:
+        parts.append(line((f"... and {len(failed) - MAX_ERRORS} more failed", "red")))
+    return Group(*parts)
+
+
+def format_eta(seconds: int | None) -> str:
+    """An ETA for people: ``45s``, ``3m 05s``, ``2h 07m``; empty when unknown.
+
+    >>> format_eta(185)
+    '3m 05s'
+    """
+    if seconds is None or seconds < 0:
+        return ""
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, secs = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def _header(subjects: Sequence[SubjectSummary], title: str | None) -> Text:
+    text = Text()
+    if title:
+        text.append(printable(f"job {title}"), style="bold")
+        text.append(f" \u00b7 {len(subjects)} subjects\n", style="")
+    for number, (stage, states) in enumerate(STAGES):
+        count = sum(1 for s in subjects if s.state in states)
+        if number:
+            text.append("  \u2502  ", style="dim")
+        if count:
+            text.append(f"{stage} ")
+            text.append(str(count), style=f"bold {_STAGE_STYLES.get(stage, 'cyan')}")
+        else:
+            text.append(f"{stage} 0", style="dim")
+    return text
+
+
+def _trainings_table(subjects: Sequence[SubjectSummary]) -> Table:
+    table = Table(title="trainings in flight", title_justify="left", expand=False,
+                  title_style="bold", box=None, padding=(0, 2, 0, 0))
+    for column in ("subject", "status", "progress", "", "eta"):
+        table.add_column(column, no_wrap=True)
+    for s in subjects[:MAX_ROWS]:
+        status = s.task_status or ("submitting" if s.state == SUBMITTING else "")
+        if s.progress is None:
+            bar: RenderableType = Text("waiting for the service", style="dim")
+            percent = ""
+        else:
+            bar = ProgressBar(total=100, completed=max(0, min(100, s.progress)),
+                              width=BAR_WIDTH, complete_style="cyan", finished_style="cyan")
+            percent = f"{s.progress}%"
+        table.add_row(line(_label(s)), line((status, "cyan")), bar, line(percent),
+                      line(format_eta(s.eta)))
+    _more(table, len(subjects), 5)
+    return table
+
+
+def _generations_table(subjects: Sequence[SubjectSummary]) -> Table:
+    table = Table(title="generations", title_justify="left", expand=False,
+                  title_style="bold", box=None, padding=(0, 2, 0, 0))
+    for column in ("subject", "state", "prompts", "", "pictures"):
+        table.add_column(column, no_wrap=True)
+    for s in subjects[:MAX_ROWS]:
+        bar = ProgressBar(total=s.prompts_total, completed=s.prompts_done, width=BAR_WIDTH,
+                          complete_style="cyan", finished_style="green")
+        table.add_row(line(_label(s)), line((s.state, STATE_STYLES.get(s.state, ""))), bar,
+                      line(f"{s.prompts_done}/{s.prompts_total}"), line(str(len(s.outputs))))
+    _more(table, len(subjects), 5)
+    return table
+
+
+def _more(table: Table, total: int, columns: int) -> None:
+    if total > MAX_ROWS:
+        table.add_row(line((f"... {total - MAX_ROWS} more", "dim")),
+                      *[line() for _ in range(columns - 1)])
+
+
+def _label(s: SubjectSummary) -> str:
+    return s.name if s.version == 1 else f"{s.name} (v{s.version})"
+
+
+class ProgressView:
+    """A live view of a run, redrawn every ``interval`` seconds while the block runs.
+
+    ``snapshot`` is called from the event loop each time; it should be quick (a read of the
+    state store). When it raises, the last frame stays and the error is logged once. On a
+    console that is not a terminal the view is inert. With ``transient`` (the default) the
+    view is erased at the end, leaving the screen to the final summary.
+    """
+
+    def __init__(
+        self,
+        console: Console,
+        snapshot: Callable[[], Sequence[SubjectSummary]],
+        *,
+        title: str | None = None,
+        interval: float = 0.5,
+        transient: bool = True,
+    ) -> None:
+        self._console = console
+        self._snapshot = snapshot
+        self._title = title
+        self._interval = interval
+        self._transient = transient
+        self._live: Live | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._snapshot_failed = False
+
+    @property
+    def active(self) -> bool:
+        """Whether this view draws anything (a real, capable terminal)."""
+        return self._console.is_terminal and not self._console.is_dumb_terminal
+
+    async def __aenter__(self) -> ProgressView:
+        if not self.active:
+            return self
+        self._live = Live(self._frame() or Text(""), console=self._console,
+                          auto_refresh=False, transient=self._transient)
+        self._live.start(refresh=True)
+        self._task = asyncio.create_task(self._loop(), name="progress-view")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._live is not None:
+            self.refresh()
+            self._live.stop()
+            self._live = None
+
+    def refresh(self) -> None:
+        """Take a snapshot now and redraw (nothing when the view is not running)."""
+        if self._live is None:
+            return
+        frame = self._frame()
+        if frame is not None:
+            self._live.update(frame, refresh=True)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            self.refresh()
+
+    def _frame(self) -> RenderableType | None:
+        try:
+            subjects = self._snapshot()
+        except Exception as exc:  # the view must never break the run it shows
+            if not self._snapshot_failed:
+                log.warning("progress.snapshot_failed", error=f"{type(exc).__name__}: {exc}")
+                self._snapshot_failed = True
+            return None
+        return render(subjects, title=self._title)

@@ -1,0 +1,104 @@
+"""What happened, per subject: the data behind ``status``, the end-of-run summary, the
+exit code, and (later) the HTML report. Read from the state store only."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..store.sqlite import (
+    CANCELED,
+    DONE,
+    FAILED,
+    GEN_DONE,
+    REJECTED,
+    StateStore,
+    SubjectRow,
+)
+
+#: Milestones of a subject, in order, as named in ``SubjectSummary.timings``.
+MILESTONES = ("discovered", "submitted", "trained", "serving", "finished")
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_REJECTED = 3
+EXIT_FAILED = 4
+EXIT_BAD_CREDENTIALS = 5
+EXIT_LOCK_HELD = 6
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+
+
+@dataclass(frozen=True)
+class SubjectSummary:
+    name: str
+    version: int
+    state: str
+    images: int
+    rejected_files: list[dict[str, str]]
+    warnings: list[str]
+    training_name: str | None
+    task_id: str | None
+    task_status: str | None
+    progress: int | None
+    eta: int | None
+    model_name: str | None
+    lora_path: str | None
+    prompts_done: int
+    prompts_total: int
+    outputs: list[str]
+    error: str | None
+    timings: dict[str, float | None] = field(default_factory=dict)
+    updated_at: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarize_subject(store: StateStore, row: SubjectRow) -> SubjectSummary:
+    generations = store.generations(row.id)
+    return SubjectSummary(
+        name=row.name,
+        version=row.version,
+        state=row.state,
+        images=row.image_count,
+        rejected_files=[{"file": r.name, "reason": r.reason} for r in store.rejections(row.id)],
+        warnings=row.warning_list,
+        training_name=row.training_name,
+        task_id=row.task_id,
+        task_status=row.task_status,
+        progress=row.progress,
+        eta=row.eta,
+        model_name=row.model_name,
+        lora_path=row.lora_path,
+        prompts_done=sum(1 for g in generations if g.state == GEN_DONE),
+        prompts_total=len(generations),
+        outputs=[o.path for o in store.outputs(row.id)],
+        error=row.error,
+        timings={
+            "discovered": row.created_at,
+            "submitted": row.submitted_at,
+            "trained": row.trained_at,
+            "serving": row.serving_at,
+            "finished": row.finished_at,
+        },
+        updated_at=row.updated_at,
+    )
+
+
+def summarize(store: StateStore, job: str) -> list[SubjectSummary]:
+    return [summarize_subject(store, row) for row in store.subjects(job)]
+
+
+def exit_code_for(subjects: list[SubjectSummary], *, since: float) -> int:
+    """The exit code of a pass that started at ``since``: what changed in it decides.
+
+    Failed trainings or prompts outrank rejected input; anything done or still in flight
+    is a success (the next pass goes on).
+    """
+    recent = [s for s in subjects if s.updated_at >= since]
+    if any(s.state in (FAILED, CANCELED) or (s.state == DONE and s.error) for s in recent):
+        return EXIT_FAILED
+    if any(s.state == REJECTED for s in recent):
+        return EXIT_REJECTED
+    return EXIT_OK

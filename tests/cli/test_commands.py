@@ -1,0 +1,264 @@
+"""Every command and exit code, through ``main`` as a user calls it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli.commands import main
+from pipeline.cli.samples import create_samples
+from pipeline.emulator import EmulatorConfig, EmulatorHandle, serve_emulator
+from pipeline.store.lock import job_lock
+from pipeline.store.sqlite import SqliteStore
+from pipeline.views.summary import (
+    EXIT_BAD_CREDENTIALS,
+    EXIT_FAILED,
+    EXIT_LOCK_HELD,
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_SIGTERM,
+    EXIT_USAGE,
+)
+from tests.conftest import EMULATOR_KEY, FAST_EMULATOR, write_job
+
+
+@pytest.fixture
+def served() -> Iterator[EmulatorHandle]:
+    """The emulator on its own thread and loop, since ``main`` runs its own loop."""
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    holder: dict[str, object] = {}
+
+    async def serve() -> None:
+        holder["stop"] = stop = asyncio.Event()
+        config = EmulatorConfig(api_keys=[EMULATOR_KEY], **FAST_EMULATOR)
+        async with serve_emulator(config) as handle:
+            holder["handle"] = handle
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    yield holder["handle"]  # type: ignore[misc]
+    loop.call_soon_threadsafe(holder["stop"].set)  # type: ignore[attr-defined]
+    thread.join(10)
+    loop.close()
+
+
+def config_file(tmp_path: Path, base_url: str, key: str = EMULATOR_KEY) -> Path:
+    path = tmp_path / "config.env"
+    path.write_text(
+        f"LORA_API_KEY={key}\nLORA_BASE_URL={base_url}\nLORA_STATE_DIR={tmp_path / 'state'}\n"
+        "LORA_POLL_INTERVAL_MIN=0.02\nLORA_POLL_INTERVAL_MAX=0.05\n"
+        "LORA_GENERATION_POLL_INTERVAL=0.02\nLORA_RETRY_BASE_DELAY=0.01\n"
+        "LORA_IMAGES_PER_MINUTE=1000\nLORA_LOG_FORMAT=json\n"
+    )
+    return path
+
+
+@pytest.fixture
+def project(tmp_path: Path, served: EmulatorHandle) -> tuple[Path, Path]:
+    """A job with two good subjects, and settings pointing at the emulator."""
+    job = write_job(tmp_path)
+    create_samples(tmp_path / "inbox", count=2, images_per_subject=3, include_bad=False)
+    return job, config_file(tmp_path, served.base_url)
+
+
+def cli(config: Path, *args: str) -> int:
+    return main(["--config", str(config), *args])
+
+
+def test_run_then_status(project, capsys) -> None:
+    job, config = project
+    assert cli(config, "run", str(job)) == EXIT_OK
+    assert cli(config, "status", str(job)) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "alice" in out and "bob" in out and "done" in out
+    assert "\x1b[" not in out  # no terminal: no colour codes
+
+
+def test_logs_are_json_lines_without_the_key(project, capsys) -> None:
+    job, config = project
+    cli(config, "run", str(job))
+    err = capsys.readouterr().err
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(line["event"] == "train.submitted" for line in lines)
+    assert EMULATOR_KEY not in err
+
+
+def test_rejected_input_exits_3(tmp_path, served, capsys) -> None:
+    job = write_job(tmp_path)
+    create_samples(tmp_path / "inbox", count=0, include_bad=True)
+    assert cli(config_file(tmp_path, served.base_url), "run", str(job)) == EXIT_REJECTED
+    assert "51 images" in capsys.readouterr().out
+
+
+def test_failed_training_exits_4(project, served) -> None:
+    job, config = project
+    served.emulator.config.fault_training_failed = 1.0
+    assert cli(config, "run", str(job)) == EXIT_FAILED
+
+
+def test_bad_key_exits_5_with_one_clear_message(tmp_path, served, capsys) -> None:
+    job = write_job(tmp_path)
+    create_samples(tmp_path / "inbox", count=1, images_per_subject=3, include_bad=False)
+    config = config_file(tmp_path, served.base_url, key="sk-not-the-key-000")
+    assert cli(config, "run", str(job)) == EXIT_BAD_CREDENTIALS
+    out = capsys.readouterr()
+    assert "refused the key" in out.out
+    assert "sk-not-the-key" not in out.out + out.err
+
+
+def test_missing_key_exits_5(tmp_path, served) -> None:
+    job = write_job(tmp_path)
+    create_samples(tmp_path / "inbox", count=1, images_per_subject=3, include_bad=False)
+    config = config_file(tmp_path, served.base_url)
+    config.write_text(config.read_text().replace(f"LORA_API_KEY={EMULATOR_KEY}\n", ""))
+    assert cli(config, "run", str(job)) == EXIT_BAD_CREDENTIALS
+
+
+def test_overlapping_run_exits_6_and_does_nothing(project, served, capsys) -> None:
+    job, config = project
+    with job_lock(job.parent / "state", "test"):
+        assert cli(config, "run", str(job)) == EXIT_LOCK_HELD
+    assert "another run" in capsys.readouterr().out
+    assert served.emulator.counters_snapshot()["trainings_created"]["total"] == 0
+
+
+def test_job_file_error_exits_2_naming_file_and_field(tmp_path, served, capsys) -> None:
+    job = write_job(tmp_path)
+    job.write_text(job.read_text().replace("[generation]", "[generation]\nlora_strength = 1.5"))
+    assert cli(config_file(tmp_path, served.base_url), "run", str(job)) == EXIT_USAGE
+    out = capsys.readouterr().out
+    assert "test.toml" in out and "generation.lora_strength" in out
+
+
+def test_bad_setting_exits_2(tmp_path, capsys) -> None:
+    config = tmp_path / "config.env"
+    config.write_text("LORA_UPLOAD_CONCURRENCY=zero\n")
+    assert main(["--config", str(config), "status", "x.toml"]) == EXIT_USAGE
+    assert "upload_concurrency" in capsys.readouterr().out
+
+
+def test_validate_folder_inbox_and_job(tmp_path, capsys) -> None:
+    create_samples(tmp_path / "inbox", count=1, images_per_subject=10, include_bad=False)
+    config = tmp_path / "none.env"
+    assert main(["--config", str(config), "validate", str(tmp_path / "inbox" / "alice")]) == EXIT_OK
+    assert "alice: accepted, 10 image(s)" in capsys.readouterr().out
+    create_samples(tmp_path / "inbox", count=0, include_bad=True)
+    assert main(["--config", str(config), "validate", str(tmp_path / "inbox")]) == EXIT_REJECTED
+    out = capsys.readouterr().out
+    assert "too_many: rejected" in out and "empty.jpg" in out
+    job = write_job(tmp_path)
+    assert main(["--config", str(config), "validate", str(job)]) == EXIT_REJECTED
+    assert main(["--config", str(config), "validate", str(tmp_path / "nowhere")]) == EXIT_USAGE
+
+
+def test_cancel_and_retry(project, served, capsys) -> None:
+    job, config = project
+    served.emulator.config.fault_training_failed = 1.0
+    cli(config, "run", str(job))
+    served.emulator.config.fault_training_failed = 0.0
+    assert cli(config, "retry", str(job), "alice") == EXIT_OK
+    assert "trained again" in capsys.readouterr().out
+    assert cli(config, "cancel", str(job), "bob") == EXIT_USAGE  # already failed
+    assert cli(config, "run", str(job)) == EXIT_OK
+    with SqliteStore(job.parent / "state" / "state.db") as store:
+        assert store.latest("test", "alice").state == "done"
+        assert store.latest("test", "bob").state == "failed"
+    assert cli(config, "retry", str(job), "nobody") == EXIT_USAGE
+
+
+def test_cancel_stops_further_work(project, served, capsys) -> None:
+    job, config = project
+    served.emulator.config.train_seconds = 60
+    cli(config, "run", str(job), "--max-wait", "0.3")
+    assert cli(config, "cancel", str(job), "alice") == EXIT_OK
+    assert "may still run on the service" in capsys.readouterr().out
+    before = served.emulator.counters_snapshot()["generations_created"]["total"]
+    served.emulator.config.train_seconds = 0.1
+    cli(config, "run", str(job))
+    with SqliteStore(job.parent / "state" / "state.db") as store:
+        assert store.latest("test", "alice").state == "canceled"
+        assert store.latest("test", "bob").state == "done"
+    assert served.emulator.counters_snapshot()["generations_created"]["total"] - before == 2
+
+
+def test_demo_runs_the_whole_flow(tmp_path, capsys) -> None:
+    assert main(["--config", str(tmp_path / "none.env"), "demo", "--workdir",
+                 str(tmp_path / "demo")]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "Trainings paid for: 4" in out
+    pictures = list((tmp_path / "demo" / "outbox" / "demo").rglob("*.png"))
+    assert len(pictures) == 4 * 2 * 2
+
+
+def _pipeline(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LORA_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *args], cwd=cwd, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+def test_emulator_command_serves_until_sigterm(tmp_path) -> None:
+    process = _pipeline("emulator", "--port", "0", "--train-seconds", "1", cwd=tmp_path)
+    try:
+        line = process.stdout.readline()
+        assert "listening on http://127.0.0.1:" in line
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=10)
+    assert process.returncode == 0
+
+
+def test_sigterm_stops_cleanly_and_the_next_run_continues(project, served) -> None:
+    job, config = project
+    served.emulator.config.train_seconds = 60
+    process = _pipeline("--config", str(config), "run", str(job), cwd=job.parent)
+    try:
+        for line in process.stderr:
+            if '"train.submitted"' in line and "bob" in line:
+                break
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == EXIT_SIGTERM, err
+    served.emulator.config.train_seconds = 0.1
+    assert cli(config, "run", str(job)) == EXIT_OK
+    assert served.emulator.counters_snapshot()["trainings_created"]["total"] == 2
+
+
+def test_run_writes_the_report_and_report_rewrites_it(project, capsys) -> None:
+    job, config = project
+    assert cli(config, "run", str(job)) == EXIT_OK
+    html = job.parent / "outbox" / "test" / "report.html"
+    data = json.loads((job.parent / "outbox" / "test" / "report.json").read_text())
+    assert html.exists() and f"report:  {html}" in capsys.readouterr().out
+    assert data["counts"] == {"done": 2}
+    html.unlink()
+    assert cli(config, "report", str(job)) == EXIT_OK
+    assert html.exists()
+
+
+def test_ctrl_c_before_the_run_started_exits_130_without_a_traceback(tmp_path, monkeypatch,
+                                                                     capsys) -> None:
+    import pipeline.cli.commands
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline.cli.commands, "load_job", interrupted)
+    assert main(["--config", str(tmp_path / "none.env"), "run", "job.toml"]) == 130
+    assert "Traceback" not in capsys.readouterr().err

@@ -1,0 +1,191 @@
+"""Inbox scanning (readiness by settle time or marker) and watching."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import ConfigError
+from pipeline.inputs.inbox import SubjectFolder, _touched_subjects, scan_inbox, watch_inbox
+
+T0 = 1_700_000_000.0
+
+
+def set_mtimes(root: Path, when: float) -> None:
+    """Give everything under ``root`` (and ``root`` itself) the modification time ``when``."""
+    for folder, dirs, files in os.walk(root, topdown=False):
+        for name in [*files, *dirs]:
+            os.utime(Path(folder) / name, (when, when), follow_symlinks=False)
+    os.utime(root, (when, when))
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Path:
+    folder = tmp_path / "inbox"
+    folder.mkdir()
+    return folder
+
+
+def add_subject(inbox: Path, name: str, files: tuple[str, ...] = ("a.png",)) -> Path:
+    folder = inbox / name
+    folder.mkdir()
+    for file in files:
+        (folder / file).write_bytes(b"photo")
+    return folder
+
+
+def test_ready_once_settled(inbox: Path) -> None:
+    alice = add_subject(inbox, "alice")
+    set_mtimes(alice, T0)
+
+    early = scan_inbox(inbox, settle_seconds=30, now=T0 + 3)
+    later = scan_inbox(inbox, settle_seconds=30, now=T0 + 45)
+
+    assert early == [
+        SubjectFolder("alice", alice, False, "settling: last change 3 s ago, waiting 30 s", T0)
+    ]
+    assert later == [SubjectFolder("alice", alice, True, "settled: no change for 45 s", T0)]
+    assert scan_inbox(inbox, settle_seconds=30, now=T0 + 30)[0].ready  # boundary: ready
+
+
+def test_the_newest_change_anywhere_in_the_folder_counts(inbox: Path) -> None:
+    alice = add_subject(inbox, "alice", ("a.png", "b.png"))
+    (alice / "nested" / "deeper").mkdir(parents=True)
+    (alice / "nested" / "deeper" / "c.png").write_bytes(b"photo")
+    set_mtimes(alice, T0)
+
+    os.utime(alice / "nested" / "deeper" / "c.png", (T0 + 20, T0 + 20))
+    (folder,) = scan_inbox(inbox, settle_seconds=30, now=T0 + 40)
+    assert (folder.ready, folder.last_change) == (False, T0 + 20)
+    assert folder.reason == "settling: last change 20 s ago, waiting 30 s"
+
+    set_mtimes(alice, T0)
+    os.utime(alice, (T0 + 25, T0 + 25))  # a file added, removed or renamed in the folder
+    (folder,) = scan_inbox(inbox, settle_seconds=30, now=T0 + 40)
+    assert (folder.ready, folder.last_change) == (False, T0 + 25)
+
+    assert scan_inbox(inbox, settle_seconds=30, now=T0 + 55)[0].ready
+
+
+def test_a_change_in_the_future_means_just_changed(inbox: Path) -> None:
+    alice = add_subject(inbox, "alice")
+    set_mtimes(alice, T0 + 100)
+
+    (folder,) = scan_inbox(inbox, settle_seconds=30, now=T0)
+
+    assert not folder.ready
+    assert folder.reason == "settling: last change 0 s ago, waiting 30 s"
+
+
+def test_empty_folder_is_not_ready(inbox: Path) -> None:
+    empty = add_subject(inbox, "empty", ())
+    (empty / ".DS_Store").write_bytes(b"litter")
+    set_mtimes(empty, T0)
+
+    (folder,) = scan_inbox(inbox, settle_seconds=30, now=T0 + 100)
+
+    assert (folder.ready, folder.reason) == (False, "empty: waiting for photos")
+
+
+def test_marker_mode(inbox: Path) -> None:
+    alice = add_subject(inbox, "alice")
+    set_mtimes(alice, T0)
+
+    (waiting,) = scan_inbox(inbox, settle_seconds=30, require_marker=True, now=T0 + 1000)
+    (alice / ".ready").touch()
+    set_mtimes(alice, T0 + 5)
+    (marked,) = scan_inbox(inbox, settle_seconds=30, require_marker=True, now=T0 + 5)
+
+    assert not waiting.ready
+    assert waiting.reason == (f"waiting for .ready marker (touch {alice / '.ready'} when complete)")
+    assert marked.ready and marked.reason == ".ready marker present"
+    assert marked.last_change == T0 + 5
+
+
+def test_hidden_folders_litter_and_plain_files_are_not_subjects(inbox: Path) -> None:
+    for name in ["bob", "alice", "émile et zoé", ".git", ".Trashes", "__MACOSX", "@eaDir"]:
+        add_subject(inbox, name)
+    (inbox / "notes.txt").write_text("not a subject", encoding="utf-8")
+    (inbox / ".DS_Store").write_bytes(b"")
+    (inbox / "Thumbs.db").write_bytes(b"")
+    set_mtimes(inbox, T0)
+
+    found = scan_inbox(inbox, settle_seconds=0, now=T0)
+
+    assert [folder.name for folder in found] == ["alice", "bob", "émile et zoé"]
+    assert all(folder.ready and folder.path.parent == inbox for folder in found)
+
+
+def test_missing_inbox_is_a_config_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(ConfigError, match="nowhere does not exist") as caught:
+        scan_inbox(missing, settle_seconds=30, now=T0)
+    assert f"mkdir -p {missing}" in str(caught.value)
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x", encoding="utf-8")
+    with pytest.raises(ConfigError, match="is not a folder"):
+        scan_inbox(a_file, settle_seconds=30, now=T0)
+
+
+def test_touched_subjects_maps_paths_to_subject_names(inbox: Path) -> None:
+    add_subject(inbox, "alice")
+    (inbox / "notes.txt").write_text("x", encoding="utf-8")
+    paths = [
+        str(inbox / "alice" / "a.png"),
+        str(inbox / "bob"),  # a folder that was removed: still worth a rescan
+        str(inbox / "carol" / "sub" / "x.png"),
+        str(inbox / ".hidden" / "x.png"),
+        str(inbox / "notes.txt"),
+        str(inbox.parent / "elsewhere.png"),
+    ]
+
+    assert _touched_subjects(inbox, paths) == {"alice", "bob", "carol"}
+
+
+async def test_watch_inbox_yields_touched_subjects(inbox: Path) -> None:
+    add_subject(inbox, "alice")
+    stop = asyncio.Event()
+    seen: list[set[str]] = []
+
+    async def consume() -> None:
+        async for subjects in watch_inbox(inbox, stop_event=stop, debounce_ms=50):
+            seen.append(subjects)
+            if "alice" in subjects:
+                stop.set()
+
+    watcher = asyncio.create_task(consume())
+    # The watcher starts asynchronously: keep making changes until one is reported.
+    for attempt in range(60):
+        (inbox / "alice" / f"new_{attempt}.png").write_bytes(b"photo")
+        (inbox / "notes.txt").write_text(str(attempt), encoding="utf-8")
+        (inbox / ".tmp").mkdir(exist_ok=True)
+        done, _ = await asyncio.wait({watcher}, timeout=0.05)
+        if done:
+            break
+    await asyncio.wait_for(watcher, timeout=2)
+
+    assert seen and "alice" in seen[-1]
+    assert set().union(*seen) == {"alice"}
+
+
+async def test_watch_inbox_stops_when_asked(inbox: Path) -> None:
+    stop = asyncio.Event()
+
+    async def consume() -> list[set[str]]:
+        return [subjects async for subjects in watch_inbox(inbox, stop_event=stop)]
+
+    watcher = asyncio.create_task(consume())
+    await asyncio.sleep(0.1)
+    stop.set()
+
+    assert await asyncio.wait_for(watcher, timeout=2) == []
+
+
+async def test_watch_missing_inbox_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        async for _ in watch_inbox(tmp_path / "nowhere"):
+            pass

@@ -1,0 +1,84 @@
+"""Progress, report and notifications around a pass."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+from rich.console import Console
+
+from pipeline.cli.samples import create_samples
+from pipeline.engine.runner import Runner
+from pipeline.jobfile.loading import load_job
+from pipeline.notify.pass_hooks import PassHooks
+from tests.conftest import EMULATOR_KEY, fast_settings, write_job
+
+
+async def _receiver():
+    received: list[dict] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    return runner, f"http://127.0.0.1:{port}/hook", received
+
+
+async def test_failures_and_the_end_of_a_run_are_notified(tmp_path, emulator) -> None:
+    server, url, received = await _receiver()
+    try:
+        job_file = write_job(tmp_path)
+        job_file.write_text(job_file.read_text() + f'\n[on_complete]\nwebhook = "{url}"\n')
+        create_samples(tmp_path / "inbox", count=2, images_per_subject=3, include_bad=False)
+        job = load_job(job_file)
+        emulator.emulator.config.fault_training_failed = 1.0
+        settings = fast_settings(emulator.base_url, tmp_path / "state")
+        with open(tmp_path / "out", "w") as out:
+            async with PassHooks(job, settings, Console(file=out), check_every=60) as hooks:
+                result = await Runner(job, settings).run_once(max_wait=20)
+                html = await hooks.finished(result)
+    finally:
+        await server.cleanup()
+    events = [r["event"] for r in received]
+    assert events.count("run_finished") == 1 and "subject_failed" in events
+    failed = [s["name"] for r in received if r["event"] == "subject_failed" for s in r["subjects"]]
+    assert sorted(failed) == ["alice", "bob"]
+    finished = next(r for r in received if r["event"] == "run_finished")
+    assert {s["state"] for s in finished["subjects"]} == {"failed"}
+    assert html is not None and html.exists()
+    assert EMULATOR_KEY not in json.dumps(received)
+    assert (tmp_path / "out").read_text() == ""  # not a terminal: no progress output
+
+
+async def test_a_failure_mid_run_is_told_without_waiting_for_the_end(tmp_path) -> None:
+    import asyncio
+
+    from pipeline.store.sqlite import FAILED, VALIDATED, SqliteStore
+
+    server, url, received = await _receiver()
+    try:
+        job_file = write_job(tmp_path)
+        job_file.write_text(job_file.read_text() + f'\n[on_complete]\nwebhook = "{url}"\n')
+        job = load_job(job_file)
+        settings = fast_settings("http://127.0.0.1:9", tmp_path / "state")
+        store = SqliteStore(tmp_path / "state" / "state.db")
+        row = store.add_version("test", "alice", "fp", "subject", state=VALIDATED, now=0)
+        with open(tmp_path / "out", "w") as out:
+            async with PassHooks(job, settings, Console(file=out), check_every=0.02):
+                store.update_subject(row.id, now=1, state=FAILED, error="boom")
+                for _ in range(100):  # the watcher looks every 20 ms
+                    if received:
+                        break
+                    await asyncio.sleep(0.02)
+        store.close()
+    finally:
+        await server.cleanup()
+    assert [r["event"] for r in received] == ["subject_failed"]
+    assert received[0]["subjects"][0]["error"] == "boom"

@@ -1,0 +1,193 @@
+"""The live progress view: what a recorded terminal shows, and silence without a terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from pipeline.views.progress import ProgressView, format_eta, render
+from pipeline.views.summary import SubjectSummary
+
+ESCAPE = re.compile(r"\x1b|\x9b|\r")
+
+
+def summary(name: str, state: str, **values: Any) -> SubjectSummary:
+    base: dict[str, Any] = dict(
+        name=name, version=1, state=state, images=12, rejected_files=[], warnings=[],
+        training_name=None, task_id=None, task_status=None, progress=None, eta=None,
+        model_name=None, lora_path=None, prompts_done=0, prompts_total=0, outputs=[],
+        error=None,
+    )
+    return SubjectSummary(**{**base, **values})
+
+
+MID_RUN = [
+    summary("alice", "training", task_id="t-1", task_status="TRAINING", progress=62, eta=185),
+    summary("bob", "training", task_id="t-2", task_status="QUEUING", progress=0, eta=1240),
+    summary("carol", "submitting"),
+    summary("dave", "uploading"),
+    summary("teapot", "generating", prompts_done=1, prompts_total=3, outputs=["a", "b"]),
+    summary("erin", "done", prompts_done=2, prompts_total=2, outputs=["a", "b", "c", "d"]),
+    summary("frank", "done", version=2, prompts_done=2, prompts_total=2),
+    summary("mixed", "rejected", error="51 images, at most 50"),
+    summary("gina", "failed", error="training FAILED on the service: out of memory"),
+]
+
+
+def recorded(*subjects: SubjectSummary, title: str | None = "portraits") -> str:
+    console = Console(record=True, width=120, force_terminal=True, file=io.StringIO())
+    console.print(render(list(subjects), title=title))
+    return console.export_text()
+
+
+def test_counts_per_stage() -> None:
+    text = recorded(*MID_RUN)
+    assert "job portraits · 9 subjects" in text
+    counts = dict(re.findall(r"(waiting|uploading|training|generating|done|rejected|failed)"
+                             r" (\d+)", text.splitlines()[1]))
+    assert counts == {"waiting": "0", "uploading": "1", "training": "3", "generating": "1",
+                      "done": "2", "rejected": "1", "failed": "1"}
+
+
+def test_each_training_in_flight_shows_status_progress_and_eta() -> None:
+    lines = recorded(*MID_RUN).splitlines()
+    assert any("trainings in flight" in line for line in lines)
+    alice = next(line for line in lines if line.startswith("alice"))
+    assert "TRAINING" in alice and "62%" in alice and "3m 05s" in alice
+    assert "━" in alice  # the bar
+    bob = next(line for line in lines if line.startswith("bob"))
+    assert "QUEUING" in bob and "0%" in bob and "20m 40s" in bob
+    carol = next(line for line in lines if line.startswith("carol"))
+    assert "submitting" in carol and "waiting for the service" in carol
+
+
+def test_generations_done_of_total_per_subject() -> None:
+    lines = recorded(*MID_RUN).splitlines()
+    assert any(line.startswith("generations") for line in lines)
+    teapot = next(line for line in lines if line.startswith("teapot"))
+    assert "generating" in teapot and "1/3" in teapot and teapot.rstrip().endswith("2")
+    erin = next(line for line in lines if line.startswith("erin"))
+    assert "2/2" in erin and erin.rstrip().endswith("4")
+    assert any(line.startswith("frank (v2)") for line in lines)
+    # In-flight subjects come before finished ones.
+    order = [line.split()[0] for line in lines if line.split()[:1] in (["teapot"], ["erin"])]
+    assert order == ["teapot", "erin"]
+
+
+def test_failures_are_shown_with_their_reason() -> None:
+    text = recorded(*MID_RUN)
+    assert "gina: training FAILED on the service: out of memory" in text
+
+
+def test_long_lists_are_cut_short() -> None:
+    many = [summary(f"s{n:02d}", "training", progress=n, eta=60) for n in range(20)]
+    text = recorded(*many)
+    assert "s11" in text and "s12" not in text
+    assert "... 8 more" in text
+
+
+def test_an_empty_job() -> None:
+    text = recorded(title="empty")
+    assert "job empty · 0 subjects" in text
+    assert "trainings" not in text and "generations" not in text
+
+
+def test_format_eta() -> None:
+    assert [format_eta(s) for s in (None, -1, 0, 45, 60, 185, 3600, 7620)] == [
+        "", "", "0s", "45s", "1m 00s", "3m 05s", "1h 00m", "2h 07m"
+    ]
+
+
+# --- the live view ---------------------------------------------------------------------------
+
+
+class Snapshots:
+    """A snapshot function that counts its calls and says when it had enough."""
+
+    def __init__(self, subjects: list[SubjectSummary], wanted: int = 3) -> None:
+        self.subjects = subjects
+        self.calls = 0
+        self.wanted = wanted
+        self.enough = asyncio.Event()
+
+    def __call__(self) -> list[SubjectSummary]:
+        self.calls += 1
+        if self.calls >= self.wanted:
+            self.enough.set()
+        return self.subjects
+
+
+async def test_on_a_terminal_the_view_refreshes_while_the_block_runs() -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=120, force_terminal=True)
+    snapshots = Snapshots(MID_RUN)
+    async with ProgressView(console, snapshots, title="portraits", interval=0.01) as view:
+        assert view.active
+        await asyncio.wait_for(snapshots.enough.wait(), 5)
+    assert snapshots.calls >= 3
+    shown = out.getvalue()
+    assert "62%" in shown and "3m 05s" in shown and "1/3" in shown
+    assert "\x1b[" in shown  # drawn with control codes on a terminal
+
+
+async def test_without_a_terminal_the_view_prints_nothing_at_all() -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=120)
+    assert not console.is_terminal
+    snapshots = Snapshots(MID_RUN)
+    async with ProgressView(console, snapshots, interval=0.01) as view:
+        assert not view.active
+        view.refresh()
+        await asyncio.sleep(0.05)  # several intervals would have passed
+    assert snapshots.calls == 0
+    assert out.getvalue() == ""
+    assert not ESCAPE.search(out.getvalue())
+
+
+async def test_a_dumb_terminal_gets_no_view() -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, _environ={"TERM": "dumb"})
+    snapshots = Snapshots(MID_RUN)
+    async with ProgressView(console, snapshots, interval=0.01) as view:
+        assert not view.active
+    assert out.getvalue() == "" and snapshots.calls == 0
+
+
+async def test_a_failing_snapshot_never_breaks_the_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=120, force_terminal=True)
+    calls = 0
+    ready = asyncio.Event()
+
+    def snapshot() -> list[SubjectSummary]:
+        nonlocal calls
+        calls += 1
+        if calls >= 4:
+            ready.set()
+        if calls > 1:
+            raise RuntimeError("database is locked")
+        return MID_RUN
+
+    async with ProgressView(console, snapshot, interval=0.01):
+        await asyncio.wait_for(ready.wait(), 5)
+    shown = out.getvalue() + capsys.readouterr().out
+    assert "62%" in shown  # the first frame stayed
+    assert shown.count("progress.snapshot_failed") == 1  # logged once, not every refresh
+
+
+async def test_the_view_stops_when_the_block_raises() -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=120, force_terminal=True)
+    view = ProgressView(console, Snapshots(MID_RUN), interval=0.01)
+    with pytest.raises(KeyError):
+        async with view:
+            raise KeyError("boom")
+    assert view._task is None and view._live is None
+    assert all(t.get_name() != "progress-view" for t in asyncio.all_tasks())
