@@ -133,3 +133,18 @@ def _fresh_logging() -> Iterator[None]:
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
+
+
+def force_state(store: Any, subject_id: int, *, now: float, state: str, **values: Any) -> Any:
+    """Put a subject in ``state`` directly, as a crash or an older version left it: the
+    compare-and-set of the state machine is for the engine, not for setting up a scene."""
+    store._db.execute("UPDATE subjects SET state = ? WHERE id = ?", (state, subject_id))
+    return store.update_subject(subject_id, now=now, **values)
+
+
+def force_generation_state(
+    store: Any, generation_id: int, *, now: float, state: str, **values: Any
+) -> None:
+    """:func:`force_state` for a generation."""
+    store._db.execute("UPDATE generations SET state = ? WHERE id = ?", (state, generation_id))
+    store.update_generation(generation_id, now=now, **values)

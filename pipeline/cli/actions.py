@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..errors import StateConflict
-from ..store.sqlite import (
+from ..store.protocol import StateStore, SubjectRow
+from ..store.states import (
     CANCELED,
     DONE,
     FAILED,
@@ -15,8 +16,6 @@ from ..store.sqlite import (
     TRAINED,
     TRAINING,
     UPLOADED,
-    StateStore,
-    SubjectRow,
 )
 
 
@@ -44,21 +43,22 @@ def retry_subject(store: StateStore, job: str, name: str, *, now: float) -> str:
         if not failed:
             raise StateConflict(f"{name} is done and none of its prompts failed")
         for generation in failed:
-            store.update_generation(
-                generation.id, now=now, state=GEN_PENDING, task_id=None, submissions=0, error=None
+            store.transition_generation(
+                generation.id, expected=GEN_FAILED, to=GEN_PENDING, now=now, task_id=None,
+                submissions=0, uncertain=0, error=None,
             )
-        store.update_subject(subject.id, now=now, state=GENERATING, error=None)
+        store.transition(subject.id, expected=DONE, to=GENERATING, now=now, error=None)
         return f"{name}: {len(failed)} failed prompt(s) will be generated again"
     if subject.state not in (FAILED, CANCELED):
         raise StateConflict(f"{name} is {subject.state}, not failed: nothing to retry")
     if subject.task_id and subject.task_status not in ("FAILED", "CANCELED"):
         state = TRAINED if subject.model_name else TRAINING
-        store.update_subject(subject.id, now=now, state=state, error=None, submitted_at=now,
-                             trained_at=None)
+        store.transition(subject.id, expected=subject.state, to=state, now=now, error=None,
+                         submitted_at=now, trained_at=None)
         return f"{name}: training {subject.task_id} will be checked again"
-    store.update_subject(
-        subject.id, now=now, state=UPLOADED, error=None, task_id=None, task_status=None,
-        progress=None, eta=None, submitted_at=None, trained_at=None,
+    store.transition(
+        subject.id, expected=subject.state, to=UPLOADED, now=now, error=None, task_id=None,
+        task_status=None, progress=None, eta=None, submitted_at=None, trained_at=None,
     )
     return f"{name}: will be trained again on the next run (a new, paid training)"
 
@@ -69,8 +69,9 @@ def cancel_subject(store: StateStore, job: str, name: str, *, now: float) -> str
     subject = _current(store, job, name)
     if subject.state in SETTLED_STATES:
         raise StateConflict(f"{name} is already {subject.state}")
-    store.update_subject(
-        subject.id, now=now, state=CANCELED, error="canceled by the user", finished_at=now
+    store.transition(
+        subject.id, expected=subject.state, to=CANCELED, now=now, error="canceled by the user",
+        finished_at=now,
     )
     if subject.task_id:
         return (f"{name}: canceled here; training {subject.task_id} may still run on the "

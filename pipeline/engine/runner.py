@@ -29,7 +29,9 @@ from ..inputs.inbox import watch_inbox
 from ..jobfile.loading import JobConfig
 from ..redact import Scrubber
 from ..store.lock import job_lock
-from ..store.sqlite import FAILED, SqliteStore, StateStore, SubjectRow
+from ..store.protocol import StateStore, SubjectRow
+from ..store.sqlite import SqliteStore
+from ..store.states import FAILED
 from ..views.summary import EXIT_SIGINT, EXIT_SIGTERM, SubjectSummary, exit_code_for, summarize
 from .stages.context import StageContext
 from .stages.intake import IntakeResult, intake

@@ -22,7 +22,8 @@ from ..errors import (
     PipelineError,
     UnsafePath,
 )
-from ..store.sqlite import (
+from ..store.protocol import SubjectRow
+from ..store.states import (
     DONE,
     FAILED,
     GEN_DONE,
@@ -37,7 +38,6 @@ from ..store.sqlite import (
     UPLOADED,
     UPLOADING,
     VALIDATED,
-    SubjectRow,
 )
 from .concurrency import run_all
 from .ratelimit import ImageRateLimiter
@@ -128,8 +128,9 @@ async def _step(services: Services, subject: SubjectRow) -> SubjectRow | None:
         return await _generate_all(services, subject)
     if state == FAILED and _may_retrain(services, subject):
         log.info("train.retrying", subject=subject.name, attempt=subject.attempts + 1)
-        return ctx.store.update_subject(
-            subject.id, now=ctx.clock.now(), state=UPLOADED, task_id=None, task_status=None,
+        return ctx.store.transition(
+            subject.id, expected=FAILED, to=UPLOADED, now=ctx.clock.now(), task_id=None,
+            task_status=None,
             submitted_at=None, trained_at=None, error=None, progress=None, eta=None,
         )
     return None
@@ -160,7 +161,7 @@ async def _start_generating(services: Services, subject: SubjectRow) -> SubjectR
     ctx.store.ensure_generations(
         subject.id, [(p.index, p.slug, p.text) for p in prompts], now=ctx.clock.now()
     )
-    return ctx.store.update_subject(subject.id, now=ctx.clock.now(), state=GENERATING)
+    return ctx.store.transition(subject.id, expected=TRAINED, to=GENERATING, now=ctx.clock.now())
 
 
 async def _generate_all(services: Services, subject: SubjectRow) -> SubjectRow:
@@ -176,8 +177,9 @@ async def _generate_all(services: Services, subject: SubjectRow) -> SubjectRow:
         error = f"{len(failed)} of {len(generations)} prompts failed: " + "; ".join(
             f"{g.slug}: {g.error}" for g in failed
         )
-    return ctx.store.update_subject(
-        subject.id, now=ctx.clock.now(), state=DONE, finished_at=ctx.clock.now(), error=error
+    return ctx.store.transition(
+        subject.id, expected=GENERATING, to=DONE, now=ctx.clock.now(), finished_at=ctx.clock.now(),
+        error=error,
     )
 
 

@@ -39,7 +39,7 @@ import structlog
 from .. import __version__
 from ..jobfile.schema import NotifySection
 from ..logs import Redactor
-from ..store.sqlite import SUBJECT_STATES
+from ..store.states import SUBJECT_STATES
 from ..views.summary import SubjectSummary
 
 __all__ = [

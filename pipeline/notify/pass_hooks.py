@@ -18,7 +18,8 @@ from rich.console import Console
 from ..config import Settings
 from ..engine.runner import RunResult
 from ..jobfile.loading import JobConfig
-from ..store.sqlite import CANCELED, FAILED, SqliteStore
+from ..store.sqlite import SqliteStore
+from ..store.states import CANCELED, FAILED
 from ..views.progress import ProgressView
 from ..views.report import write_job_report
 from ..views.summary import SubjectSummary, summarize

@@ -1,8 +1,6 @@
 """The state store: the single source of truth of what was done, in SQLite (WAL).
 
-Stages never talk SQL: they call the methods of :class:`StateStore`, a small protocol that a
-second backend (PostgreSQL with ``FOR UPDATE SKIP LOCKED`` leasing, say) can implement
-without touching them. :class:`SqliteStore` is the embedded default.
+:class:`SqliteStore` is the embedded backend of :class:`~pipeline.store.protocol.StateStore`.
 
 Every write goes through :meth:`SqliteStore.atomic`, one ``BEGIN IMMEDIATE`` transaction.
 The schema version lives in ``PRAGMA user_version`` and :data:`MIGRATIONS` brings any older
@@ -16,161 +14,31 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from ..errors import StateConflict
 from ..redact import Scrubber
-
-#: Subject states, in the order a subject goes through them.
-DISCOVERED, REJECTED, VALIDATED, UPLOADING, UPLOADED = (
-    "discovered", "rejected", "validated", "uploading", "uploaded"
+from .protocol import (
+    GenerationRow,
+    ImageRow,
+    NewImage,
+    OutputRow,
+    RejectionRow,
+    RequestRow,
+    SubjectId,
+    SubjectRow,
 )
-SUBMITTING, TRAINING, TRAINED, GENERATING, DONE = (
-    "submitting", "training", "trained", "generating", "done"
+from .states import (
+    GEN_PENDING,
+    GEN_SUBMITTED,
+    GENERATING,
+    TRAINED,
+    TRAINING,
+    check_generation,
+    check_subject,
 )
-FAILED, CANCELED = "failed", "canceled"
-SUBJECT_STATES = (
-    DISCOVERED, REJECTED, VALIDATED, UPLOADING, UPLOADED, SUBMITTING, TRAINING, TRAINED,
-    GENERATING, DONE, FAILED, CANCELED,
-)
-#: A subject in one of these states has cost (or may have cost) a training.
-COMMITTED_STATES = frozenset({SUBMITTING, TRAINING, TRAINED, GENERATING, DONE})
-#: Nothing more happens to a subject in these states until a user acts.
-SETTLED_STATES = frozenset({REJECTED, DONE, FAILED, CANCELED})
-
-#: Generation states: intent (submitting) is written before the POST.
-GEN_PENDING, GEN_SUBMITTING, GEN_SUBMITTED, GEN_DONE, GEN_FAILED = (
-    "pending", "submitting", "submitted", "done", "failed"
-)
-
-SubjectId = int
-
-
-@dataclass(frozen=True)
-class SubjectRow:
-    """One version of one subject folder."""
-
-    id: SubjectId
-    job: str
-    name: str
-    version: int
-    fingerprint: str
-    kind: str
-    state: str
-    image_count: int
-    training_name: str | None
-    task_id: str | None
-    task_status: str | None
-    progress: int | None
-    eta: int | None
-    model_name: str | None
-    lora_path: str | None
-    error: str | None
-    warnings: str | None
-    attempts: int
-    created_at: float
-    updated_at: float
-    submitted_at: float | None
-    trained_at: float | None
-    serving_at: float | None
-    finished_at: float | None
-    superseded: int
-
-    @property
-    def warning_list(self) -> list[str]:
-        return list(json.loads(self.warnings)) if self.warnings else []
-
-
-@dataclass(frozen=True)
-class ImageRow:
-    """An accepted image. ``file`` is its path as raw bytes: any name the OS allows
-    (odd bytes included) survives the round trip; ``name`` is for people."""
-
-    subject_id: SubjectId
-    name: str
-    file: bytes
-    sha256: str
-    format: str
-    caption: str | None
-    assets_id: str | None
-
-    @property
-    def path(self) -> Path:
-        return Path(os.fsdecode(self.file))
-
-
-@dataclass(frozen=True)
-class RejectionRow:
-    subject_id: SubjectId
-    name: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class GenerationRow:
-    """One prompt of one subject: one txt2img task (re-submitted only after a loss)."""
-
-    id: int
-    subject_id: SubjectId
-    prompt_index: int
-    slug: str
-    prompt: str
-    state: str
-    task_id: str | None
-    seed: int | None
-    image_count: int
-    submissions: int
-    error: str | None
-    created_at: float
-    updated_at: float
-
-
-@dataclass(frozen=True)
-class OutputRow:
-    generation_id: int
-    image_index: int
-    path: str
-
-
-@dataclass(frozen=True)
-class NewImage:
-    """An accepted image, as validation hands it to the store."""
-
-    name: str
-    path: Path
-    sha256: str
-    format: str
-    caption: str | None
-
-
-class StateStore(Protocol):
-    """What the stages need from a state backend."""
-
-    def add_version(
-        self, job: str, name: str, fingerprint: str, kind: str, *, state: str, now: float,
-        images: Sequence[NewImage] = (), rejections: Sequence[tuple[str, str]] = (),
-        warnings: Sequence[str] = (), error: str | None = None,
-    ) -> SubjectRow: ...
-    def latest(self, job: str, name: str) -> SubjectRow | None: ...
-    def subject(self, subject_id: SubjectId) -> SubjectRow: ...
-    def subjects(self, job: str, *, states: Iterable[str] | None = None) -> list[SubjectRow]: ...
-    def update_subject(self, subject_id: SubjectId, *, now: float, **values: Any) -> SubjectRow: ...
-    def images(self, subject_id: SubjectId) -> list[ImageRow]: ...
-    def rejections(self, subject_id: SubjectId) -> list[RejectionRow]: ...
-    def set_image_asset(self, subject_id: SubjectId, sha256: str, assets_id: str) -> None: ...
-    def cached_asset(self, sha256: str) -> str | None: ...
-    def remember_asset(self, sha256: str, assets_id: str, *, now: float) -> None: ...
-    def ensure_generations(
-        self, subject_id: SubjectId, prompts: Sequence[tuple[int, str, str]], *, now: float
-    ) -> list[GenerationRow]: ...
-    def generations(self, subject_id: SubjectId) -> list[GenerationRow]: ...
-    def update_generation(self, generation_id: int, *, now: float, **values: Any) -> None: ...
-    def record_output(self, generation_id: int, image_index: int, path: str) -> None: ...
-    def outputs(self, subject_id: SubjectId) -> list[OutputRow]: ...
-    def close(self) -> None: ...
-
 
 _SCHEMA_V1 = """
 CREATE TABLE subjects (
@@ -246,13 +114,33 @@ CREATE TABLE outputs (
 );
 """
 
+_SCHEMA_V2 = """
+ALTER TABLE subjects ADD COLUMN frozen TEXT;
+ALTER TABLE subjects ADD COLUMN inbox_seen REAL;
+ALTER TABLE generations ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE requests (
+    id INTEGER PRIMARY KEY,
+    job TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    action TEXT NOT NULL,
+    args TEXT,
+    created_at REAL NOT NULL,
+    done_at REAL,
+    outcome TEXT
+);
+CREATE INDEX requests_open ON requests (job, done_at);
+"""
+
 #: MIGRATIONS[n] takes a database from schema version n to n + 1.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1,)
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 R = TypeVar("R")
-_SUBJECT_COLUMNS = frozenset(f.name for f in fields(SubjectRow)) - {"id", "job", "name"}
-_GENERATION_COLUMNS = frozenset(f.name for f in fields(GenerationRow)) - {"id", "subject_id"}
+#: Columns an update may set; ``state`` only through :meth:`SqliteStore.transition`.
+_SUBJECT_COLUMNS = frozenset(f.name for f in fields(SubjectRow)) - {"id", "job", "name", "state"}
+_GENERATION_COLUMNS = (
+    frozenset(f.name for f in fields(GenerationRow)) - {"id", "subject_id", "state"}
+)
 
 
 class SqliteStore:
@@ -318,9 +206,10 @@ class SqliteStore:
     def add_version(
         self, job: str, name: str, fingerprint: str, kind: str, *, state: str, now: float,
         images: Sequence[NewImage] = (), rejections: Sequence[tuple[str, str]] = (),
-        warnings: Sequence[str] = (), error: str | None = None,
+        warnings: Sequence[str] = (), error: str | None = None, frozen: str | None = None,
     ) -> SubjectRow:
-        """Record a new version of a subject; earlier versions are marked superseded."""
+        """Record a new version of a subject; earlier versions are marked superseded.
+        ``frozen`` is the version's resolved settings (JSON), kept with it for good."""
         scrub = self._scrub
         error = scrub(error) if error is not None else None
         warnings = [scrub(w) for w in warnings]
@@ -336,9 +225,10 @@ class SqliteStore:
             )
             cursor = db.execute(
                 "INSERT INTO subjects (job, name, version, fingerprint, kind, state, image_count,"
-                " error, warnings, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " error, warnings, frozen, created_at, updated_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (job, name, version, fingerprint, kind, state, len(images), error,
-                 json.dumps(list(warnings)) if warnings else None, now, now),
+                 json.dumps(list(warnings)) if warnings else None, frozen, now, now),
             )
             subject_id = int(cursor.lastrowid or 0)
             db.executemany(
@@ -377,18 +267,44 @@ class SqliteStore:
         return [SubjectRow(**r) for r in self._db.execute(query + " ORDER BY name", args)]
 
     def update_subject(self, subject_id: SubjectId, *, now: float, **values: Any) -> SubjectRow:
-        unknown = values.keys() - _SUBJECT_COLUMNS
+        """Set fields of a subject other than its state (see :meth:`transition`)."""
+        self._update("subjects", _SUBJECT_COLUMNS, subject_id, None, now, values)
+        return self.subject(subject_id)
+
+    def transition(
+        self, subject_id: SubjectId, *, expected: str, to: str, now: float, **values: Any
+    ) -> SubjectRow:
+        """Move a subject from ``expected`` to ``to`` (and set ``values``) in one
+        compare-and-set; :class:`StateConflict` when the table forbids the change or the
+        subject is no longer ``expected`` (someone else moved it first)."""
+        check_subject(expected, to)
+        self._update("subjects", _SUBJECT_COLUMNS, subject_id, expected, now,
+                     {**values, "state": to})
+        return self.subject(subject_id)
+
+    def _update(
+        self, table: str, allowed: frozenset[str], row_id: int, expected: str | None,
+        now: float, values: dict[str, Any],
+    ) -> None:
+        unknown = values.keys() - allowed - ({"state"} if expected is not None else set())
         if unknown:
-            raise StateConflict(f"unknown subject fields: {sorted(unknown)}")
-        if "state" in values and values["state"] not in SUBJECT_STATES:
-            raise StateConflict(f"unknown subject state {values['state']!r}")
+            raise StateConflict(f"{table}: fields that cannot be set here: {sorted(unknown)}")
         values = self._scrubbed(values, updated_at=now)
         assignments = ", ".join(f"{column} = ?" for column in values)
+        query = f"UPDATE {table} SET {assignments} WHERE id = ?"
+        args = [*values.values(), row_id]
+        if expected is not None:
+            query += " AND state = ?"
+            args.append(expected)
         with self.atomic() as db:
-            db.execute(
-                f"UPDATE subjects SET {assignments} WHERE id = ?", [*values.values(), subject_id]
-            )
-        return self.subject(subject_id)
+            if db.execute(query, args).rowcount == 1:
+                return
+            found = db.execute(f"SELECT state FROM {table} WHERE id = ?", (row_id,)).fetchone()
+        if found is None:
+            raise StateConflict(f"no {table[:-1]} with id {row_id}")
+        raise StateConflict(
+            f"{table[:-1]} {row_id} is {found[0]}, not {expected}: it changed meanwhile"
+        )
 
     # --- images and the asset cache -------------------------------------------------------
 
@@ -445,16 +361,16 @@ class SqliteStore:
         return [GenerationRow(**r) for r in rows]
 
     def update_generation(self, generation_id: int, *, now: float, **values: Any) -> None:
-        unknown = values.keys() - _GENERATION_COLUMNS
-        if unknown:
-            raise StateConflict(f"unknown generation fields: {sorted(unknown)}")
-        values = self._scrubbed(values, updated_at=now)
-        assignments = ", ".join(f"{column} = ?" for column in values)
-        with self.atomic() as db:
-            db.execute(
-                f"UPDATE generations SET {assignments} WHERE id = ?",
-                [*values.values(), generation_id],
-            )
+        """Set fields of a generation other than its state."""
+        self._update("generations", _GENERATION_COLUMNS, generation_id, None, now, values)
+
+    def transition_generation(
+        self, generation_id: int, *, expected: str, to: str, now: float, **values: Any
+    ) -> None:
+        """The compare-and-set of a generation's state; see :meth:`transition`."""
+        check_generation(expected, to)
+        self._update("generations", _GENERATION_COLUMNS, generation_id, expected, now,
+                     {**values, "state": to})
 
     def record_output(self, generation_id: int, image_index: int, path: str) -> None:
         with self.atomic() as db:
@@ -470,6 +386,37 @@ class SqliteStore:
             (subject_id,),
         )
         return [OutputRow(**r) for r in rows]
+
+    # --- requests from people ------------------------------------------------------------
+
+    def add_request(
+        self, job: str, subject: str, action: str, args: dict[str, Any], *, now: float
+    ) -> int:
+        with self.atomic() as db:
+            cursor = db.execute(
+                "INSERT INTO requests (job, subject, action, args, created_at) VALUES (?,?,?,?,?)",
+                (job, self._scrub(subject), action, json.dumps(args) if args else None, now),
+            )
+        return int(cursor.lastrowid or 0)
+
+    def open_requests(self, job: str) -> list[RequestRow]:
+        rows = self._db.execute(
+            "SELECT * FROM requests WHERE job = ? AND done_at IS NULL ORDER BY id", (job,)
+        )
+        return [RequestRow(**r) for r in rows]
+
+    def request(self, request_id: int) -> RequestRow:
+        row = self._db.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
+        if row is None:
+            raise StateConflict(f"no request with id {request_id}")
+        return RequestRow(**row)
+
+    def finish_request(self, request_id: int, *, now: float, outcome: str) -> None:
+        with self.atomic() as db:
+            db.execute(
+                "UPDATE requests SET done_at = ?, outcome = ? WHERE id = ? AND done_at IS NULL",
+                (now, self._scrub(outcome), request_id),
+            )
 
     def integrity_problems(self) -> list[str]:
         """Consistency checks a crash must never break (used by tests and ``status``)."""

@@ -30,9 +30,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from ..store.sqlite import (
+from ..store.states import (
     CANCELED,
-    DISCOVERED,
     DONE,
     FAILED,
     GENERATING,
@@ -54,7 +53,7 @@ log = structlog.get_logger(__name__)
 
 #: Stages shown in the header, each with the subject states it covers, in flow order.
 STAGES: Final[tuple[tuple[str, frozenset[str]], ...]] = (
-    ("waiting", frozenset({DISCOVERED, VALIDATED})),
+    ("waiting", frozenset({VALIDATED})),
     ("uploading", frozenset({UPLOADING, UPLOADED})),
     ("training", frozenset({SUBMITTING, TRAINING})),
     ("generating", frozenset({TRAINED, GENERATING})),

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any, Final
 import structlog
 
 from ..files import PART_SUFFIX, write_json_atomic
-from ..store.sqlite import SUBJECT_STATES, StateStore, SubjectRow
+from ..store.protocol import StateStore, SubjectRow
+from ..store.states import SUBJECT_STATES
 from .report_html import render_html
 from .summary import MILESTONES, SubjectSummary, summarize
 

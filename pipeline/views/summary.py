@@ -6,15 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..store.sqlite import (
-    CANCELED,
-    DONE,
-    FAILED,
-    GEN_DONE,
-    REJECTED,
-    StateStore,
-    SubjectRow,
-)
+from ..store.protocol import StateStore, SubjectRow
+from ..store.states import CANCELED, DONE, FAILED, GEN_DONE, REJECTED
 
 #: Milestones of a subject, in order, as named in ``SubjectSummary.timings``.
 MILESTONES = ("discovered", "submitted", "trained", "serving", "finished")

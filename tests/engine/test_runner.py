@@ -15,7 +15,8 @@ from pipeline.engine.stages.train import training_name
 from pipeline.errors import BadCredentials, LockHeld
 from pipeline.jobfile.loading import load_job
 from pipeline.store.lock import job_lock
-from pipeline.store.sqlite import (
+from pipeline.store.sqlite import SqliteStore
+from pipeline.store.states import (
     DONE,
     FAILED,
     GEN_DONE,
@@ -24,10 +25,9 @@ from pipeline.store.sqlite import (
     SUBMITTING,
     TRAINING,
     UPLOADING,
-    SqliteStore,
 )
 from pipeline.views.summary import EXIT_FAILED, EXIT_OK, EXIT_REJECTED
-from tests.conftest import fast_settings, write_job
+from tests.conftest import fast_settings, force_generation_state, force_state, write_job
 
 
 def setup_job(tmp_path: Path, *, subjects: int = 2, images: int = 3, bad: bool = False,
@@ -177,7 +177,7 @@ async def test_resume_mid_upload_sends_only_what_is_missing(tmp_path, emulator) 
     async with ApiClient(fast_settings(emulator.base_url, tmp_path)) as api:
         assets_id = await api.upload_training_image(first.path, first.format)
     db.remember_asset(first.sha256, assets_id, now=0)
-    db.update_subject(subject.id, now=0, state=UPLOADING)
+    force_state(db, subject.id, now=0, state=UPLOADING)
     result = await run(job, emulator, tmp_path)
     assert result.subjects[0].state == DONE
     assert emulator.emulator.counters_snapshot()["uploads"] == 3  # 1 before the crash + 2
@@ -194,7 +194,7 @@ async def _crash_before_submit(tmp_path, emulator) -> tuple:
             db.remember_asset(image.sha256, assets_id, now=0)
             db.set_image_asset(subject.id, image.sha256, assets_id)
     name = training_name("test", subject, 1)
-    db.update_subject(subject.id, now=0, state=SUBMITTING, training_name=name, attempts=1)
+    force_state(db, subject.id, now=0, state=SUBMITTING, training_name=name, attempts=1)
     return job, db, subject, name
 
 
@@ -234,12 +234,12 @@ async def test_resume_mid_generation_and_mid_download(tmp_path, emulator) -> Non
     subject = db.latest("test", "alice")
     first, second = db.generations(subject.id)
     # Crash 1: the second prompt's POST was in flight. Crash 2: one picture half-written.
-    db.update_generation(second.id, now=0, state=GEN_SUBMITTING, task_id=None)
+    force_generation_state(db, second.id, now=0, state=GEN_SUBMITTING, task_id=None)
     folder = tmp_path / "outbox/test/alice" / second.slug
     for leftover in folder.iterdir():
         leftover.unlink()
     (folder / f".alice-{second.slug}-1.png.1234abcd.part").write_bytes(b"half a picture")
-    db.update_subject(subject.id, now=0, state="generating")
+    force_state(db, subject.id, now=0, state="generating")
     before = emulator.emulator.counters_snapshot()
     result = await run(job, emulator, tmp_path)
     after = emulator.emulator.counters_snapshot()

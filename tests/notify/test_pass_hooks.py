@@ -11,7 +11,7 @@ from pipeline.cli.samples import create_samples
 from pipeline.engine.runner import Runner
 from pipeline.jobfile.loading import load_job
 from pipeline.notify.pass_hooks import PassHooks
-from tests.conftest import EMULATOR_KEY, fast_settings, write_job
+from tests.conftest import EMULATOR_KEY, fast_settings, force_state, write_job
 
 
 async def _receiver():
@@ -60,7 +60,8 @@ async def test_failures_and_the_end_of_a_run_are_notified(tmp_path, emulator) ->
 async def test_a_failure_mid_run_is_told_without_waiting_for_the_end(tmp_path) -> None:
     import asyncio
 
-    from pipeline.store.sqlite import FAILED, VALIDATED, SqliteStore
+    from pipeline.store.sqlite import SqliteStore
+    from pipeline.store.states import FAILED, VALIDATED
 
     server, url, received = await _receiver()
     try:
@@ -72,7 +73,7 @@ async def test_a_failure_mid_run_is_told_without_waiting_for_the_end(tmp_path) -
         row = store.add_version("test", "alice", "fp", "subject", state=VALIDATED, now=0)
         with open(tmp_path / "out", "w") as out:
             async with PassHooks(job, settings, Console(file=out), check_every=0.02):
-                store.update_subject(row.id, now=1, state=FAILED, error="boom")
+                force_state(store, row.id, now=1, state=FAILED, error="boom")
                 for _ in range(100):  # the watcher looks every 20 ms
                     if received:
                         break

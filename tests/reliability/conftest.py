@@ -23,7 +23,8 @@ from pipeline.emulator import EmulatorConfig, EmulatorHandle, serve_emulator
 from pipeline.engine.outbox import SubjectOutbox
 from pipeline.engine.runner import Runner, RunResult
 from pipeline.jobfile.loading import JobConfig, load_job
-from pipeline.store.sqlite import GEN_DONE, SETTLED_STATES, SqliteStore
+from pipeline.store.sqlite import SqliteStore
+from pipeline.store.states import GEN_DONE, SETTLED_STATES
 from tests.conftest import EMULATOR_KEY, FAST_EMULATOR, fast_settings, write_job
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

@@ -50,16 +50,9 @@ from PIL import Image
 from pipeline.engine.outbox import SubjectOutbox
 from pipeline.engine.stages.train import training_name
 from pipeline.files import PART_SUFFIX
-from pipeline.store.sqlite import (
-    CANCELED,
-    DONE,
-    FAILED,
-    GEN_DONE,
-    REJECTED,
-    SETTLED_STATES,
-    SqliteStore,
-    SubjectRow,
-)
+from pipeline.store.protocol import SubjectRow
+from pipeline.store.sqlite import SqliteStore
+from pipeline.store.states import CANCELED, DONE, FAILED, GEN_DONE, REJECTED, SETTLED_STATES
 from pipeline.views.summary import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_SIGINT, EXIT_SIGTERM
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,15 +15,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.api.client import ApiClient
-from pipeline.store.sqlite import (
-    DONE,
-    GEN_DONE,
-    GEN_SUBMITTING,
-    GENERATING,
-    TRAINING,
-    UPLOADING,
-    SqliteStore,
-)
+from pipeline.store.sqlite import SqliteStore
+from pipeline.store.states import DONE, GEN_DONE, GEN_SUBMITTING, GENERATING, TRAINING, UPLOADING
 from pipeline.views.summary import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
 
 from .conftest import FIGURES, assert_outbox_exact, make_job, open_store, record, run_pass

@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.api.client import ApiClient
 from pipeline.errors import TransientApiError, TransportError
-from pipeline.store.sqlite import CANCELED, DONE, FAILED, GEN_FAILED, SUBMITTING
+from pipeline.store.states import CANCELED, DONE, FAILED, GEN_FAILED, SUBMITTING
 from pipeline.views.summary import EXIT_FAILED, EXIT_OK
 
 from .conftest import (

@@ -22,7 +22,8 @@ from PIL import Image
 
 from pipeline.cli.samples import create_samples
 from pipeline.engine.outbox import SubjectOutbox
-from pipeline.store.sqlite import DONE, REJECTED, SqliteStore
+from pipeline.store.sqlite import SqliteStore
+from pipeline.store.states import DONE, REJECTED
 from pipeline.views.summary import EXIT_OK, EXIT_REJECTED
 
 from .conftest import record

@@ -35,7 +35,8 @@ from pipeline.inputs.dataset import validate_subject
 from pipeline.inputs.inbox import scan_inbox
 from pipeline.inputs.safe_files import RefusedFile, open_inbox_file, read_inbox_file
 from pipeline.jobfile.loading import JobConfig, load_job, load_subject_overrides
-from pipeline.store.sqlite import DONE, REJECTED, VALIDATED, SqliteStore
+from pipeline.store.sqlite import SqliteStore
+from pipeline.store.states import DONE, REJECTED, VALIDATED
 from pipeline.views.summary import EXIT_REJECTED
 from tests.conftest import RecordingClock, fast_settings, write_job
 

@@ -14,7 +14,7 @@ from pipeline.engine.outbox import SubjectOutbox, safe_stem
 from pipeline.engine.runner import Runner
 from pipeline.errors import UnsafePath
 from pipeline.jobfile.loading import load_job
-from pipeline.store.sqlite import DONE
+from pipeline.store.states import DONE
 from tests.conftest import fast_settings, write_job
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from pipeline.store.sqlite import DONE, TRAINING, UPLOADED
+from pipeline.store.states import DONE, TRAINING, UPLOADED
 
 from .conftest import Workspace
 from .hostile import Hostile, each_model, endless

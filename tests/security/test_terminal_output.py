@@ -28,7 +28,8 @@ import pipeline.cli.commands
 import pipeline.cli.demo
 from pipeline.cli.commands import main
 from pipeline.errors import BadCredentials, ConfigError, LockHeld, PipelineError, StateConflict
-from pipeline.store.sqlite import CANCELED, FAILED, GEN_DONE, REJECTED, TRAINING, SqliteStore
+from pipeline.store.sqlite import SqliteStore
+from pipeline.store.states import CANCELED, FAILED, GEN_DONE, REJECTED, TRAINING
 from pipeline.views.progress import ProgressView
 from pipeline.views.report import build_report, write_report
 from pipeline.views.summary import (
@@ -43,7 +44,7 @@ from pipeline.views.summary import (
     summarize,
 )
 from pipeline.views.textsafe import line, printable
-from tests.conftest import write_job
+from tests.conftest import force_generation_state, force_state, write_job
 
 JOB = "test"
 KEY = "sk-terminal-test-0123456789abcdef"
@@ -349,11 +350,11 @@ def test_report_keeps_hostile_names_out_of_tags_attributes_and_links(tmp_path: P
     with SqliteStore(tmp_path / "state.db") as store:
         subject = store.add_version(JOB, scheme, "fp", "subject", state=REJECTED, now=1.0,
                                     warnings=[breakout], rejections=[(breakout, script)])
-        store.update_subject(subject.id, now=2.0, state=FAILED, error=script, task_id=breakout,
+        force_state(store, subject.id, now=2.0, state=FAILED, error=script, task_id=breakout,
                              task_status=breakout, model_name=breakout, lora_path=str(lora))
         (gen,) = store.ensure_generations(subject.id, [(1, breakout, script)], now=2.0)
         store.record_output(gen.id, 1, str(picture))
-        store.update_generation(gen.id, now=3.0, state=GEN_DONE, error=script)
+        force_generation_state(store, gen.id, now=3.0, state=GEN_DONE, error=script)
         store.add_version(JOB, breakout, "fp", "subject", state=REJECTED, now=1.0, error=scheme)
         data = build_report(JOB, summarize(store, JOB), outbox, store, now=4.0)
     _, html_path = write_report(data, outbox)

@@ -4,17 +4,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import StateConflict
-from pipeline.store.sqlite import (
-    DONE,
-    GEN_PENDING,
-    GEN_SUBMITTED,
-    SCHEMA_VERSION,
-    TRAINING,
-    UPLOADED,
-    VALIDATED,
-    NewImage,
-    SqliteStore,
-)
+from pipeline.store.protocol import NewImage
+from pipeline.store.sqlite import SCHEMA_VERSION, SqliteStore
+from pipeline.store.states import DONE, GEN_PENDING, GEN_SUBMITTED, TRAINING, UPLOADED, VALIDATED
+from tests.conftest import force_generation_state, force_state
 
 IMAGES = [
     NewImage("a.png", Path("/in/alice/a.png"), "aa", "png", None),
@@ -74,14 +67,14 @@ def test_rejections_and_warnings_are_kept(store: SqliteStore) -> None:
 
 def test_update_subject_filters_by_state_and_rejects_unknown_fields(store: SqliteStore) -> None:
     row = store.add_version("job", "alice", "fp", "subject", state=VALIDATED, now=1.0)
-    store.update_subject(row.id, now=5.0, state=TRAINING, task_id="t1", submitted_at=4.0)
+    force_state(store, row.id, now=5.0, state=TRAINING, task_id="t1", submitted_at=4.0)
     assert [s.name for s in store.subjects("job", states=[TRAINING])] == ["alice"]
     assert store.subjects("job", states=[UPLOADED]) == []
     assert store.subject(row.id).updated_at == 5.0
-    with pytest.raises(StateConflict, match="unknown subject fields"):
+    with pytest.raises(StateConflict, match="cannot be set here: \\['colour'\\]"):
         store.update_subject(row.id, now=6.0, colour="red")
-    with pytest.raises(StateConflict, match="unknown subject state"):
-        store.update_subject(row.id, now=6.0, state="flying")
+    with pytest.raises(StateConflict, match="from training to flying"):
+        store.transition(row.id, expected=TRAINING, to="flying", now=6.0)
 
 
 def test_atomic_rolls_back_everything_on_error(store: SqliteStore) -> None:
@@ -109,7 +102,7 @@ def test_generations_are_created_once_and_outputs_recorded(store: SqliteStore) -
     again = store.ensure_generations(row.id, prompts, now=2.0)
     assert [g.id for g in first] == [g.id for g in again]
     assert all(g.state == GEN_PENDING for g in again)
-    store.update_generation(first[0].id, now=3.0, state=GEN_SUBMITTED, task_id="g1")
+    force_generation_state(store, first[0].id, now=3.0, state=GEN_SUBMITTED, task_id="g1")
     store.record_output(first[0].id, 0, "out/alice/00-portrait/0.png")
     store.record_output(first[0].id, 0, "out/alice/00-portrait/0.png")
     assert [o.path for o in store.outputs(row.id)] == ["out/alice/00-portrait/0.png"]
@@ -121,5 +114,5 @@ def test_generations_are_created_once_and_outputs_recorded(store: SqliteStore) -
 def test_integrity_problems_spot_impossible_rows(store: SqliteStore) -> None:
     row = store.add_version("job", "alice", "fp", "subject", state=VALIDATED, now=1.0)
     assert store.integrity_problems() == []
-    store.update_subject(row.id, now=2.0, state=TRAINING)
+    force_state(store, row.id, now=2.0, state=TRAINING)
     assert store.integrity_problems() == ["1 subject(s) past submission without a task id"]

@@ -19,19 +19,13 @@ import pytest
 from PIL import Image
 
 from pipeline.jobfile.loading import load_job
-from pipeline.store.sqlite import (
-    DONE,
-    FAILED,
-    GEN_DONE,
-    GEN_FAILED,
-    REJECTED,
-    NewImage,
-    SqliteStore,
-)
+from pipeline.store.protocol import NewImage
+from pipeline.store.sqlite import SqliteStore
+from pipeline.store.states import DONE, FAILED, GEN_DONE, GEN_FAILED, REJECTED
 from pipeline.views.report import build_report, write_job_report, write_report
 from pipeline.views.report_html import thumbnail_data_uri
 from pipeline.views.summary import summarize
-from tests.conftest import write_job
+from tests.conftest import force_generation_state, force_state, write_job
 
 JOB = "portraits"
 T0 = 1_700_000_000.0
@@ -71,7 +65,7 @@ def make_state(tmp_path: Path) -> Fixture:
     lora = folder / "alice" / "model_1_ABC.safetensors"
     lora.parent.mkdir(parents=True)
     lora.write_bytes(b"x" * 2048)
-    store.update_subject(
+    force_state(store, 
         alice.id, now=T0 + 100, state=DONE, task_id="task-alice", task_status="SUCCESS",
         progress=100, model_name="model_1_ABC", lora_path=str(lora), submitted_at=T0 + 5,
         trained_at=T0 + 65, serving_at=T0 + 70, finished_at=T0 + 100,
@@ -85,13 +79,13 @@ def make_state(tmp_path: Path) -> Fixture:
             picture = folder / "alice" / gen.slug / f"{n}.png"
             _picture(picture, color)
             store.record_output(gen.id, n, str(picture))
-        store.update_generation(gen.id, now=T0 + 99, state=GEN_DONE, image_count=count)
+        force_generation_state(store, gen.id, now=T0 + 99, state=GEN_DONE, image_count=count)
 
     odd = store.add_version(JOB, NASTY_NAME, "fp", "subject", state="validated", now=T0,
                             images=_images(4), warnings=["only 4 usable images"],
                             rejections=[("notes.png", NASTY_REASON),
                                         ("empty.jpg", "empty.jpg is empty (0 bytes)")])
-    store.update_subject(odd.id, now=T0 + 90, state=DONE, task_id="task-odd",
+    force_state(store, odd.id, now=T0 + 90, state=DONE, task_id="task-odd",
                          task_status="SUCCESS", submitted_at=T0 + 6, trained_at=T0 + 66,
                          serving_at=T0 + 71, finished_at=T0 + 90,
                          error="1 prompt failed: <NSFW> filter")
@@ -99,11 +93,11 @@ def make_state(tmp_path: Path) -> Fixture:
     picture = folder / NASTY_NAME / "01-x" / "1.png"
     _picture(picture, (40, 160, 40), (300, 600))
     store.record_output(g.id, 1, str(picture))
-    store.update_generation(g.id, now=T0 + 80, state=GEN_FAILED, error="NSFW <filter>")
+    force_generation_state(store, g.id, now=T0 + 80, state=GEN_FAILED, error="NSFW <filter>")
 
     failed = store.add_version(JOB, "bob", "fp", "subject", state="validated", now=T0,
                                images=_images(10))
-    store.update_subject(failed.id, now=T0 + 50, state=FAILED, task_id="task-bob",
+    force_state(store, failed.id, now=T0 + 50, state=FAILED, task_id="task-bob",
                          task_status="FAILED", submitted_at=T0 + 5, finished_at=T0 + 50,
                          error="the training FAILED on the service: out of memory")
     store.add_version(JOB, "too_many", "fp", "subject", state=REJECTED, now=T0,

@@ -16,7 +16,8 @@ from ...api.models import GenerationResult
 from ...errors import BadResponse, IntegrityError, NotFound, UnsafePath, UrlExpired
 from ...files import write_json_atomic
 from ...inputs.image_formats import ACCEPTED_FORMATS, detect_format
-from ...store.sqlite import GEN_DONE, GEN_FAILED, GEN_PENDING, GenerationRow, SubjectRow
+from ...store.protocol import GenerationRow, SubjectRow
+from ...store.states import GEN_DONE, GEN_FAILED, GEN_PENDING, GEN_SUBMITTED
 from ..concurrency import run_all
 from ..outbox import already_saved, picture_extension, sidecar_of
 from .context import StageContext
@@ -53,8 +54,8 @@ async def collect_generation(
         _lost(ctx, generation, "the service no longer knows the task")
         return
     if result.failed:
-        ctx.store.update_generation(
-            generation.id, now=ctx.clock.now(), state=GEN_FAILED,
+        ctx.store.transition_generation(
+            generation.id, expected=GEN_SUBMITTED, to=GEN_FAILED, now=ctx.clock.now(),
             error=f"generation failed on the service: {result.task.reason or 'no reason given'}",
         )
         return
@@ -66,13 +67,14 @@ async def collect_generation(
     except (BadResponse, IntegrityError, UnsafePath) as exc:
         if isinstance(exc, BadResponse) and exc.transient:
             raise  # a slow or odd transfer: the next pass tries again
-        ctx.store.update_generation(
-            generation.id, now=ctx.clock.now(), state=GEN_FAILED,
+        ctx.store.transition_generation(
+            generation.id, expected=GEN_SUBMITTED, to=GEN_FAILED, now=ctx.clock.now(),
             error=f"its pictures could not be saved: {exc}",
         )
         return
-    ctx.store.update_generation(
-        generation.id, now=ctx.clock.now(), state=GEN_DONE, seed=result.extra.seed,
+    ctx.store.transition_generation(
+        generation.id, expected=GEN_SUBMITTED, to=GEN_DONE, now=ctx.clock.now(),
+        seed=result.extra.seed,
         image_count=len(result.images), error=None,
     )
 
@@ -96,8 +98,9 @@ async def _save_fresh_if_expired(
 
 def _lost(ctx: StageContext, generation: GenerationRow, why: str) -> None:
     log.warning("collect.lost", generation=generation.slug, why=why)
-    ctx.store.update_generation(
-        generation.id, now=ctx.clock.now(), state=GEN_PENDING, task_id=None, error=why
+    ctx.store.transition_generation(
+        generation.id, expected=GEN_SUBMITTED, to=GEN_PENDING, now=ctx.clock.now(),
+        task_id=None, error=why,
     )
 
 

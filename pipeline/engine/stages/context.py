@@ -11,7 +11,7 @@ from ...clock import Clock
 from ...config import Settings
 from ...inputs.dataset import display_name
 from ...jobfile.loading import JobConfig, SubjectSettings
-from ...store.sqlite import StateStore, SubjectRow
+from ...store.protocol import StateStore, SubjectRow
 from ..outbox import SubjectOutbox
 
 

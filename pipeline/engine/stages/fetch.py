@@ -11,7 +11,7 @@ import structlog
 from ...api.models import PrivateModel
 from ...errors import PermanentApiError
 from ...files import write_json_atomic
-from ...store.sqlite import SubjectRow
+from ...store.protocol import SubjectRow
 from ..outbox import already_saved, sidecar_of
 from .context import StageContext
 

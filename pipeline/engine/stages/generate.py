@@ -11,12 +11,15 @@ a crash or an interrupted pass) brings a prompt closer to ``MAX_SUBMISSIONS``.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import structlog
 
 from ...api.models import GenerationExtra, LoraRef, Txt2ImgRequest
 from ...api.retry import backoff_delay, retry_after_of
 from ...errors import ApiError, BadCredentials, RateLimited
-from ...store.sqlite import GEN_FAILED, GEN_SUBMITTED, GEN_SUBMITTING, GenerationRow, SubjectRow
+from ...store.protocol import GenerationRow, SubjectRow
+from ...store.states import GEN_FAILED, GEN_PENDING, GEN_SUBMITTED, GEN_SUBMITTING
 from ..ratelimit import ImageRateLimiter
 from .context import StageContext
 
@@ -56,8 +59,8 @@ async def submit_generation(
 ) -> None:
     """Take one generation from ``pending`` (or a leftover ``submitting``) to ``submitted``."""
     if generation.submissions >= MAX_SUBMISSIONS:
-        ctx.store.update_generation(
-            generation.id, now=ctx.clock.now(), state=GEN_FAILED,
+        ctx.store.transition_generation(
+            generation.id, expected=generation.state, to=GEN_FAILED, now=ctx.clock.now(),
             error=f"its pictures were lost {MAX_SUBMISSIONS} times; giving up on this prompt",
         )
         return
@@ -66,7 +69,11 @@ async def submit_generation(
     tries = waits = 0
     while True:
         await limiter.acquire(request.image_num)
-        ctx.store.update_generation(generation.id, now=ctx.clock.now(), state=GEN_SUBMITTING)
+        if generation.state == GEN_PENDING:
+            ctx.store.transition_generation(
+                generation.id, expected=GEN_PENDING, to=GEN_SUBMITTING, now=ctx.clock.now()
+            )
+            generation = replace(generation, state=GEN_SUBMITTING)
         try:
             task_id = await ctx.api.txt2img(request, extra)
         except BadCredentials:
@@ -77,8 +84,8 @@ async def submit_generation(
             else:
                 tries += 1
             if not exc.transient or tries == MAX_SUBMIT_TRIES:
-                ctx.store.update_generation(
-                    generation.id, now=ctx.clock.now(), state=GEN_FAILED,
+                ctx.store.transition_generation(
+                    generation.id, expected=GEN_SUBMITTING, to=GEN_FAILED, now=ctx.clock.now(),
                     error=f"txt2img refused: {exc}",
                 )
                 return
@@ -90,8 +97,9 @@ async def submit_generation(
                      error=str(exc), delay=round(delay, 2))
             await ctx.clock.sleep(delay)
             continue
-        ctx.store.update_generation(
-            generation.id, now=ctx.clock.now(), state=GEN_SUBMITTED, task_id=task_id,
+        ctx.store.transition_generation(
+            generation.id, expected=GEN_SUBMITTING, to=GEN_SUBMITTED, now=ctx.clock.now(),
+            task_id=task_id,
             submissions=generation.submissions + 1, error=None,
         )
         log.info("generate.submitted", subject=subject.name, prompt=generation.slug,

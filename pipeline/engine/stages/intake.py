@@ -26,7 +26,8 @@ from ...errors import ConfigError
 from ...inputs.dataset import DatasetReport, validate_subject
 from ...inputs.inbox import SubjectFolder, scan_inbox
 from ...jobfile.loading import JobConfig, SubjectSettings
-from ...store.sqlite import COMMITTED_STATES, REJECTED, VALIDATED, NewImage, StateStore, SubjectRow
+from ...store.protocol import NewImage, StateStore, SubjectRow
+from ...store.states import COMMITTED_STATES, REJECTED, VALIDATED
 
 log = structlog.get_logger(__name__)
 

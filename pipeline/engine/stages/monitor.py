@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import structlog
 
 from ...api.models import TrainingKind, TrainingStatus
-from ...errors import ApiError, BadCredentials, NotFound
-from ...store.sqlite import CANCELED, FAILED, TRAINED, SubjectRow
+from ...errors import ApiError, BadCredentials, NotFound, StateConflict
+from ...store.protocol import SubjectRow
+from ...store.states import CANCELED, FAILED, TRAINED, TRAINING
 from .context import StageContext
 
 log = structlog.get_logger(__name__)
@@ -166,9 +167,16 @@ class TrainingMonitor:
             if subject.trained_at is None:
                 updates["trained_at"] = now
         settled = self._settle(subject, status, now)
-        if settled is not None:
-            updates.update(settled)
-        subject = ctx.store.update_subject(subject.id, now=now, **updates)
+        if settled is None:
+            subject = ctx.store.update_subject(subject.id, now=now, **updates)
+        else:
+            to = str(settled.pop("state"))
+            try:
+                subject = ctx.store.transition(
+                    subject.id, expected=TRAINING, to=to, now=now, **updates, **settled
+                )
+            except StateConflict:  # a person canceled it meanwhile: theirs is the last word
+                subject = ctx.store.subject(subject.id)
         watch.subject = subject
         if settled is not None:
             log.info("monitor.settled", subject=subject.name, state=subject.state,

@@ -25,7 +25,8 @@ from ...api.models import (
 from ...api.retry import backoff_delay, retry_after_of
 from ...errors import ApiError, BadCredentials, RateLimited
 from ...jobfile.loading import SubjectSettings
-from ...store.sqlite import FAILED, SUBMITTING, TRAINING, ImageRow, SubjectRow
+from ...store.protocol import ImageRow, SubjectRow
+from ...store.states import FAILED, SUBMITTING, TRAINING, UPLOADED
 from .context import StageContext
 
 log = structlog.get_logger(__name__)
@@ -89,8 +90,9 @@ async def submit_training(ctx: StageContext, subject: SubjectRow, index: TaskInd
         found = await index.find(name)
         if found is not None:  # a state file lost or reset: the service already has it
             return _started(ctx, subject, found.task_id)
-        subject = ctx.store.update_subject(
-            subject.id, now=ctx.clock.now(), state=SUBMITTING, training_name=name, attempts=attempt
+        subject = ctx.store.transition(
+            subject.id, expected=UPLOADED, to=SUBMITTING, now=ctx.clock.now(),
+            training_name=name, attempts=attempt,
         )
     return await _create(ctx, subject, name, index)
 
@@ -111,8 +113,8 @@ async def _create(
             raise
         except ApiError as exc:
             if not exc.transient:
-                return ctx.store.update_subject(
-                    subject.id, now=ctx.clock.now(), state=FAILED,
+                return ctx.store.transition(
+                    subject.id, expected=SUBMITTING, to=FAILED, now=ctx.clock.now(),
                     error=f"the service refused the training: {exc}",
                 )
             log.warning("train.create_uncertain", subject=subject.name, error=str(exc))
@@ -131,7 +133,8 @@ async def _create(
 
 def _started(ctx: StageContext, subject: SubjectRow, task_id: str) -> SubjectRow:
     now = ctx.clock.now()
-    return ctx.store.update_subject(
-        subject.id, now=now, state=TRAINING, task_id=task_id, task_status="QUEUING",
+    return ctx.store.transition(
+        subject.id, expected=subject.state, to=TRAINING, now=now, task_id=task_id,
+        task_status="QUEUING",
         submitted_at=subject.submitted_at or now, error=None,
     )

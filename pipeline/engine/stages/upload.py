@@ -16,7 +16,8 @@ import structlog
 from ...api.models import ImageExtension
 from ...errors import DatasetError
 from ...inputs.safe_files import RefusedFile, open_inbox_file
-from ...store.sqlite import UPLOADED, UPLOADING, ImageRow, SubjectRow
+from ...store.protocol import ImageRow, SubjectRow
+from ...store.states import UPLOADED, UPLOADING, VALIDATED
 from ..concurrency import run_all
 from .context import StageContext
 
@@ -39,11 +40,14 @@ async def upload_subject(
     ctx: StageContext, subject: SubjectRow, limit: asyncio.Semaphore
 ) -> SubjectRow:
     """Give every image of ``subject`` an assets_id; the subject ends ``uploaded``."""
-    subject = ctx.store.update_subject(subject.id, now=ctx.clock.now(), state=UPLOADING)
+    if subject.state == VALIDATED:
+        subject = ctx.store.transition(
+            subject.id, expected=VALIDATED, to=UPLOADING, now=ctx.clock.now()
+        )
     missing = [image for image in ctx.store.images(subject.id) if image.assets_id is None]
     await run_all(_upload_image(ctx, subject, image, limit) for image in missing)
     log.info("upload.done", subject=subject.name, images=subject.image_count)
-    return ctx.store.update_subject(subject.id, now=ctx.clock.now(), state=UPLOADED)
+    return ctx.store.transition(subject.id, expected=UPLOADING, to=UPLOADED, now=ctx.clock.now())
 
 
 async def _upload_image(

@@ -13,7 +13,8 @@ from pipeline.emulator import EmulatorConfig, serve_emulator
 from pipeline.engine.stages.context import StageContext
 from pipeline.engine.stages.monitor import PROGRESS_CALLS_PER_CYCLE, TrainingMonitor
 from pipeline.jobfile.loading import load_job
-from pipeline.store.sqlite import FAILED, TRAINED, TRAINING, SqliteStore
+from pipeline.store.sqlite import SqliteStore
+from pipeline.store.states import FAILED, TRAINED, TRAINING
 from tests.conftest import EMULATOR_KEY, fast_settings, write_job
 
 IN_FLIGHT = 30

@@ -1,0 +1,180 @@
+"""The rows the store hands out and the protocol every store backend implements.
+
+Stages never talk SQL: they call the methods of :class:`StateStore`, a small protocol that a
+second backend (PostgreSQL, say) can implement without touching them. Every change of state
+goes through :meth:`StateStore.transition` (subjects) or
+:meth:`StateStore.transition_generation`, a compare-and-set checked against
+:mod:`pipeline.store.states`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+SubjectId = int
+
+
+@dataclass(frozen=True)
+class SubjectRow:
+    """One version of one subject folder."""
+
+    id: SubjectId
+    job: str
+    name: str
+    version: int
+    fingerprint: str
+    kind: str
+    state: str
+    image_count: int
+    training_name: str | None
+    task_id: str | None
+    task_status: str | None
+    progress: int | None
+    eta: int | None
+    model_name: str | None
+    lora_path: str | None
+    error: str | None
+    warnings: str | None
+    attempts: int
+    created_at: float
+    updated_at: float
+    submitted_at: float | None
+    trained_at: float | None
+    serving_at: float | None
+    finished_at: float | None
+    superseded: int
+    #: The version's resolved settings, frozen at intake (JSON; see the engine).
+    frozen: str | None = None
+    #: The newest change of the folder that intake has already looked at.
+    inbox_seen: float | None = None
+
+    @property
+    def warning_list(self) -> list[str]:
+        return list(json.loads(self.warnings)) if self.warnings else []
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    """An accepted image. ``file`` is its path as raw bytes: any name the OS allows
+    (odd bytes included) survives the round trip; ``name`` is for people."""
+
+    subject_id: SubjectId
+    name: str
+    file: bytes
+    sha256: str
+    format: str
+    caption: str | None
+    assets_id: str | None
+
+    @property
+    def path(self) -> Path:
+        return Path(os.fsdecode(self.file))
+
+
+@dataclass(frozen=True)
+class RejectionRow:
+    subject_id: SubjectId
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class GenerationRow:
+    """One prompt of one subject: one txt2img task (re-submitted only after a loss)."""
+
+    id: int
+    subject_id: SubjectId
+    prompt_index: int
+    slug: str
+    prompt: str
+    state: str
+    task_id: str | None
+    seed: int | None
+    image_count: int
+    submissions: int
+    error: str | None
+    created_at: float
+    updated_at: float
+    #: Creates sent again after an answer that was lost (the README's policy).
+    uncertain: int = 0
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    """A person's request (cancel, retry, regenerate) waiting for the engine to act on it."""
+
+    id: int
+    job: str
+    subject: str
+    action: str
+    args: str | None
+    created_at: float
+    done_at: float | None
+    outcome: str | None
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        return dict(json.loads(self.args)) if self.args else {}
+
+
+@dataclass(frozen=True)
+class OutputRow:
+    generation_id: int
+    image_index: int
+    path: str
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """An accepted image, as validation hands it to the store."""
+
+    name: str
+    path: Path
+    sha256: str
+    format: str
+    caption: str | None
+
+
+class StateStore(Protocol):
+    """What the stages need from a state backend."""
+
+    def add_version(
+        self, job: str, name: str, fingerprint: str, kind: str, *, state: str, now: float,
+        images: Sequence[NewImage] = (), rejections: Sequence[tuple[str, str]] = (),
+        warnings: Sequence[str] = (), error: str | None = None, frozen: str | None = None,
+    ) -> SubjectRow: ...
+    def latest(self, job: str, name: str) -> SubjectRow | None: ...
+    def subject(self, subject_id: SubjectId) -> SubjectRow: ...
+    def subjects(self, job: str, *, states: Iterable[str] | None = None) -> list[SubjectRow]: ...
+    def update_subject(self, subject_id: SubjectId, *, now: float, **values: Any) -> SubjectRow: ...
+    def transition(
+        self, subject_id: SubjectId, *, expected: str, to: str, now: float, **values: Any
+    ) -> SubjectRow: ...
+    def images(self, subject_id: SubjectId) -> list[ImageRow]: ...
+    def rejections(self, subject_id: SubjectId) -> list[RejectionRow]: ...
+    def set_image_asset(self, subject_id: SubjectId, sha256: str, assets_id: str) -> None: ...
+    def cached_asset(self, sha256: str) -> str | None: ...
+    def remember_asset(self, sha256: str, assets_id: str, *, now: float) -> None: ...
+    def ensure_generations(
+        self, subject_id: SubjectId, prompts: Sequence[tuple[int, str, str]], *, now: float
+    ) -> list[GenerationRow]: ...
+    def generations(self, subject_id: SubjectId) -> list[GenerationRow]: ...
+    def update_generation(self, generation_id: int, *, now: float, **values: Any) -> None: ...
+    def transition_generation(
+        self, generation_id: int, *, expected: str, to: str, now: float, **values: Any
+    ) -> None: ...
+    def record_output(self, generation_id: int, image_index: int, path: str) -> None: ...
+    def outputs(self, subject_id: SubjectId) -> list[OutputRow]: ...
+    def add_request(
+        self, job: str, subject: str, action: str, args: dict[str, Any], *, now: float
+    ) -> int: ...
+    def open_requests(self, job: str) -> list[RequestRow]: ...
+    def finish_request(self, request_id: int, *, now: float, outcome: str) -> None: ...
+    def close(self) -> None: ...
+
+
