@@ -51,7 +51,7 @@ class Settings(BaseSettings):
 
     # Bounds on what the service sends (see README "Security"); each breach is an error
     # recorded on the subject.
-    max_json_bytes: int = Field(default=16 * MIB, ge=1024)
+    max_json_bytes: int = Field(default=4 * MIB, ge=1024)
     max_pages: int = Field(default=1000, ge=1)
     max_lora_bytes: int = Field(default=GIB, ge=1024)
     max_picture_bytes: int = Field(default=64 * MIB, ge=1024)

@@ -4,7 +4,7 @@ Text from the wire (error bodies, reasons, URLs) and from libraries (aiohttp's e
 messages quote URLs) reaches the state store, the reports, the logs and the terminal. Every
 such text passes through a :class:`Scrubber` first, which
 
-- replaces each secret (the API key, and its percent-encoded spelling) with ``***``;
+- replaces each secret (the API key, with any of its characters percent-encoded) with ``***``;
 - drops the query of every URL (presigned URLs carry signatures, and a hostile service can
   put anything there): ``https://bucket/x.png?X-Amz-Signature=...`` -> ``https://bucket/x.png?…``;
 - makes lone surrogates visible (``\\ud800``): such text can be neither stored in SQLite
@@ -22,7 +22,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import quote
 
 from pydantic import SecretStr
 
@@ -32,13 +31,22 @@ MIN_SECRET_LENGTH = 16
 _URL_QUERY = re.compile(r"(?i)\b((?:https?|wss?|ftp|file)://[^\s?#\"'<>]*)\?[^\s\"'<>]*")
 
 
+def _spellings(char: str) -> str:
+    encoded = "".join(f"%{byte:02x}" for byte in char.encode("utf-8"))
+    return f"(?:{re.escape(char)}|(?i:{re.escape(encoded)}))"
+
+
 class Scrubber:
     """Removes secrets, URL queries and lone surrogates from text; see the module doc."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        spellings = {s for secret in secrets if secret for s in (secret, quote(secret, safe=""))}
-        # Longest first, so a secret that contains another is blanked whole.
-        self._secrets = sorted(spellings, key=len, reverse=True)
+        # Each character as itself or percent-encoded (either case of hex): a key quoted
+        # back inside a URL is caught however much of it was encoded. Longest first, so a
+        # secret that contains another is blanked whole.
+        self._secrets = [
+            re.compile("".join(_spellings(char) for char in secret))
+            for secret in sorted({s for s in secrets if s}, key=len, reverse=True)
+        ]
 
     @classmethod
     def for_key(cls, key: SecretStr | None) -> Scrubber:
@@ -48,7 +56,7 @@ class Scrubber:
     def text(self, value: str) -> str:
         value = _URL_QUERY.sub(r"\1?…", value)
         for secret in self._secrets:
-            value = value.replace(secret, REDACTED)
+            value = secret.sub(REDACTED, value)
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
     def __call__(self, value: str) -> str:

@@ -35,27 +35,32 @@ Scrub = Callable[[str], str]
 _XML_FIELD = re.compile(r"<(Code|Message)>(.*?)</\1>", re.DOTALL)
 
 
-def parse_error_body(status: int, body: bytes) -> tuple[str, str]:
-    """(reason, message) from any error body the service or its storage may send."""
-    text = body.decode("utf-8", errors="replace").strip()
+def parse_error_body(
+    status: int, body: bytes, scrub: Scrub = str
+) -> tuple[str, str]:
+    """(reason, message) from any error body the service or its storage may send, each
+    scrubbed before it is cut to length (a key cut in half would escape the scrubber)."""
+    reason, message = _error_fields(status, body.decode("utf-8", errors="replace").strip())
+    return scrub(reason)[:MAX_REASON_CHARS], scrub(message)[:MAX_MESSAGE_CHARS]
+
+
+def _error_fields(status: int, text: str) -> tuple[str, str]:
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict):
-        reason = str(data.get("reason") or f"HTTP_{status}")[:MAX_REASON_CHARS]
-        message = str(data.get("message") or data.get("msg") or "")
-        return reason, message[:MAX_MESSAGE_CHARS]
+        reason = str(data.get("reason") or f"HTTP_{status}")
+        return reason, str(data.get("message") or data.get("msg") or "")
     fields = dict(_XML_FIELD.findall(text))
     if fields:
-        reason = fields.get("Code", f"HTTP_{status}")[:MAX_REASON_CHARS]
-        return reason, fields.get("Message", "")[:MAX_MESSAGE_CHARS]
+        return fields.get("Code", f"HTTP_{status}"), fields.get("Message", "")
     if EDGE_BLOCK_MARKER in text:
         return "EDGE_BLOCKED", (
             "the service's edge refused the request (error code: 1010); "
             "it does this when no User-Agent is sent"
         )
-    return f"HTTP_{status}", text[:MAX_MESSAGE_CHARS]
+    return f"HTTP_{status}", text
 
 
 def error_for_response(
@@ -68,11 +73,15 @@ def error_for_response(
     scrub: Scrub,
     presigned: bool = False,
 ) -> ApiStatusError:
-    """The error for a non-200 answer, its texts scrubbed (see :mod:`pipeline.redact`)."""
-    reason, message = (scrub(text) for text in parse_error_body(status, body))
-    if presigned and status == 403:
-        return UrlExpired(status, reason, message or "presigned URL expired", path)
-    if status == 401 or reason in BAD_CREDENTIAL_REASONS:
+    """The error for a non-200 answer, its texts scrubbed (see :mod:`pipeline.redact`).
+
+    Presigned storage never sees our key: its 401 or 403 is about the URL, never a reason
+    to stop the whole job as a refused key would.
+    """
+    reason, message = parse_error_body(status, body, scrub)
+    if presigned and status in (401, 403):
+        return UrlExpired(status, reason, message or "presigned URL refused or expired", path)
+    if not presigned and (status == 401 or reason in BAD_CREDENTIAL_REASONS):
         return BadCredentials(status, reason, message or "the API key was refused", path)
     if status == 429:
         retry_after = parse_retry_after(headers.get("Retry-After"), now)

@@ -28,6 +28,10 @@ Id = Annotated[str, StringConstraints(max_length=256)]
 Name = Annotated[str, StringConstraints(max_length=1024)]
 Text = Annotated[str, StringConstraints(max_length=4096)]
 Url = Annotated[str, StringConstraints(max_length=8192)]
+#: An asset id is kept in the store and sent back: opaque, but plain (32 hex in practice).
+AssetId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
+#: Numbers kept in SQLite must fit its 64-bit integers.
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 
 
 class Response(BaseModel):
@@ -49,7 +53,7 @@ class Response(BaseModel):
 class UploadTicket(Response):
     """Where and how to PUT one training image."""
 
-    assets_id: Id
+    assets_id: AssetId
     upload_url: Url
     method: str = "PUT"
 
@@ -122,8 +126,13 @@ class ModelRef(Response):
 
 
 class TrainingExtra(Response):
-    eta_relative: int | None = None
+    eta_relative: Int64 | None = None
     progress_percent: int | None = None
+
+    @field_validator("progress_percent")
+    @classmethod
+    def _percent(cls, value: int | None) -> int | None:
+        return None if value is None else min(100, max(0, value))
 
 
 class TrainingStatus(Response):
@@ -266,7 +275,7 @@ class DebugInfo(Response):
 
 
 class ResultExtra(Response):
-    seed: int | None = None
+    seed: Int64 | None = None
     debug_info: DebugInfo | None = None
 
 

@@ -4,8 +4,11 @@ The service hands out presigned URLs (uploads, pictures, LoRA files) and may ans
 redirects. Each is checked here before a request is sent:
 
 - http or https only, with a host and without credentials in it;
-- no silent downgrade: with an https base URL, plain http is refused unless it is loopback
-  (the emulator on the same machine);
+- no silent downgrade: with an https base URL, plain http is refused;
+- a service on the internet cannot point us at this machine or its network: unless the base
+  URL is itself local, an address literal that is loopback, private, link-local (cloud
+  metadata at 169.254.169.254), unspecified or reserved is refused (a name is not resolved
+  here: that is left to the network's own rules);
 - the ``Authorization`` header goes to the base URL's origin only: an API call redirected
   elsewhere is refused rather than sent there with or without the key.
 """
@@ -27,10 +30,23 @@ def is_loopback(host: str | None) -> bool:
         return False
     if host.lower().rstrip(".") in _LOOPBACK_NAMES:
         return True
+    address = _address(host)
+    return address is not None and address.is_loopback
+
+
+def is_local(host: str | None) -> bool:
+    """Loopback, or an address literal no public service should send us to."""
+    if is_loopback(host):
+        return True
+    address = _address(host or "")
+    return address is not None and not address.is_global
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        return False
+        return None
 
 
 class UrlPolicy:
@@ -39,6 +55,7 @@ class UrlPolicy:
     def __init__(self, base_url: str) -> None:
         self.base = URL(base_url)
         self.origin = self.base.origin()
+        self._local_base = is_local(self.base.host)
 
     def service_url(self, raw: str, *, what: str) -> URL:
         """``raw`` as a URL we may request, or :class:`UnsafeUrl` saying why not."""
@@ -51,10 +68,15 @@ class UrlPolicy:
             raise UnsafeUrl(f"the {what} URL is not http(s) ({shown}): not followed", what)
         if url.user is not None or url.password is not None:
             raise UnsafeUrl(f"the {what} URL carries credentials: not followed", what)
-        if self.base.scheme == "https" and url.scheme == "http" and not is_loopback(url.host):
+        if self.base.scheme == "https" and url.scheme == "http":
             raise UnsafeUrl(
                 f"the {what} URL is plain http while the API is https: not followed "
                 f"(host {url.host})", what,
+            )
+        if not self._local_base and is_local(url.host):
+            raise UnsafeUrl(
+                f"the {what} URL points at a local or private address ({url.host}) while the "
+                "API is on the internet: not followed", what,
             )
         return url
 

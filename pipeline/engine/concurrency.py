@@ -1,12 +1,73 @@
-"""Running coroutines side by side with one clear error when some fail."""
+"""Running coroutines side by side: paid calls that land even when their caller stops,
+long-lived tasks that are restarted when they fail, and groups with one clear error."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, TypeVar
+
+import structlog
 
 from ..errors import BadCredentials
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+class InFlight:
+    """Paid calls in flight. :meth:`land` runs a paid request *and the recording of its
+    outcome* to the end even when its caller is cancelled (a pass stopping, a deadline): a
+    task the service created is never left unrecorded, so never paid for twice. The runner
+    waits for what is in flight (:meth:`drain`) before it closes the session.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def land(self, call: Coroutine[Any, Any, T]) -> T:
+        task = asyncio.ensure_future(call)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                await asyncio.wait({task})  # then stop, as asked
+            raise
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    async def drain(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for the paid calls in flight; how many remain."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        return len(self._tasks)
+
+
+async def supervise(
+    name: str,
+    run: Callable[[], Awaitable[None]],
+    *,
+    sleep: Callable[[float], Awaitable[None]],
+    first_delay: float = 1.0,
+    max_delay: float = 60.0,
+) -> None:
+    """Run a long-lived task for good: an unexpected error is logged with its traceback and
+    the task started again after a pause that doubles up to ``max_delay``. Bad credentials
+    and cancellation end it."""
+    delay = first_delay
+    while True:
+        try:
+            await run()
+            return
+        except (BadCredentials, asyncio.CancelledError):
+            raise
+        except Exception:
+            log.exception("task.restarting", task=name, delay=delay)
+        await sleep(delay)
+        delay = min(delay * 2, max_delay)
 
 
 async def run_all(coroutines: Iterable[Coroutine[Any, Any, Any]]) -> None:

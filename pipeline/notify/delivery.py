@@ -280,7 +280,8 @@ async def _run_once(
     section: NotifySection, body: bytes, argv: list[str]
 ) -> tuple[Delivery, bool]:
     """One run of the command: how it went, and whether another run may do better."""
-    env = {k: v for k, v in os.environ.items() if k not in HIDDEN_ENV}
+    # Settings read variables whatever their case (lora_api_key too): hide every spelling.
+    env = {k: v for k, v in os.environ.items() if k.upper() not in HIDDEN_ENV}
     try:
         process = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,

@@ -143,6 +143,16 @@ _GENERATION_COLUMNS = (
 )
 
 
+def _refuse_links(path: Path) -> None:
+    """The state is the pipeline's own: a link planted in its place is never written through."""
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if file.is_symlink():
+            raise StateConflict(
+                f"{file} is a link: the state file must be a plain file of the pipeline's; "
+                "remove the link (nothing was written through it)"
+            )
+
+
 class SqliteStore:
     """The embedded state backend: one SQLite file in WAL mode."""
 
@@ -152,6 +162,7 @@ class SqliteStore:
         self._scrub = scrub or Scrubber()
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _refuse_links(Path(path))
         self._db = sqlite3.connect(str(path), isolation_level=None, timeout=30.0)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode = WAL")
@@ -321,6 +332,7 @@ class SqliteStore:
         return [RejectionRow(**r) for r in rows]
 
     def set_image_asset(self, subject_id: SubjectId, sha256: str, assets_id: str) -> None:
+        assets_id = self._scrub(assets_id)
         with self.atomic() as db:
             db.execute(
                 "UPDATE images SET assets_id = ? WHERE subject_id = ? AND sha256 = ?",
@@ -333,6 +345,7 @@ class SqliteStore:
         return str(row[0]) if row else None
 
     def remember_asset(self, sha256: str, assets_id: str, *, now: float) -> None:
+        assets_id = self._scrub(assets_id)
         with self.atomic() as db:
             db.execute(
                 "INSERT OR REPLACE INTO assets (sha256, assets_id, uploaded_at) VALUES (?,?,?)",

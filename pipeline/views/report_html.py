@@ -240,11 +240,18 @@ def _thumb_html(picture: str, report_dir: Path) -> str:
             " loading=\"eager\"></a>")
 
 
+#: A picture with more pixels than this gets no thumbnail: decoding it would take gigabytes.
+MAX_THUMBNAIL_SOURCE_PIXELS = 40_000_000
+
+
 def thumbnail_data_uri(path: Path, size: int = THUMB_SIZE) -> str | None:
     """A JPEG thumbnail of ``path`` (at most ``size`` px a side) as a data URI, or None
     when the file cannot be read as a picture."""
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_THUMBNAIL_SOURCE_PIXELS:  # small on disk, huge decoded
+                raise ValueError(f"{width}x{height} is too large to make a thumbnail of")
             image.draft("RGB", (size * 2, size * 2))
             image.thumbnail((size, size))
             rgb = _flatten(image)

@@ -171,9 +171,14 @@ async def test_a_file_url_from_the_service_is_refused_without_retrying(
 @pytest.mark.parametrize(("url", "allowed"), [
     ("https://bucket.example/x.png", True),
     ("http://bucket.example/x.png", False),  # a downgrade from the https API
-    ("http://127.0.0.1:9000/x.png", True),  # loopback: the emulator
-    ("http://localhost/x.png", True),
-    ("http://[::1]:9000/x.png", True),
+    ("http://127.0.0.1:9000/x.png", False),  # plain http, and this machine
+    ("https://127.0.0.1:6379/x.png", False),  # a public API never sends us home
+    ("https://localhost/x.png", False),
+    ("https://[::1]:9000/x.png", False),
+    ("https://169.254.169.254/latest/meta-data", False),  # cloud metadata
+    ("https://10.0.0.7/x.png", False),
+    ("https://[fd00::1]/x.png", False),
+    ("https://0.0.0.0/x.png", False),
     ("file:///etc/passwd", False),
     ("ftp://bucket.example/x.png", False),
     ("https://user:pass@bucket.example/x.png", False),
@@ -187,6 +192,13 @@ def test_which_service_urls_are_followed_from_an_https_api(url: str, allowed: bo
     else:
         with pytest.raises(UnsafeUrl):
             policy.service_url(url, what="picture")
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9000/x.png", "http://localhost/x.png",
+                                 "http://[::1]:9000/x.png", "https://bucket.example/x.png"])
+def test_a_local_api_may_hand_out_local_urls(url: str) -> None:
+    """The emulator on this machine serves its own presigned URLs."""
+    assert UrlPolicy("http://127.0.0.1:8000").service_url(url, what="picture").host
 
 
 @pytest.mark.parametrize("base", ["file:///tmp/api", "api.novita.ai", "https://", "https://h/?k=1"])
@@ -267,8 +279,9 @@ def test_short_keys_are_refused_and_long_ones_never_garble_text() -> None:
     assert Settings(_env_file=None, api_key="").api_key is None  # type: ignore[call-arg]
     scrub = Scrubber([TEST_KEY])
     assert scrub("/work/outbox/k2.png") == "/work/outbox/k2.png"
-    assert scrub(f"a {TEST_KEY} b {TEST_KEY.replace('-', '%2D')}") == "a *** b " + TEST_KEY.replace(
-        "-", "%2D")  # only the key's own spellings
+    encoded = "".join(f"%{b:02x}" for b in TEST_KEY.encode())
+    assert scrub(f"a {TEST_KEY} b {TEST_KEY.replace('-', '%2D')} c {encoded}") == "a *** b *** c ***"
+    assert scrub(TEST_KEY.upper()) == TEST_KEY.upper()  # only the key's own spellings
     assert scrub("caf\udce9") == "caf\\udce9"
 
 

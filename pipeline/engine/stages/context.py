@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -12,6 +13,7 @@ from ...config import Settings
 from ...inputs.dataset import display_name
 from ...jobfile.loading import JobConfig, SubjectSettings
 from ...store.protocol import StateStore, SubjectRow
+from ..concurrency import InFlight
 from ..outbox import SubjectOutbox
 
 
@@ -22,6 +24,10 @@ class StageContext:
     api: ApiClient
     store: StateStore
     clock: Clock
+    #: Paid calls that must land even while the pass stops.
+    inflight: InFlight = field(default_factory=InFlight)
+    #: Set when the pass stops: no new paid call starts after it.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _subject_settings: dict[str, SubjectSettings] = field(default_factory=dict)
 
     @property

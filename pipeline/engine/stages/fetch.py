@@ -5,6 +5,7 @@ checked against the ``hash_sha256`` prefix the model list gives, so the user own
 from __future__ import annotations
 
 import asyncio
+from contextlib import aclosing
 
 import structlog
 
@@ -27,9 +28,12 @@ class ModelIndex:
 
     async def find(self, model_name: str) -> PrivateModel | None:
         if model_name not in self._by_name:
-            async for model in self._ctx.api.iter_trained_models():
-                self._by_name[model.api_name] = model
-                self._by_name.setdefault(model.sd_name, model)
+            async with aclosing(self._ctx.api.iter_trained_models()) as models:
+                async for model in models:
+                    self._by_name[model.api_name] = model
+                    self._by_name.setdefault(model.sd_name, model)
+                    if model_name in self._by_name:
+                        break  # the rest of the list is read only when it is needed
         return self._by_name.get(model_name)
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import structlog
 
 from ...api.models import TrainingKind, TrainingStatus
-from ...errors import ApiError, BadCredentials, NotFound, StateConflict
+from ...errors import ApiError, BadCredentials, NotFound, PipelineError, StateConflict
 from ...store.protocol import SubjectRow
 from ...store.states import CANCELED, FAILED, TRAINED, TRAINING
 from .context import StageContext
@@ -53,6 +53,12 @@ class TrainingMonitor:
     async def wait(self, subject: SubjectRow) -> SubjectRow:
         """Return the subject once its training settled (trained, failed or canceled)."""
         assert subject.task_id is not None
+        other = self._watches.get(subject.task_id)
+        if other is not None and other.subject.id != subject.id:
+            raise PipelineError(
+                f"the service gave {subject.name} the task id {subject.task_id} it had already "
+                f"given {other.subject.name}: one of them is not followed; ask the service"
+            )
         kind = self._ctx.subject_settings(subject).training.kind
         future: asyncio.Future[SubjectRow] = asyncio.get_running_loop().create_future()
         self._watches[subject.task_id] = _Watch(subject, kind, future)
@@ -106,8 +112,13 @@ class TrainingMonitor:
             status = statuses.get(task_id)
             if status is None:
                 status = await self._status(watch)
-            if status is not None:
+            if status is None:
+                continue
+            try:
                 changed |= self._apply(watch, status)
+            except Exception as exc:  # one odd status must not drop the others' news
+                log.exception("monitor.apply_failed", subject=watch.subject.name)
+                self._note(watch, f"{STATUS_UNREADABLE}: {type(exc).__name__}")
         return changed
 
     async def _list_statuses(self) -> dict[str, TrainingStatus]:
@@ -144,13 +155,16 @@ class TrainingMonitor:
         except BadCredentials:
             raise
         except ApiError as exc:
-            note = f"{STATUS_UNREADABLE}: {exc}"
-            if watch.subject.error != note:
-                log.warning("monitor.status_failed", subject=watch.subject.name, error=str(exc))
-                watch.subject = self._ctx.store.update_subject(
-                    watch.subject.id, now=self._ctx.clock.now(), error=note
-                )
+            log.warning("monitor.status_failed", subject=watch.subject.name, error=str(exc))
+            self._note(watch, f"{STATUS_UNREADABLE}: {exc}")
             return None
+
+    def _note(self, watch: _Watch, note: str) -> None:
+        """Say on the subject why its training is not followed right now."""
+        if watch.subject.error != note:
+            watch.subject = self._ctx.store.update_subject(
+                watch.subject.id, now=self._ctx.clock.now(), error=note
+            )
 
     def _apply(self, watch: _Watch, status: TrainingStatus) -> bool:
         ctx, subject = self._ctx, watch.subject

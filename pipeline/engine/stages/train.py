@@ -23,7 +23,7 @@ from ...api.models import (
     TrainingTask,
 )
 from ...api.retry import backoff_delay, retry_after_of
-from ...errors import ApiError, BadCredentials, RateLimited
+from ...errors import ApiError, BadCredentials, BadResponse, RateLimited
 from ...jobfile.loading import SubjectSettings
 from ...store.protocol import ImageRow, SubjectRow
 from ...store.states import FAILED, SUBMITTING, TRAINING, UPLOADED
@@ -70,8 +70,10 @@ class TaskIndex:
     async def find(self, name: str, *, refresh: bool = False) -> TrainingTask | None:
         if self._by_name is None or refresh:
             by_name: dict[str, TrainingTask] = {}
+            mine = f"{self._ctx.job_name}-"  # other jobs' tasks are not kept
             async for task in self._ctx.api.iter_training_tasks():
-                by_name.setdefault(task.task_name, task)
+                if task.task_name.startswith(mine):
+                    by_name.setdefault(task.task_name, task)
             self._by_name = by_name
         return self._by_name.get(name)
 
@@ -85,6 +87,8 @@ async def submit_training(ctx: StageContext, subject: SubjectRow, index: TaskInd
             return _started(ctx, subject, found.task_id)
         name = subject.training_name
     else:
+        if ctx.stopping.is_set():
+            return subject  # no new paid call once the pass is stopping
         attempt = subject.attempts + 1
         name = training_name(ctx.job_name, subject, attempt)
         found = await index.find(name)
@@ -105,30 +109,41 @@ async def _create(
     kind: TrainingKind = settings.training.kind
     policy = ctx.api.retry_policy
     for attempt in range(1, MAX_CREATE_TRIES + 1):
-        try:
-            task_id = await ctx.api.create_training(kind, request)
-            log.info("train.submitted", subject=subject.name, task_id=task_id, name=name)
-            return _started(ctx, subject, task_id)
-        except BadCredentials:
-            raise
-        except ApiError as exc:
-            if not exc.transient:
-                return ctx.store.transition(
-                    subject.id, expected=SUBMITTING, to=FAILED, now=ctx.clock.now(),
-                    error=f"the service refused the training: {exc}",
-                )
-            log.warning("train.create_uncertain", subject=subject.name, error=str(exc))
-            await ctx.clock.sleep(backoff_delay(attempt, policy, retry_after=retry_after_of(exc)))
-            if not isinstance(exc, RateLimited):
-                found = await index.find(name, refresh=True)
-                if found is not None:
-                    return _started(ctx, subject, found.task_id)
-            if attempt == MAX_CREATE_TRIES:
-                # The last answer may have been lost after the service took the training:
-                # marking it failed would lose a paid task, and `retry` would pay again.
-                # It stays `submitting`, so the next pass looks the name up first.
-                raise
+        outcome = await ctx.inflight.land(_send(ctx, subject, kind, request))
+        if isinstance(outcome, SubjectRow):
+            return outcome
+        log.warning("train.create_uncertain", subject=subject.name, error=str(outcome))
+        await ctx.clock.sleep(backoff_delay(attempt, policy, retry_after=retry_after_of(outcome)))
+        if not isinstance(outcome, RateLimited):
+            found = await index.find(name, refresh=True)
+            if found is not None:
+                return _started(ctx, subject, found.task_id)
+        if attempt == MAX_CREATE_TRIES or ctx.stopping.is_set():
+            # The last answer may have been lost after the service took the training:
+            # marking it failed would lose a paid task, and `retry` would pay again.
+            # It stays `submitting`, so the next pass looks the name up first.
+            raise outcome
     raise AssertionError("unreachable")
+
+
+async def _send(
+    ctx: StageContext, subject: SubjectRow, kind: TrainingKind, request: TrainingRequest
+) -> SubjectRow | ApiError:
+    """The paid POST and the recording of what it told: the subject's new state, or the
+    error of an answer that leaves the outcome unknown (to be reconciled by name)."""
+    try:
+        task_id = await ctx.api.create_training(kind, request)
+    except BadCredentials:
+        raise
+    except ApiError as exc:
+        if exc.transient or isinstance(exc, BadResponse):
+            return exc
+        return ctx.store.transition(
+            subject.id, expected=SUBMITTING, to=FAILED, now=ctx.clock.now(),
+            error=f"the service refused the training: {exc}",
+        )
+    log.info("train.submitted", subject=subject.name, task_id=task_id, name=request.name)
+    return _started(ctx, subject, task_id)
 
 
 def _started(ctx: StageContext, subject: SubjectRow, task_id: str) -> SubjectRow:
