@@ -16,6 +16,7 @@ error's message is scrubbed (:mod:`pipeline.redact`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import random
@@ -25,7 +26,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, BinaryIO, Self, TypeVar
 
 import aiofiles.os
 import aiohttp
@@ -43,7 +44,8 @@ from ..errors import (
     UnsafeUrl,
     UrlExpired,
 )
-from ..files import PART_SUFFIX, open_reader, open_writer
+from ..files import PART_SUFFIX, open_writer
+from ..inputs.safe_files import open_inbox_file
 from ..redact import Scrubber
 from .bounds import CHUNK_SIZE, Throughput, parse_json, read_capped, read_error_body
 from .contract import CONTENT_TYPES, MAX_TASK_PAGE
@@ -277,41 +279,58 @@ class ApiClient:
             UploadTicket, "POST", "/v3/assets/training_dataset", body={"file_extension": extension}
         )
 
-    async def put_file(self, url: str, path: Path, content_type: str) -> int:
-        """PUT the file's exact bytes, streamed from disk, to a presigned URL (no auth)."""
+    async def put_file(self, url: str, source: Path | BinaryIO, content_type: str) -> int:
+        """PUT a file's exact bytes, streamed, to a presigned URL (no auth); return the size.
+
+        ``source`` is an open binary file, sent whole from its first byte (so a retry sends
+        the same descriptor again, never whatever the name leads to by then), or a path,
+        opened for this request as :func:`~pipeline.inputs.safe_files.open_inbox_file` does.
+        """
+        if isinstance(source, Path):
+            with open_inbox_file(source) as handle:
+                return await self.put_file(url, handle, content_type)
         target = self._urls.service_url(url, what="upload")
-        size = (await aiofiles.os.stat(path)).st_size
+        source.seek(0)
+        size = os.fstat(source.fileno()).st_size
         headers = {"Content-Type": content_type, "Content-Length": str(size)}
-        async with open_reader(path) as handle:
 
-            async def chunks() -> AsyncGenerator[bytes, None]:
-                while chunk := await handle.read(CHUNK_SIZE):
-                    yield chunk
+        async def chunks() -> AsyncGenerator[bytes, None]:
+            left = size  # exactly what Content-Length promised, however the file grows
+            while left > 0 and (chunk := await asyncio.to_thread(
+                source.read, min(CHUNK_SIZE, left)
+            )):
+                left -= len(chunk)
+                yield chunk
 
-            body = chunks()
-            try:
-                async with self._exchange(
-                    "PUT", target, api=False, what="upload", data=body, headers=headers,
-                    timeout=self._transfer_timeout(size),
-                ) as response:
-                    if response.status not in (200, 204):
-                        raise self._error(response, await read_error_body(response),
-                                          target.path, presigned=True)
-            finally:
-                await body.aclose()
+        body = chunks()
+        try:
+            async with self._exchange(
+                "PUT", target, api=False, what="upload", data=body, headers=headers,
+                timeout=self._transfer_timeout(size),
+            ) as response:
+                if response.status not in (200, 204):
+                    raise self._error(response, await read_error_body(response),
+                                      target.path, presigned=True)
+        finally:
+            await body.aclose()
         return size
 
-    async def upload_training_image(self, path: Path, extension: ImageExtension) -> str:
-        """Upload one image and return its ``assets_id``.
+    async def upload_training_image(
+        self, source: Path | BinaryIO, extension: ImageExtension
+    ) -> str:
+        """Upload one image (an open binary file, or a path) and return its ``assets_id``.
 
         The URL is requested right before the PUT; an expired URL is replaced by a new one
-        (at most ``MAX_URL_RENEWALS`` times).
+        (at most ``MAX_URL_RENEWALS`` times). Every attempt sends an open file from its start.
         """
+        if isinstance(source, Path):
+            with open_inbox_file(source) as handle:
+                return await self.upload_training_image(handle, extension)
         for renewal in range(1, MAX_URL_RENEWALS + 1):
             ticket = await self.request_upload_url(extension)
 
             async def put(url: str = ticket.upload_url) -> int:
-                return await self.put_file(url, path, CONTENT_TYPES[extension])
+                return await self.put_file(url, source, CONTENT_TYPES[extension])
 
             try:
                 await self._retrying(put, "PUT upload")
@@ -319,7 +338,7 @@ class ApiClient:
             except UrlExpired:
                 if renewal == MAX_URL_RENEWALS:
                     raise
-                log.info("api.upload_url_expired", file=path.name, renewal=renewal)
+                log.info("api.upload_url_expired", renewal=renewal)
         raise AssertionError("unreachable")
 
     # --- training -------------------------------------------------------------------------

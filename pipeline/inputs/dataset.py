@@ -27,8 +27,13 @@ Rules worth knowing:
   target becomes ``ImageFile.path``, so later reads go where the check went. A subject folder
   that leads outside ``root`` is not listed at all.
 - Files are opened by :mod:`pipeline.inputs.safe_files`: regular files only, never blocking, caption
-  sidecars read up to :data:`MAX_CAPTION_BYTES`. A folder of more than
+  sidecars read up to :data:`MAX_CAPTION_BYTES` from the inbox down with no link followed on
+  the way (their text is sent to the service). A photo of more than :data:`MAX_PHOTO_BYTES`
+  is refused from its size, before a byte of it is read. A folder of more than
   :data:`MAX_FOLDER_ENTRIES` entries is refused without being read further.
+- A subject folder that is a link (inside the inbox) is listed through its resolved target,
+  so every ``ImageFile.path`` leads to its photo without a link on the way, as the upload
+  requires.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import io
 import itertools
 import json
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,17 +64,19 @@ from pipeline.inputs.image_formats import (
     format_label,
     header_size,
 )
-from pipeline.inputs.safe_files import RefusedFile, open_inbox_file, read_inbox_file, size_text
+from pipeline.inputs.safe_files import RefusedFile, open_inbox_file, read_beneath, size_text
 
 __all__ = [
     "MAX_CAPTION_BYTES",
     "MAX_FOLDER_ENTRIES",
+    "MAX_PHOTO_BYTES",
     "READY_MARKER",
     "SUBJECT_FILE",
     "DatasetReport",
     "ImageFile",
     "ImageFormat",
     "Rejection",
+    "Stopped",
     "detect_format",
     "display_name",
     "is_ignored_name",
@@ -102,6 +110,13 @@ MAX_LISTED_NAMES: Final = 5
 MAX_CAPTION_BYTES: Final = 8 * MAX_TEXT_LENGTH
 #: Entries looked at in one subject folder (all levels): a subject is at most 50 photos.
 MAX_FOLDER_ENTRIES: Final = 10_000
+#: A photo's size on disk; one larger is refused from its size, unread. A 40-megapixel PNG
+#: is about 30 MiB and the service wants far less, so only a mistake or a trick is refused.
+MAX_PHOTO_BYTES: Final = 50 << 20
+
+
+class Stopped(Exception):
+    """Validation was asked to stop (the pass is ending): nothing it found is kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,10 +237,11 @@ def _open_for_read(path: Path) -> io.BufferedReader:
 
 
 def _hash_stream(fp: IO[bytes]) -> tuple[str, int]:
-    """sha256 hex digest and byte count of the rest of ``fp``, read in chunks."""
+    """sha256 hex digest and byte count of the rest of ``fp``, read in chunks; reading stops
+    past :data:`MAX_PHOTO_BYTES` (a file that grew while read: its count shows it)."""
     digest = hashlib.sha256()
     total = 0
-    while chunk := fp.read(HASH_CHUNK_BYTES):
+    while total <= MAX_PHOTO_BYTES and (chunk := fp.read(HASH_CHUNK_BYTES)):
         digest.update(chunk)
         total += len(chunk)
     return digest.hexdigest(), total
@@ -278,6 +294,15 @@ def _changed(name: str) -> Rejection:
     )
 
 
+def _too_large(name: str, size: int) -> Rejection:
+    return Rejection(
+        name,
+        f"{name} is {size / (1 << 20):,.0f} MiB, over the {size_text(MAX_PHOTO_BYTES)} a photo "
+        "may be: export it smaller (a JPEG of 2048 px on the long side is a few MiB), or "
+        "remove it",
+    )
+
+
 def _unreadable(name: str, exc: OSError) -> Rejection:
     if isinstance(exc, PermissionError):
         return Rejection(
@@ -295,6 +320,8 @@ def _inspect(candidate: _Candidate, max_pixels: int) -> _Content | Rejection:
             opened = os.fstat(fp.fileno())
             if opened.st_size == 0:
                 return Rejection(name, f"{name} is empty (0 bytes): copy the photo again")
+            if opened.st_size > MAX_PHOTO_BYTES:
+                return _too_large(name, opened.st_size)
             result = _read_content(fp, name, max_pixels)  # Pillow closes fp when done
         after = os.stat(candidate.path)
     except RefusedFile as exc:
@@ -357,9 +384,8 @@ class _TooManyEntries(Exception):
     pass
 
 
-def _list_folder(folder: Path, root: Path) -> _Listing:
+def _list_folder(folder: Path, root: Path, subject: str) -> _Listing:
     listing = _Listing()
-    subject = display_name(folder.name)
     with os.scandir(folder) as entries:
         listed = list(itertools.islice(entries, MAX_FOLDER_ENTRIES + 1))
     if len(listed) > MAX_FOLDER_ENTRIES:
@@ -380,10 +406,10 @@ def _list_folder(folder: Path, root: Path) -> _Listing:
     return listing
 
 
-def _read_sidecar(name: str, sidecar: Path) -> str | Rejection:
+def _read_sidecar(name: str, sidecar: Path, root: Path) -> str | Rejection:
     file = display_name(sidecar.name)
     try:
-        return read_inbox_file(sidecar, limit=MAX_CAPTION_BYTES).decode("utf-8")
+        return read_beneath(root, sidecar, limit=MAX_CAPTION_BYTES).decode("utf-8")
     except RefusedFile as exc:
         return Rejection(
             name,
@@ -398,13 +424,16 @@ def _read_sidecar(name: str, sidecar: Path) -> str | Rejection:
 
 
 def _caption_for(
-    candidate: _Candidate, captions: Mapping[str, str] | None, sidecars: Mapping[str, Path]
+    candidate: _Candidate,
+    captions: Mapping[str, str] | None,
+    sidecars: Mapping[str, Path],
+    root: Path,
 ) -> str | Rejection | None:
     name = candidate.name
     if captions is not None and name in captions:
         text: str | Rejection = captions[name]
     elif (sidecar := sidecars.get(Path(candidate.real_name).stem)) is not None:
-        text = _read_sidecar(name, sidecar)
+        text = _read_sidecar(name, sidecar, root)
     else:
         return None
     if isinstance(text, Rejection):
@@ -480,17 +509,23 @@ def _unused_caption_warnings(captions: Mapping[str, str] | None, listing: _Listi
 
 
 def _accept(
-    listing: _Listing, captions: Mapping[str, str] | None, max_pixels: int
+    listing: _Listing,
+    captions: Mapping[str, str] | None,
+    max_pixels: int,
+    root: Path,
+    stop: threading.Event | None,
 ) -> tuple[list[ImageFile], list[Rejection]]:
     accepted: list[ImageFile] = []
     rejected = list(listing.rejected)
     first_by_hash: dict[str, str] = {}
     for candidate in listing.candidates:
+        if stop is not None and stop.is_set():
+            raise Stopped
         content = _inspect(candidate, max_pixels)
         if isinstance(content, Rejection):
             rejected.append(content)
             continue
-        caption = _caption_for(candidate, captions, listing.sidecars)
+        caption = _caption_for(candidate, captions, listing.sidecars, root)
         if isinstance(caption, Rejection):
             rejected.append(caption)
             continue
@@ -541,24 +576,30 @@ def validate_subject(
     max_pixels: int = 40_000_000,
     max_images: int = MAX_TRAINING_IMAGES,
     root: Path | None = None,
+    stop: threading.Event | None = None,
 ) -> DatasetReport:
     """Check every file of one subject folder; never raises for a bad file or folder.
 
     ``captions`` maps file names to captions (from ``subject.toml``) and wins over a
     ``<stem>.txt`` sidecar. ``root`` is the inbox (default: the folder's parent): a symlink
     whose target leaves it is rejected without being read. ``max_pixels`` rejects images
-    whose header claims more pixels than that, before anything is decoded.
+    whose header claims more pixels than that, before anything is decoded. Once ``stop`` is
+    set, :class:`Stopped` is raised before the next file is read.
 
         >>> report = validate_subject(Path("inbox/alice"))
         >>> [r.reason for r in report.rejected_files]
         ['clip.jpg is a GIF image, not png/jpeg/webp: convert it to PNG or JPEG, or remove it']
     """
     subject = display_name(folder.name)
-    root_path = Path(os.path.realpath(folder.parent if root is None else root))
-    if not Path(os.path.realpath(folder)).is_relative_to(root_path):
+    given_root = folder.parent if root is None else root
+    root_path = Path(os.path.realpath(given_root))
+    resolved = Path(os.path.realpath(folder))
+    if not resolved.is_relative_to(root_path):
         return _failed(subject, folder, _outside_error(folder))
     try:
-        listing = _list_folder(folder, root_path)
+        listing = _list_folder(
+            resolved if os.path.islink(folder) else folder, root_path, subject
+        )
     except (FileNotFoundError, NotADirectoryError):
         return _failed(subject, folder, f"{folder} is not a folder (any more)")
     except _TooManyEntries:
@@ -572,7 +613,7 @@ def validate_subject(
         return _failed(
             subject, folder, f"{folder} cannot be listed ({exc.strerror or exc}): make it readable"
         )
-    accepted, rejected = _accept(listing, captions, max_pixels)
+    accepted, rejected = _accept(listing, captions, max_pixels, given_root, stop)
     warnings = listing.warnings + _size_warnings(accepted, training_size)
     warnings += _unused_caption_warnings(captions, listing)
     error = _subject_error(subject, kind, accepted, rejected, max_images)

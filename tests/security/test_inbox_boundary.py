@@ -18,9 +18,10 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
+from aiohttp import web
 from PIL import Image
 
 from pipeline.cli.commands import main
@@ -33,12 +34,20 @@ from pipeline.files import open_reader
 from pipeline.inputs import dataset, inbox
 from pipeline.inputs.dataset import validate_subject
 from pipeline.inputs.inbox import scan_inbox
-from pipeline.inputs.safe_files import RefusedFile, open_inbox_file, read_inbox_file
+from pipeline.inputs.safe_files import (
+    RefusedFile,
+    open_beneath,
+    open_inbox_file,
+    read_inbox_file,
+)
 from pipeline.jobfile.loading import JobConfig, load_job, load_subject_overrides
 from pipeline.store.sqlite import SqliteStore
 from pipeline.store.states import DONE, REJECTED, VALIDATED
 from pipeline.views.summary import EXIT_REJECTED
 from tests.conftest import RecordingClock, fast_settings, write_job
+
+from .conftest import Workspace
+from .hostile import Hostile
 
 T0 = 1_700_000_000.0
 
@@ -230,6 +239,68 @@ def test_a_name_turned_into_a_fifo_after_the_check_is_refused_by_fstat(
     assert guard.violations == []
 
 
+def test_open_beneath_follows_no_link_on_the_way(inbox_dir: Path, outside: Path) -> None:
+    alice = subject_with_photos(inbox_dir, "alice", 1)
+    subject_with_photos(inbox_dir, ".staging/carol", 2)
+    (inbox_dir / "carol").symlink_to(Path(".staging") / "carol")  # inside, still a link
+    (inbox_dir / "smuggled").symlink_to(outside)
+    (alice / "nested").write_bytes(b"a file where a folder is expected")
+    os.mkfifo(alice / "pipe.png")
+    guard = guarding(inbox_dir, outside)
+
+    with open_beneath(inbox_dir, alice / "p1.png") as handle:
+        assert handle.read() == photo(1)
+    with open_beneath(inbox_dir, inbox_dir / ".staging" / "carol" / "p2.png") as handle:
+        assert handle.read() == photo(2)
+    refusals = {}
+    for path in (inbox_dir / "carol" / "p2.png", inbox_dir / "smuggled" / "secret.png",
+                 alice / "nested" / "p1.png", alice / "pipe.png", outside / "secret.png",
+                 inbox_dir / "alice" / ".." / "smuggled" / "secret.png"):
+        with pytest.raises(RefusedFile) as caught:
+            open_beneath(inbox_dir, path)
+        assert caught.value.path == path
+        refusals[path.relative_to(inbox_dir.parent).as_posix()] = caught.value.problem
+
+    assert refusals == {
+        "inbox/carol/p2.png": "is reached through a link (carol), which is not followed",
+        "inbox/smuggled/secret.png": "is reached through a link (smuggled), which is not "
+        "followed",
+        "inbox/alice/nested/p1.png": "is reached through alice/nested, which is not a folder",
+        "inbox/alice/pipe.png": "is not a regular file (a FIFO)",
+        "outside/secret.png": "is not inside the inbox",
+        "inbox/alice/../smuggled/secret.png": "is reached through a link (smuggled), which "
+        "is not followed",
+    }
+    assert guard.violations == []
+
+
+def test_open_beneath_keeps_reading_what_it_opened_after_a_swap(
+    inbox_dir: Path, outside: Path
+) -> None:
+    alice = subject_with_photos(inbox_dir, "alice", 1)
+    (outside / "p1.png").write_bytes(b"TOP SECRET")
+
+    with open_beneath(inbox_dir, alice / "p1.png") as handle:
+        alice.rename(inbox_dir / ".moved")
+        alice.symlink_to(outside)
+        assert handle.read() == photo(1)
+        handle.seek(0)  # what a retried upload does
+        assert handle.read() == photo(1)
+    with pytest.raises(RefusedFile, match=r"through a link \(alice\)"):
+        open_beneath(inbox_dir, alice / "p1.png")
+
+
+def test_open_beneath_takes_the_root_by_either_spelling(tmp_path: Path) -> None:
+    real = tmp_path / "disk" / "inbox"
+    subject_with_photos(real, "alice", 1)
+    (tmp_path / "inbox").symlink_to(real)  # the operator's inbox path has a link in it
+    spelt = tmp_path / "inbox"
+
+    for path in (spelt / "alice" / "p1.png", real / "alice" / "p1.png"):
+        with open_beneath(spelt, path) as handle:
+            assert handle.read() == photo(1)
+
+
 # ----------------------------------------------------------------------------- the inbox walk
 
 
@@ -283,6 +354,21 @@ def test_links_inside_the_inbox_never_make_the_same_photos_two_subjects(
         f"{inbox_dir / 'everything'} is a link to the inbox itself: remove the link"
     )
     assert [n for n, f in found.items() if f.refused is None] == ["alice", "carol"]
+
+
+def test_a_subject_folder_linked_inside_the_inbox_yields_paths_without_links(
+    inbox_dir: Path,
+) -> None:
+    subject_with_photos(inbox_dir, ".staging/carol", 2)
+    (inbox_dir / "carol").symlink_to(Path(".staging") / "carol")
+
+    report = validate_subject(inbox_dir / "carol", root=inbox_dir)
+
+    (image,) = report.accepted
+    assert report.subject == "carol"
+    assert image.path == (inbox_dir / ".staging" / "carol" / "p2.png").resolve()
+    with open_beneath(inbox_dir, image.path) as handle:  # what the upload opens
+        assert hashlib.sha256(handle.read()).hexdigest() == image.sha256
 
 
 def test_a_folder_with_too_many_entries_is_refused_without_walking_on(
@@ -341,6 +427,68 @@ def test_a_caption_sidecar_that_is_a_fifo_or_too_big_rejects_its_photo(inbox_dir
     }
     assert [(i.name, i.caption) for i in report.accepted] == [("p3.png", "a fine caption")]
     assert guard.violations == []
+
+
+def test_a_caption_read_after_its_folder_became_a_link_is_refused(
+    inbox_dir: Path, outside: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = subject_with_photos(inbox_dir, "alice", 1)
+    (folder / "p1.txt").write_text("a fine caption")
+    (outside / "p1.txt").write_text("TOP SECRET")
+    inspect = dataset._inspect
+
+    def swap_after_the_photo(*args: Any) -> Any:
+        result = inspect(*args)
+        folder.rename(inbox_dir / ".moved")
+        folder.symlink_to(outside)  # the caption is read next, through the swapped folder
+        return result
+
+    monkeypatch.setattr(dataset, "_inspect", swap_after_the_photo)
+
+    report = validate_subject(folder)
+
+    assert {r.name: r.reason for r in report.rejected_files} == {
+        "p1.png": "p1.png: its caption file p1.txt is reached through a link (alice), which "
+        "is not followed: replace it with a plain text file (at most 8 KiB), or delete it",
+    }
+    assert "TOP SECRET" not in repr(report)
+
+
+def test_a_photo_over_the_byte_cap_is_refused_from_its_size_unread(
+    inbox_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = subject_with_photos(inbox_dir, "alice", 1, 2)
+    huge = folder / "huge.png"
+    huge.write_bytes(photo(3))
+    os.truncate(huge, dataset.MAX_PHOTO_BYTES + 1)  # a good PNG, then a sparse tail
+    hashed: list[int] = []
+    hasher = dataset._hash_stream
+
+    def spy(fp: IO[bytes]) -> tuple[str, int]:
+        hashed.append(os.fstat(fp.fileno()).st_ino)
+        return hasher(fp)
+
+    monkeypatch.setattr(dataset, "_hash_stream", spy)
+
+    report = validate_subject(folder)
+
+    assert {r.name: r.reason for r in report.rejected_files} == {
+        "huge.png": "huge.png is 50 MiB, over the 50 MiB a photo may be: export it smaller "
+        "(a JPEG of 2048 px on the long side is a few MiB), or remove it",
+    }
+    assert [i.name for i in report.accepted] == ["p1.png", "p2.png"]
+    assert huge.stat().st_ino not in hashed
+    with pytest.raises(RefusedFile, match="is larger than 50 MiB"):
+        file_sha256(huge)  # and the upload refuses it the same way
+
+
+def test_a_hash_stops_reading_past_the_byte_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dataset, "MAX_PHOTO_BYTES", 10)
+    monkeypatch.setattr(dataset, "HASH_CHUNK_BYTES", 4)
+
+    _digest, count = dataset._hash_stream(io.BytesIO(b"x" * 1000))  # a file still growing
+
+    assert count == 12  # three chunks: past the cap, and read no further
 
 
 # ----------------------------------------------------------------------------- subject.toml
@@ -530,6 +678,33 @@ async def test_a_photo_swapped_for_a_fifo_after_intake_is_refused_at_upload(
     with pytest.raises(RefusedFile, match="a FIFO"):
         async with open_reader(fifo):
             pass
+
+
+async def test_a_retried_upload_sends_the_photo_it_checked_not_what_the_name_leads_to(
+    hostile: Hostile, workspace: Workspace
+) -> None:
+    inbox_dir = workspace.ws / "inbox"
+    alice = inbox_dir / "alice"
+    photos = {p.read_bytes() for p in alice.iterdir()}
+    secret = workspace.root / "secret"
+    secret.mkdir()
+    for path in alice.iterdir():
+        (secret / path.name).write_bytes(b"TOP SECRET\n")
+    bodies: list[bytes] = []
+
+    async def bucket(request: web.Request) -> web.Response:
+        bodies.append(await request.read())
+        if len(bodies) == 1:  # the first PUT fails just as the folder is swapped
+            alice.rename(inbox_dir / ".alice-moved")
+            alice.symlink_to(secret)
+            return web.Response(status=503)
+        return web.Response(status=200)
+
+    hostile.serve(r"^/_s3/training/", bucket)
+    await workspace.run(hostile.base_url, max_wait=5)
+
+    assert len(bodies) == len(photos) + 1  # one retry
+    assert set(bodies) == photos
 
 
 def test_validate_shows_refused_folders_and_bad_subject_files(

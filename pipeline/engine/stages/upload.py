@@ -2,20 +2,27 @@
 
 An image's ``assets_id`` is cached by content hash, so a re-run, a second version of a
 subject or another job with the same photo never sends the bytes again.
+
+A photo is opened once, from the inbox down with no link followed on the way
+(:func:`~pipeline.inputs.safe_files.open_beneath`); its hash is checked on that descriptor
+and the same descriptor is sent, on every attempt. A subject folder swapped for a link
+after intake, or between the check and the send, can never make another file go out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from pathlib import Path
-from typing import cast
+from typing import BinaryIO, cast
 
 import structlog
 
 from ...api.models import ImageExtension
 from ...errors import DatasetError
-from ...inputs.safe_files import RefusedFile, open_inbox_file
+from ...inputs.dataset import MAX_PHOTO_BYTES
+from ...inputs.safe_files import RefusedFile, open_beneath, open_inbox_file, size_text
 from ...store.protocol import ImageRow, SubjectRow
 from ...store.states import UPLOADED, UPLOADING, VALIDATED
 from ..concurrency import run_all
@@ -29,10 +36,22 @@ HASH_CHUNK = 256 * 1024
 def file_sha256(path: Path) -> str:
     """The photo's hash, read the way intake read it: a FIFO swapped in meanwhile is refused,
     never waited on."""
-    digest = hashlib.sha256()
     with open_inbox_file(path) as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
+        return opened_sha256(handle, path)
+
+
+def opened_sha256(handle: BinaryIO, path: Path) -> str:
+    """The hash of an open photo from its first byte; one over the photo cap
+    (:data:`~pipeline.inputs.dataset.MAX_PHOTO_BYTES`) is refused from its size, unread."""
+    size = os.fstat(handle.fileno()).st_size
+    if size > MAX_PHOTO_BYTES:
+        raise RefusedFile(path, f"is larger than {size_text(MAX_PHOTO_BYTES)}")
+    handle.seek(0)
+    digest = hashlib.sha256()
+    left = size  # a file grown since the look above is not read further: its hash differs
+    while left > 0 and (chunk := handle.read(min(HASH_CHUNK, left))):
+        digest.update(chunk)
+        left -= len(chunk)
     return digest.hexdigest()
 
 
@@ -50,6 +69,13 @@ async def upload_subject(
     return ctx.store.transition(subject.id, expected=UPLOADING, to=UPLOADED, now=ctx.clock.now())
 
 
+def _unreadable(subject: SubjectRow, image: ImageRow, exc: OSError) -> DatasetError:
+    why = exc.problem if isinstance(exc, RefusedFile) else f"cannot be read ({exc.strerror})"
+    return DatasetError(
+        f"{subject.name}/{image.name} {why}: it will be checked again on the next pass"
+    )
+
+
 async def _upload_image(
     ctx: StageContext, subject: SubjectRow, image: ImageRow, limit: asyncio.Semaphore
 ) -> None:
@@ -57,21 +83,24 @@ async def _upload_image(
     if cached is not None:
         ctx.store.set_image_asset(subject.id, image.sha256, cached)
         return
-    path = image.path
     async with limit:
         try:
-            actual = await asyncio.to_thread(file_sha256, path)
+            # Opened here, not in a thread: a cancelled await would leak the descriptor.
+            handle = open_beneath(ctx.job.job.inbox, image.path)
         except OSError as exc:
-            why = (exc.problem if isinstance(exc, RefusedFile)
-                   else f"cannot be read ({exc.strerror})")
-            raise DatasetError(
-                f"{subject.name}/{image.name} {why}: it will be checked again on the next pass"
-            ) from exc
-        if actual != image.sha256:
-            raise DatasetError(
-                f"{subject.name}/{image.name} changed after it was validated: "
-                "it will be checked again on the next pass"
+            raise _unreadable(subject, image, exc) from exc
+        with handle:
+            try:
+                actual = await asyncio.to_thread(opened_sha256, handle, image.path)
+            except OSError as exc:
+                raise _unreadable(subject, image, exc) from exc
+            if actual != image.sha256:
+                raise DatasetError(
+                    f"{subject.name}/{image.name} changed after it was validated: "
+                    "it will be checked again on the next pass"
+                )
+            assets_id = await ctx.api.upload_training_image(
+                handle, cast(ImageExtension, image.format)
             )
-        assets_id = await ctx.api.upload_training_image(path, cast(ImageExtension, image.format))
     ctx.store.remember_asset(image.sha256, assets_id, now=ctx.clock.now())
     ctx.store.set_image_asset(subject.id, image.sha256, assets_id)
