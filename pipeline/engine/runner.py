@@ -34,7 +34,7 @@ from ..store.sqlite import SqliteStore
 from ..store.states import FAILED
 from ..views.summary import EXIT_SIGINT, EXIT_SIGTERM, SubjectSummary, exit_code_for, summarize
 from .stages.context import StageContext
-from .stages.intake import IntakeResult, intake
+from .stages.intake import IntakeResult, intake_off_loop
 from .subject_loop import ACTIVE_STATES, Services, drive
 
 log = structlog.get_logger(__name__)
@@ -81,12 +81,15 @@ class Runner:
         self._stop.set()
 
     async def run_once(self, *, max_wait: float) -> RunResult:
-        """One pass for cron."""
+        """One pass for cron; ``max_wait`` counts from its start, intake included."""
+        started = self.clock.now()
 
         async def body(services: Services, drivers: _Drivers) -> list[str]:
-            taken = self._intake(services.ctx.store)
-            drivers.start_all(services)
-            await drivers.wait(timeout=max_wait, stop=self._stop)
+            taken = await self._intake(services.ctx.store)
+            if not self._stop.is_set():
+                drivers.start_all(services)
+            left = max(0.0, started + max_wait - self.clock.now())
+            await drivers.wait(timeout=left, stop=self._stop)
             return [f.name for f in taken.waiting]
 
         return await self._session_scope(body)
@@ -99,8 +102,9 @@ class Runner:
             watcher = asyncio.create_task(self._watch_inbox(changed))
             try:
                 while not self._stop.is_set():
-                    taken = self._intake(services.ctx.store)
-                    drivers.start_all(services)
+                    taken = await self._intake(services.ctx.store)
+                    if not self._stop.is_set():
+                        drivers.start_all(services)
                     rescan = self._rescan_delay(taken)
                     changed.clear()
                     await _first_of(changed.wait(), self._stop.wait(), timeout=rescan)
@@ -154,8 +158,10 @@ class Runner:
                     await asyncio.gather(monitor, return_exceptions=True)
                     drivers.raise_credentials()
 
-    def _intake(self, store: StateStore) -> IntakeResult:
-        taken = intake(self.job, store, self.clock)
+    async def _intake(self, store: StateStore) -> IntakeResult:
+        """Intake with its reading off the event loop: a signal stops it (see
+        :func:`~.stages.intake.intake_off_loop`)."""
+        taken = await intake_off_loop(self.job, store, self.clock, stopping=self._stop)
         for folder in taken.waiting:
             log.info("inbox.waiting", subject=folder.name, reason=folder.reason)
         return taken

@@ -317,3 +317,86 @@ async def test_watch_takes_in_folders_as_they_appear(tmp_path, emulator) -> None
     result = await asyncio.wait_for(watching, 10)
     assert [(s.name, s.state) for s in result.subjects] == [("alice", DONE)]
     assert result.exit_code == EXIT_OK
+
+
+# --- intake runs off the event loop, inside the pass's deadline --------------------------
+
+
+class _ShiftedClock:
+    """The system clock, moved forward by ``shift`` seconds when a test says so."""
+
+    def __init__(self) -> None:
+        self.shift = 0.0
+
+    def now(self) -> float:
+        import time
+
+        return time.time() + self.shift
+
+    async def sleep(self, seconds: float) -> None:
+        import asyncio
+
+        await asyncio.sleep(max(0.0, seconds))
+
+
+async def test_a_stop_during_intake_ends_the_pass_and_starts_no_work(
+    tmp_path, emulator, monkeypatch
+) -> None:
+    import asyncio
+    import signal
+    import threading
+
+    from pipeline.engine.stages import intake as intake_stage
+    from pipeline.inputs.dataset import Stopped
+
+    job, _ = setup_job(tmp_path, subjects=1)
+    validating = threading.Event()
+
+    def slow_validation(*_args, stop: threading.Event, **_kwargs):
+        validating.set()
+        assert stop.wait(timeout=10), "the stop never reached the validation thread"
+        raise Stopped
+
+    monkeypatch.setattr(intake_stage, "validate_subject", slow_validation)
+    runner = Runner(job, fast_settings(emulator.base_url, tmp_path / "state"))
+    running = asyncio.create_task(runner.run_once(max_wait=20))
+    assert await asyncio.to_thread(validating.wait, 10)
+    runner.stop(signal.SIGTERM)  # the loop is free while intake reads: this runs at once
+    result = await asyncio.wait_for(running, 5)
+
+    assert result.signal == signal.SIGTERM
+    assert result.subjects == []  # nothing half-validated was recorded
+    assert emulator.emulator.counters_snapshot()["uploads"] == 0
+
+
+@pytest.mark.parametrize(("max_wait", "left"), [(60, 0.0), (130, 30.0)])
+async def test_max_wait_counts_from_the_start_of_the_pass(
+    tmp_path, emulator, monkeypatch, max_wait: float, left: float
+) -> None:
+    from pipeline.engine import runner as runner_module
+    from pipeline.engine.stages import intake as intake_stage
+
+    job, _ = setup_job(tmp_path, subjects=1)
+    clock = _ShiftedClock()
+    validate = intake_stage.validate_subject
+
+    def validation_taking_100_s(*args, **kwargs):
+        clock.shift += 100
+        return validate(*args, **kwargs)
+
+    waits: list[float] = []
+    wait = runner_module._Drivers.wait
+
+    async def spy(self, *, timeout: float, stop) -> None:
+        waits.append(timeout)
+        await wait(self, timeout=timeout, stop=stop)
+
+    monkeypatch.setattr(intake_stage, "validate_subject", validation_taking_100_s)
+    monkeypatch.setattr(runner_module._Drivers, "wait", spy)
+    settings = fast_settings(emulator.base_url, tmp_path / "state")
+
+    result = await Runner(job, settings, clock=clock).run_once(max_wait=max_wait)
+
+    (waited,) = waits
+    assert left - 1 < waited <= left  # what was left of max_wait after a 100 s intake
+    assert (result.subjects[0].state == DONE) is (left > 0)

@@ -8,22 +8,30 @@ version, with a warning that says so.
 A folder the inbox refuses to read (a link out of the inbox, far too many entries) and a
 ``subject.toml`` that cannot be used are each recorded once as a rejected version whose
 error says why; fixing the problem makes a new version.
+
+An intake is read work, then recording: scanning the inbox and validating folders reads
+and decodes files (:func:`_scan`, :func:`_check_all`: no state), recording writes the
+store. The runner calls :func:`intake_off_loop`, which does the reading in worker threads
+so that the event loop, and its signal handlers, keep running; a stopped pass stops it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import structlog
 
 from ...clock import Clock
 from ...errors import ConfigError
-from ...inputs.dataset import DatasetReport, validate_subject
+from ...inputs.dataset import DatasetReport, Stopped, validate_subject
 from ...inputs.inbox import SubjectFolder, scan_inbox
 from ...jobfile.loading import JobConfig, SubjectSettings
 from ...store.protocol import NewImage, StateStore, SubjectRow
@@ -37,6 +45,8 @@ MAX_CHECK_THREADS = 4
 CONFIG_ERROR_PREFIX = "config-"
 REFUSED_PREFIX = "refused-"
 
+T = TypeVar("T")
+
 
 @dataclass
 class IntakeResult:
@@ -47,15 +57,88 @@ class IntakeResult:
     held_back: list[str] = field(default_factory=list)
 
 
+_Todo = list[tuple[SubjectFolder, "SubjectRow | None"]]
+
+
 def intake(job: JobConfig, store: StateStore, clock: Clock) -> IntakeResult:
     """Scan the job's inbox once and record every subject version that is new."""
-    section = job.job
     result = IntakeResult()
-    folders = scan_inbox(
+    todo = _plan(job, store, clock, _scan(job, clock), result)
+    _record_checked(job, store, clock, todo, list(_check_all(job, [f for f, _ in todo])), result)
+    return result
+
+
+async def intake_off_loop(
+    job: JobConfig, store: StateStore, clock: Clock, *, stopping: asyncio.Event
+) -> IntakeResult:
+    """:func:`intake` with its reading done in worker threads; the store is written here.
+
+    Once ``stopping`` is set, validation stops before its next file and nothing it found is
+    recorded (the next pass looks again): the wait is for the file being read, no more.
+    """
+    result = IntakeResult()
+    stop = threading.Event()
+    folders = await _in_thread(lambda: _scan(job, clock), stopping, stop)
+    if folders is None:
+        return result
+    todo = _plan(job, store, clock, folders, result)
+    if not todo:
+        return result
+    checked = await _in_thread(
+        lambda: list(_check_all(job, [f for f, _ in todo], stop)), stopping, stop
+    )
+    if checked is not None:
+        _record_checked(job, store, clock, todo, checked, result)
+    return result
+
+
+async def _in_thread(
+    work: Callable[[], T], stopping: asyncio.Event, stop: threading.Event
+) -> T | None:
+    """``work()`` in a worker thread, or None when ``stopping`` is set first: ``stop`` then
+    tells the worker to end, and it is waited for (a thread cannot be cancelled)."""
+    if stopping.is_set():
+        return None
+
+    def run() -> T | None:
+        try:
+            return work()
+        except Stopped:
+            return None
+
+    task = asyncio.ensure_future(asyncio.to_thread(run))
+    stopped = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        stop.set()
+        log.info("intake.stopped", hint="the inbox is looked at again on the next pass")
+        await task
+        return None
+    except BaseException:
+        stop.set()  # cancelled: the worker ends after its current file
+        raise
+    finally:
+        stopped.cancel()
+
+
+def _scan(job: JobConfig, clock: Clock) -> list[SubjectFolder]:
+    section = job.job
+    return scan_inbox(
         section.inbox, settle_seconds=section.settle_seconds,
         require_marker=section.require_ready_marker, now=clock.now(),
     )
-    todo: list[tuple[SubjectFolder, SubjectRow | None]] = []
+
+
+def _plan(
+    job: JobConfig, store: StateStore, clock: Clock, folders: list[SubjectFolder],
+    result: IntakeResult,
+) -> _Todo:
+    """Record the refused folders and note the waiting ones; return the ready ones to check
+    with their latest version."""
+    section = job.job
+    todo: _Todo = []
     for folder in folders:
         if folder.refused is not None:
             latest = store.latest(section.name, folder.name)
@@ -73,23 +156,31 @@ def intake(job: JobConfig, store: StateStore, clock: Clock) -> IntakeResult:
         ):
             continue
         todo.append((folder, latest))
-    for (folder, latest), checked in zip(todo, _check_all(job, [f for f, _ in todo]),
-                                         strict=True):
-        row = _take_in(job, store, clock, folder, latest, checked)
+    return todo
+
+
+def _record_checked(
+    job: JobConfig, store: StateStore, clock: Clock, todo: _Todo, checked: list[_Checked],
+    result: IntakeResult,
+) -> None:
+    for (folder, latest), report in zip(todo, checked, strict=True):
+        row = _take_in(job, store, clock, folder, latest, report)
         if row is None:
             continue
         if latest is not None and row.id == latest.id:
             result.held_back.append(folder.name)
         else:
             result.new_versions.append(row)
-    return result
 
 
 _Checked = tuple[SubjectSettings, DatasetReport] | ConfigError
 
 
-def _check(job: JobConfig, folder: SubjectFolder) -> _Checked:
-    """A folder's settings and validation report: local reads and decoding, no state."""
+def _check(
+    job: JobConfig, folder: SubjectFolder, stop: threading.Event | None = None
+) -> _Checked:
+    """A folder's settings and validation report: local reads and decoding, no state.
+    Raises :class:`~pipeline.inputs.dataset.Stopped` once ``stop`` is set."""
     try:
         settings = job.subject_settings(folder.path)
     except ConfigError as exc:
@@ -98,21 +189,23 @@ def _check(job: JobConfig, folder: SubjectFolder) -> _Checked:
     report = validate_subject(
         folder.path, kind=training.kind, captions=settings.captions,
         training_size=(training.width, training.height), max_images=job.job.max_images,
-        root=job.job.inbox,
+        root=job.job.inbox, stop=stop,
     )
     return settings, report
 
 
-def _check_all(job: JobConfig, folders: list[SubjectFolder]) -> Iterator[_Checked]:
+def _check_all(
+    job: JobConfig, folders: list[SubjectFolder], stop: threading.Event | None = None
+) -> Iterator[_Checked]:
     """:func:`_check` of every folder, in order, on a few threads: decoding the photos is
     most of an intake's time, and Pillow and hashlib release the GIL while they work."""
     workers = min(len(folders), os.cpu_count() or 1, MAX_CHECK_THREADS)
     if workers <= 1:
-        yield from (_check(job, folder) for folder in folders)
+        yield from (_check(job, folder, stop) for folder in folders)
         return
     pool = ThreadPoolExecutor(workers, thread_name_prefix="intake")
     try:
-        yield from pool.map(lambda folder: _check(job, folder), folders)
+        yield from pool.map(lambda folder: _check(job, folder, stop), folders)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
