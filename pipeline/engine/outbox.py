@@ -64,24 +64,26 @@ class SubjectOutbox:
         self.stem = safe_stem(subject) + ("" if version == 1 else f"@v{version}")
 
     def path(self, *parts: str) -> Path:
-        """``folder/<parts...>``, its folders created one by one, each checked to be a real
-        folder (not a link, not a file), so the file's place stays inside the subject's."""
+        """``folder/<parts...>``, its folders created one by one from ``outbox/<job>`` down,
+        each checked to be a real folder (not a link, not a file), so the file's place stays
+        inside the subject's. The outbox itself is the operator's: it may be a link."""
         for part in parts:
             _check_component(part)
-        current = self.job_root
-        current.mkdir(parents=True, exist_ok=True)
+        folders = [self.job_root]
         for part in (*self.parts, *parts[:-1]):
-            current = current / part
+            folders.append(folders[-1] / part)
+        self.job_root.parent.mkdir(parents=True, exist_ok=True)
+        for folder in folders:
             try:
-                os.mkdir(current)
+                os.mkdir(folder)
             except FileExistsError:
                 pass
-            if not stat.S_ISDIR(os.lstat(current).st_mode):
+            if not stat.S_ISDIR(os.lstat(folder).st_mode):
                 raise UnsafePath(
-                    f"{current} is a link or a file where the pipeline keeps a folder of "
+                    f"{folder} is a link or a file where the pipeline keeps a folder of "
                     "results: nothing was written there; move it away"
                 )
-        return current / parts[-1]
+        return folders[-1] / parts[-1]
 
     def lora_name(self) -> str:
         return f"{self.stem}.safetensors"

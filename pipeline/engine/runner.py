@@ -126,8 +126,14 @@ class Runner:
                 self.settings.state_dir / "state.db", scrub=Scrubber.for_key(self.settings.api_key)
             )
             try:
-                removed = remove_partials(self.job.job.outbox / self.job.job.name)
-                if removed:
+                job_root = self.job.job.outbox / self.job.job.name
+                if job_root.is_symlink():  # cleaning through it would delete elsewhere
+                    log.warning(
+                        "outbox.not_cleaned", folder=str(job_root),
+                        hint="it is a link, not the pipeline's folder: nothing is cleaned or "
+                             "written through it; move it away",
+                    )
+                elif removed := remove_partials(job_root):
                     log.info("outbox.cleaned", partial_files=removed)
                 waiting = await self._with_api(store, body)
                 subjects = summarize(store, self.job.job.name)

@@ -400,3 +400,23 @@ async def test_max_wait_counts_from_the_start_of_the_pass(
     (waited,) = waits
     assert left - 1 < waited <= left  # what was left of max_wait after a 100 s intake
     assert (result.subjects[0].state == DONE) is (left > 0)
+
+
+async def test_leftovers_are_not_cleaned_through_a_link_at_outbox_job(
+    tmp_path, emulator
+) -> None:
+    job, _ = setup_job(tmp_path, subjects=1)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "alice").mkdir(parents=True)
+    leftover = elsewhere / "alice" / ".alice.safetensors.1234abcd.part"
+    leftover.write_bytes(b"not the pipeline's")
+    (tmp_path / "outbox").mkdir()
+    (tmp_path / "outbox" / "test").symlink_to(elsewhere)
+
+    result = await run(job, emulator, tmp_path)
+
+    assert leftover.read_bytes() == b"not the pipeline's"
+    assert sorted(p.name for p in elsewhere.rglob("*")) == [leftover.name, "alice"]
+    assert "is a link or a file where the pipeline keeps a folder" in (
+        result.subjects[0].error or " ".join(result.subjects[0].warnings)
+    )
