@@ -13,8 +13,13 @@ long-running watcher knows when to scan again.
 Everything in the inbox is untrusted. A subject folder that is a link is followed only when
 its target stays inside the inbox and is not already a subject of its own (the same photos
 would be trained twice); a folder of more than :data:`~pipeline.inputs.dataset.MAX_FOLDER_ENTRIES`
-entries is not walked further. Such a folder comes back with ``refused`` set to a sentence
-naming it and saying what to do; intake records it as a rejected subject.
+entries is not walked further. A subject's name is its folder's name as text, and each
+subject has its own: a folder named like a file the pipeline writes next to the subjects'
+results (:data:`RESERVED_NAMES`), or whose name reads the same as an earlier folder's (a
+name that is not UTF-8, ``caf\\xe9``, and one literally spelt ``caf\\xe9``), is refused.
+Such a folder comes back with ``refused`` set to a sentence naming it and saying what to do;
+intake records it as a rejected subject (a refused duplicate under a name of its own,
+``caf\\xe9 (2)``, so that it never becomes a version of the other folder's subject).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import stat
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from watchfiles import awatch
 
@@ -33,7 +39,12 @@ from pipeline.api.contract import MAX_TRAINING_IMAGES
 from pipeline.errors import ConfigError
 from pipeline.inputs.dataset import MAX_FOLDER_ENTRIES, READY_MARKER, display_name, is_ignored_name
 
-__all__ = ["SubjectFolder", "scan_inbox", "watch_inbox"]
+__all__ = ["RESERVED_NAMES", "SubjectFolder", "scan_inbox", "watch_inbox"]
+
+#: What the pipeline writes at the top of ``outbox/<job>``, next to the subjects' folders
+#: (see :mod:`pipeline.views.report`); compared case-insensitively, since an outbox may live
+#: on a file system that does. Its state folder is hidden, so never a subject's name.
+RESERVED_NAMES: Final = frozenset({"report.html", "report.json"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +191,37 @@ def _link_refusal(
     return None
 
 
+def _shown(path: Path) -> str:
+    """A folder of the inbox as text, saying so when its name is not valid UTF-8."""
+    shown = display_name(path.name)
+    note = " (a name that is not valid UTF-8)" if shown != path.name else ""
+    return f"{path.parent / shown}{note}"
+
+
+def _name_refusal(path: Path, shown: str, first: dict[str, Path]) -> str | None:
+    """Why the folder ``path``, shown as ``shown``, cannot be a subject of that name, if it
+    cannot; ``first`` holds the folders that took their names so far (by name order)."""
+    if shown.casefold() in RESERVED_NAMES:
+        return (
+            f"{_shown(path)} is named like the {shown.lower()} the pipeline writes next to the "
+            "subjects' results in the outbox: rename the folder"
+        )
+    if shown in first:
+        return (
+            f"{_shown(path)} is shown as {shown}, like {_shown(first[shown])}: two folders "
+            "cannot be one subject; rename this one to a name of its own"
+        )
+    return None
+
+
+def _own_name(shown: str, taken: set[str]) -> str:
+    """``shown (2)``, ``shown (3)``...: the first that names no other folder of the inbox."""
+    number = 2
+    while (name := f"{shown} ({number})") in taken:
+        number += 1
+    return name
+
+
 def scan_inbox(
     inbox: Path, *, settle_seconds: float, require_marker: bool = False, now: float
 ) -> list[SubjectFolder]:
@@ -189,7 +231,8 @@ def scan_inbox(
     ``require_marker`` a folder is ready once nothing in it changed for ``settle_seconds``
     before ``now`` and it holds at least one file; with it, once a ``.ready`` file exists.
     A link to a folder is a subject only when it stays inside the inbox and leads to no
-    other subject; otherwise it comes back ``refused``.
+    other subject; otherwise it comes back ``refused``, as does a folder named like what the
+    pipeline writes in the outbox or shown like an earlier folder.
 
     Raises :class:`~pipeline.errors.ConfigError` when the inbox is missing.
     """
@@ -209,17 +252,28 @@ def scan_inbox(
     root = Path(os.path.realpath(inbox))
     subjects = {root / name for name, _, is_link in listed if not is_link}
     claimed: dict[Path, Path] = {}
+    taken = {display_name(name) for name, _, _ in listed}
+    first: dict[str, Path] = {}
     found = []
     for name, path, is_link in listed:
+        shown = display_name(name)
+        refusal = _name_refusal(path, shown, first)
+        if refusal is not None:
+            if shown in first:
+                shown = _own_name(shown, taken)
+                taken.add(shown)
+            found.append(_refused(shown, path, refusal, now))
+            continue
+        first[shown] = path
         walk = path
         if is_link:
             walk = Path(os.path.realpath(path))
             refusal = _link_refusal(path, walk, root, subjects, claimed)
             if refusal is not None:
-                found.append(_refused(display_name(name), path, refusal, now))
+                found.append(_refused(shown, path, refusal, now))
                 continue
             claimed[walk] = path
-        found.append(_judge(display_name(name), path, walk, settle_seconds=settle_seconds,
+        found.append(_judge(shown, path, walk, settle_seconds=settle_seconds,
                             require_marker=require_marker, now=now))
     return found
 

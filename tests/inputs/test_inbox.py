@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.inputs.inbox import SubjectFolder, _touched_subjects, scan_inbox, watch_inbox
+from pipeline.inputs.inbox import (
+    RESERVED_NAMES,
+    SubjectFolder,
+    _touched_subjects,
+    scan_inbox,
+    watch_inbox,
+)
 
 T0 = 1_700_000_000.0
 
@@ -117,6 +123,48 @@ def test_hidden_folders_litter_and_plain_files_are_not_subjects(inbox: Path) -> 
 
     assert [folder.name for folder in found] == ["alice", "bob", "émile et zoé"]
     assert all(folder.ready and folder.path.parent == inbox for folder in found)
+
+
+@pytest.mark.parametrize("name", ["report.html", "report.json", "Report.HTML"])
+def test_a_folder_named_like_the_report_is_refused(inbox: Path, name: str) -> None:
+    folder = add_subject(inbox, name)
+    set_mtimes(folder, T0)
+
+    (found,) = scan_inbox(inbox, settle_seconds=0, now=T0)
+
+    assert (found.name, found.ready) == (name, False)
+    assert found.refused == found.reason == (
+        f"{folder} is named like the {name.lower()} the pipeline writes next to the "
+        "subjects' results in the outbox: rename the folder"
+    )
+
+
+def test_the_reserved_names_are_the_files_the_report_writes() -> None:
+    from pipeline.views.report import REPORT_HTML, REPORT_JSON
+
+    assert {REPORT_HTML, REPORT_JSON} == RESERVED_NAMES
+
+
+def test_folders_shown_alike_never_share_a_subject(inbox: Path) -> None:
+    literal = add_subject(inbox, "caf\\xe9")  # an ASCII backslash: shown as it is
+    raw = Path(os.fsdecode(os.fsencode(inbox) + b"/caf\xe9"))  # not UTF-8: shown the same
+    raw.mkdir()
+    (raw / "a.png").write_bytes(b"photo")
+    taken = add_subject(inbox, "caf\\xe9 (2)")  # the name a duplicate would get first
+    for folder in (literal, raw, taken):
+        set_mtimes(folder, T0)
+
+    found = {f.name: f for f in scan_inbox(inbox, settle_seconds=0, now=T0)}
+
+    assert sorted(found) == ["caf\\xe9", "caf\\xe9 (2)", "caf\\xe9 (3)"]
+    assert found["caf\\xe9"].path == literal and found["caf\\xe9"].ready
+    assert found["caf\\xe9 (2)"].path == taken and found["caf\\xe9 (2)"].ready
+    duplicate = found["caf\\xe9 (3)"]
+    assert duplicate.path == raw and not duplicate.ready
+    assert duplicate.refused == (
+        f"{literal} (a name that is not valid UTF-8) is shown as caf\\xe9, like "
+        f"{literal}: two folders cannot be one subject; rename this one to a name of its own"
+    )
 
 
 def test_missing_inbox_is_a_config_error(tmp_path: Path) -> None:
