@@ -25,6 +25,7 @@ intake records it as a rejected subject (a refused duplicate under a name of its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import stat
@@ -293,15 +294,53 @@ def _touched_subjects(inbox: Path, paths: Iterable[str]) -> set[str]:
     return names
 
 
+def _watched_folders(root: Path) -> dict[Path, str]:
+    """The folders to watch, one level each, and the subject each stands for: the inbox's
+    subject folders, and the target of each folder link that stays inside the inbox (events
+    come from where the files really are). A link leading out of the inbox is not watched."""
+    try:
+        with os.scandir(root) as entries:
+            listed = sorted(
+                (entry.is_symlink(), entry.name) for entry in entries
+                if not is_ignored_name(entry.name) and entry.is_dir()
+            )
+    except OSError:
+        return {}  # the inbox itself is gone: the watch of it ends
+    folders: dict[Path, str] = {}
+    for is_link, name in listed:  # real folders first: a link to one does not rename it
+        path = root / name
+        if is_link:
+            path = Path(os.path.realpath(path))
+            if path == root or not path.is_relative_to(root):
+                continue
+        folders.setdefault(path, display_name(name))
+    return folders
+
+
+def _touched(root: Path, folders: dict[Path, str], paths: Iterable[str]) -> set[str]:
+    names: set[str] = set()
+    for raw in paths:
+        name = folders.get(Path(raw).parent)
+        if name is not None:
+            names.add(name)
+        else:
+            names |= _touched_subjects(root, (raw,))
+    return names
+
+
 async def watch_inbox(
     inbox: Path, *, stop_event: asyncio.Event | None = None, debounce_ms: int = 500
 ) -> AsyncIterator[set[str]]:
     """Yield the names of the subjects touched by each batch of file-system changes.
 
-    A name is yielded when anything under ``inbox/<name>/`` (or the folder itself) is
-    created, modified or deleted; the caller scans again to learn whether it is ready.
-    Ends when ``stop_event`` is set (within about 50 ms). Raises
+    A name is yielded when a file directly in ``inbox/<name>/`` (where photos are), or the
+    folder itself, is created, modified or deleted; the caller scans again to learn whether
+    it is ready. Ends when ``stop_event`` is set (within about 50 ms). Raises
     :class:`~pipeline.errors.ConfigError` when the inbox is missing.
+
+    Nothing is watched recursively: the inbox and each subject folder are watched one level
+    deep, and the watch starts again whenever the set of subject folders changes, so a link
+    out of the inbox (to ``/usr``, to ``/``) costs no watch at all.
 
         >>> async for subjects in watch_inbox(Path("inbox"), stop_event=stopping):
         ...     await advance(subjects)
@@ -309,9 +348,20 @@ async def watch_inbox(
     if not inbox.is_dir():
         raise _missing_inbox(inbox)
     root = Path(os.path.realpath(inbox))
-    async for changes in awatch(
-        root, watch_filter=None, debounce=debounce_ms, stop_event=stop_event, recursive=True
-    ):
-        touched = _touched_subjects(root, (path for _change, path in changes))
-        if touched:
-            yield touched
+    stop = stop_event or asyncio.Event()
+    while not stop.is_set():
+        folders = _watched_folders(root)
+        try:
+            async with contextlib.aclosing(awatch(
+                root, *folders, watch_filter=None, debounce=debounce_ms, stop_event=stop,
+                recursive=False, ignore_permission_denied=True,
+            )) as batches:
+                async for changes in batches:
+                    touched = _touched(root, folders, (path for _change, path in changes))
+                    if touched:
+                        yield touched
+                    if _watched_folders(root) != folders:
+                        break  # watch the new set of folders
+        except FileNotFoundError as exc:  # a folder went away while its watch was set up
+            if not root.is_dir():
+                raise _missing_inbox(inbox) from exc

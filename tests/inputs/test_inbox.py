@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -218,6 +219,61 @@ async def test_watch_inbox_yields_touched_subjects(inbox: Path) -> None:
 
     assert seen and "alice" in seen[-1]
     assert set().union(*seen) == {"alice"}
+
+
+class Batches:
+    """The batches ``watch_inbox`` yields, collected by a task, awaited one by one."""
+
+    def __init__(self, inbox: Path) -> None:
+        self.stop = asyncio.Event()
+        self.queue: asyncio.Queue[set[str]] = asyncio.Queue()
+        self.task = asyncio.create_task(self._consume(inbox))
+
+    async def _consume(self, inbox: Path) -> None:
+        async for subjects in watch_inbox(inbox, stop_event=self.stop, debounce_ms=20):
+            self.queue.put_nowait(subjects)
+
+    async def until(self, name: str, change: Callable[[int], None]) -> None:
+        """Make ``change(n)`` (n = 0, 1, ...) until a batch names ``name``: the watcher
+        starts, and restarts, asynchronously. Bounded: about 3 s."""
+        for attempt in range(60):
+            change(attempt)
+            try:
+                subjects = await asyncio.wait_for(self.queue.get(), timeout=0.05)
+            except TimeoutError:
+                continue
+            if name in subjects:
+                return
+        raise AssertionError(f"no change reported for {name}")
+
+    async def close(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, timeout=2)
+
+
+async def test_a_new_subject_folder_is_watched_once_it_appears(inbox: Path) -> None:
+    add_subject(inbox, "alice")
+    batches = Batches(inbox)
+    try:
+        await batches.until("alice", lambda n: (inbox / "alice" / f"{n}.png").write_bytes(b""))
+        await batches.until("bob", lambda n: (inbox / "bob").mkdir(exist_ok=True))
+        # Files inside bob/ are seen only through a watch of bob/ itself: the restarted one.
+        await batches.until("bob", lambda n: (inbox / "bob" / f"{n}.png").write_bytes(b""))
+    finally:
+        await batches.close()
+
+
+async def test_a_folder_link_inside_the_inbox_is_watched_at_its_target(inbox: Path) -> None:
+    (inbox / ".staging").mkdir()
+    add_subject(inbox, ".staging/carol")
+    (inbox / "carol").symlink_to(Path(".staging") / "carol")
+    batches = Batches(inbox)
+    try:
+        await batches.until(
+            "carol", lambda n: (inbox / ".staging" / "carol" / f"{n}.png").write_bytes(b"")
+        )
+    finally:
+        await batches.close()
 
 
 async def test_watch_inbox_stops_when_asked(inbox: Path) -> None:
