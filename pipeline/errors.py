@@ -4,6 +4,8 @@
     ├── ConfigError                 bad settings or job file (names the file and field)
     ├── DatasetError                a subject folder that cannot be trained as it is
     ├── StateConflict               the state store disagrees with what was asked
+    ├── StoreError                  the state file cannot be used as it is: corrupt, of
+    │                               another schema, or missing beside results it made
     ├── LockHeld                    another run holds the job's lock
     ├── UnsafePath                  a write that would leave the subject's outbox folder
     └── ApiError                    anything the hosted API (or the way to it) answered
@@ -43,6 +45,13 @@ class DatasetError(PipelineError):
 
 class StateConflict(PipelineError):
     """The state store holds something that contradicts the requested change."""
+
+
+class StoreError(PipelineError):
+    """The state file cannot be used as it is, so nothing is done with it: it is corrupt,
+    of a schema this command cannot read, or missing (or empty) beside an outbox that
+    already holds results, where a new one would pay for every subject again. The message
+    names the file and what to do."""
 
 
 class LockHeld(PipelineError):

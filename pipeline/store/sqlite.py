@@ -2,13 +2,21 @@
 
 :class:`SqliteStore` is the embedded backend of :class:`~pipeline.store.protocol.StateStore`.
 
-Every write goes through :meth:`SqliteStore.atomic`, one ``BEGIN IMMEDIATE`` transaction.
-The schema version lives in ``PRAGMA user_version`` and :data:`MIGRATIONS` brings any older
-file up to date when it is opened.
+Every write goes through :meth:`SqliteStore.atomic`, one ``BEGIN IMMEDIATE`` transaction
+(a nested use is a savepoint of it). The schema version lives in ``PRAGMA user_version`` and
+:data:`MIGRATIONS` brings an older file up to date when a pass opens it; that is the only
+time opening takes the write lock. ``SqliteStore(path, read_only=True)`` is how commands
+that only look open it: never created, migrated or locked for writing, so a look never
+waits on a pass. A file that is not a sound database is refused on open with
+:class:`~pipeline.errors.StoreError`, naming it and what to do.
+
+Where the file lives, and the checks around opening it for a job, are in
+:mod:`pipeline.store.location`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -17,8 +25,9 @@ from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
-from ..errors import StateConflict
+from ..errors import StateConflict, StoreError
 from ..redact import Scrubber
 from .protocol import (
     GenerationRow,
@@ -153,36 +162,124 @@ def _refuse_links(path: Path) -> None:
             )
 
 
-class SqliteStore:
-    """The embedded state backend: one SQLite file in WAL mode."""
+#: Seconds a connection waits for another one's lock before giving up.
+BUSY_TIMEOUT = 30.0
 
-    def __init__(self, path: Path | str, *, scrub: Scrubber | None = None) -> None:
+
+def _connect(path: Path | str, *, read_only: bool) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are ours, see ``atomic``). Read-only
+    goes through a ``mode=ro`` URI: SQLite then neither creates the file nor writes to it."""
+    if not read_only:
+        return sqlite3.connect(str(path), isolation_level=None, timeout=BUSY_TIMEOUT)
+    uri = "file:" + quote(os.fsencode(Path(path).absolute())) + "?mode=ro"
+    return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT)
+
+
+def _unusable(path: Path | str, exc: sqlite3.Error) -> StoreError:
+    """What a person reads instead of a traceback when the file cannot be opened."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return _corrupt(path, str(exc))
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StoreError(
+            f"{path} stayed locked by another process for {BUSY_TIMEOUT:.0f} s ({exc}): "
+            "try again once it is done"
+        )
+    return StoreError(
+        f"{path} cannot be opened as the state file ({exc}): check that it is a file this "
+        "user may read and write, in a folder it may write to"
+    )
+
+
+def _corrupt(path: Path | str, reason: str) -> StoreError:
+    return StoreError(
+        f"{path} is not a sound state database ({reason}); nothing was done with it. Restore "
+        "it from a backup; or, to start afresh, move it away together with the job's outbox "
+        "folder (a new state file beside old results would pay for them again)"
+    )
+
+
+class SqliteStore:
+    """The embedded state backend: one SQLite file in WAL mode.
+
+    ``read_only=True`` opens an existing file for looking only (``status``, ``report``, the
+    progress view): a missing file is an error rather than created, an older schema is an
+    error rather than migrated, and :meth:`atomic` is refused. Close it when done, or use
+    it as a context manager: ``with SqliteStore(path) as store: ...``.
+    """
+
+    def __init__(
+        self, path: Path | str, *, scrub: Scrubber | None = None, read_only: bool = False
+    ) -> None:
         #: Every text written passes through it: the key and URL queries never land here,
         #: and a lone surrogate from outside cannot make a write fail.
         self._scrub = scrub or Scrubber()
+        self._path = path
+        self._read_only = read_only
+        self._savepoints = 0
         if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            if not read_only:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # Even a reader writes the -shm file: never through a planted link.
             _refuse_links(Path(path))
-        self._db = sqlite3.connect(str(path), isolation_level=None, timeout=30.0)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        self._db.execute("PRAGMA foreign_keys = ON")
-        self._migrate()
+        try:
+            self._db = _connect(path, read_only=read_only)
+        except sqlite3.Error as exc:
+            raise _unusable(path, exc) from exc
+        try:
+            self._open()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open(self) -> None:
+        """Check the file and set the connection up; every failure becomes a
+        :class:`StoreError` that names the file, never a traceback from later on."""
+        db = self._db
+        try:
+            problems = [str(r[0]) for r in db.execute("PRAGMA quick_check") if r[0] != "ok"]
+            if problems:
+                raise _corrupt(self._path, f"integrity check: {problems[0]}")
+            db.row_factory = sqlite3.Row
+            if not self._read_only:
+                if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                    db.execute("PRAGMA journal_mode = WAL")
+                db.execute("PRAGMA synchronous = NORMAL")
+                db.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise _unusable(self._path, exc) from exc
+
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
 
     def _migrate(self) -> None:
-        with self.atomic() as db:
-            version = int(db.execute("PRAGMA user_version").fetchone()[0])
-            if version > SCHEMA_VERSION:
-                raise StateConflict(
-                    f"state file has schema {version}, newer than this program's "
-                    f"{SCHEMA_VERSION}: upgrade lora-pipeline"
-                )
-            for step in MIGRATIONS[version:]:
-                for statement in step.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        """Bring an older file up to date. The write lock is taken only then: opening an
+        up-to-date file (nearly every open) only reads, so it never waits on a pass."""
+        if self.schema_version < SCHEMA_VERSION and not self._read_only:
+            with self.atomic() as db:
+                # Looked at again under the lock: another process may have done it meanwhile.
+                version = int(db.execute("PRAGMA user_version").fetchone()[0])
+                if version < SCHEMA_VERSION:
+                    for step in MIGRATIONS[version:]:
+                        for statement in step.split(";"):
+                            if statement.strip():
+                                db.execute(statement)
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        version = self.schema_version
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self._path} has schema {version}, newer than this program's "
+                f"{SCHEMA_VERSION}: upgrade lora-pipeline"
+            )
+        if version < SCHEMA_VERSION:
+            raise StoreError(
+                f"{self._path} has schema {version}, older than this program's "
+                f"{SCHEMA_VERSION}, and this command only reads it: run a pass of the job "
+                "(lora-pipeline run JOB) to upgrade it, then ask again"
+            )
 
     @property
     def schema_version(self) -> int:
@@ -190,16 +287,61 @@ class SqliteStore:
 
     @contextmanager
     def atomic(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: all of it lands, or none of it."""
+        """One write transaction: all of it lands, or none of it.
+
+        Re-entrant: inside another ``atomic`` block it is a savepoint of that transaction,
+        so a method that writes atomically can be part of a bigger atomic change. An error
+        inside undoes that inner part, and the outer block decides about the rest.
+
+        When COMMIT itself fails (a deferred constraint, a full disk) the transaction is
+        rolled back before the error goes on: the connection is never left inside a
+        half-done transaction, holding the write lock and refusing the next ``atomic``.
+        """
+        if self._read_only:
+            raise StoreError(f"{self._path} was opened read-only: this command cannot change it")
+        if self._db.in_transaction:
+            with self._savepoint():
+                yield self._db
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
-        self._db.execute("COMMIT")
+        try:
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        self._savepoints += 1
+        name = f"atomic_{self._savepoints}"
+        try:
+            self._db.execute(f"SAVEPOINT {name}")
+            try:
+                yield
+            except BaseException:
+                if self._db.in_transaction:  # SQLite may have rolled everything back itself
+                    self._db.execute(f"ROLLBACK TO {name}")
+                    self._db.execute(f"RELEASE {name}")
+                raise
+            self._db.execute(f"RELEASE {name}")
+        finally:
+            self._savepoints -= 1
+
+    def _rollback(self) -> None:
+        """Undo the open transaction, if SQLite has not already; the error that brought us
+        here is the one worth raising, so a failing ROLLBACK does not replace it."""
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
 
     def close(self) -> None:
+        """Close the connection; closing again does nothing. A transaction still open is
+        rolled back by SQLite."""
         self._db.close()
 
     def __enter__(self) -> SqliteStore:

@@ -1,11 +1,12 @@
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pipeline.errors import StateConflict
+from pipeline.errors import StateConflict, StoreError
 from pipeline.store.protocol import NewImage
-from pipeline.store.sqlite import SCHEMA_VERSION, SqliteStore
+from pipeline.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore
 from pipeline.store.states import DONE, GEN_PENDING, GEN_SUBMITTED, TRAINING, UPLOADED, VALIDATED
 from tests.conftest import force_generation_state, force_state
 
@@ -16,34 +17,37 @@ IMAGES = [
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SqliteStore:
-    return SqliteStore(tmp_path / "state.db")
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    with SqliteStore(tmp_path / "state.db") as opened:
+        yield opened
 
 
 def test_new_file_is_at_the_current_schema_in_wal_mode(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "s.db")
-    assert store.schema_version == SCHEMA_VERSION
-    mode = sqlite3.connect(tmp_path / "s.db").execute("PRAGMA journal_mode").fetchone()[0]
-    assert mode == "wal"
+    with SqliteStore(tmp_path / "s.db") as store:
+        assert store.schema_version == SCHEMA_VERSION
+    db = sqlite3.connect(tmp_path / "s.db")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
 
 
 def test_reopening_keeps_data_and_does_not_remigrate(tmp_path: Path) -> None:
-    first = SqliteStore(tmp_path / "s.db")
-    first.add_version("job", "alice", "fp1", "subject", state=VALIDATED, now=1.0, images=IMAGES)
-    first.close()
-    again = SqliteStore(tmp_path / "s.db")
-    assert again.latest("job", "alice") is not None
-    images = again.images(again.latest("job", "alice").id)
+    with SqliteStore(tmp_path / "s.db") as first:
+        first.add_version("job", "alice", "fp1", "subject", state=VALIDATED, now=1.0,
+                          images=IMAGES)
+    with SqliteStore(tmp_path / "s.db") as again:
+        assert again.latest("job", "alice") is not None
+        images = again.images(again.latest("job", "alice").id)
     assert [i.name for i in images] == ["a.png", "b.jpg"]
     assert [i.path for i in images] == [i.path for i in IMAGES]  # odd bytes survive
 
 
-def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("read_only", [False, True])
+def test_a_newer_schema_is_refused(tmp_path: Path, read_only: bool) -> None:
     db = sqlite3.connect(tmp_path / "s.db")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     db.close()
-    with pytest.raises(StateConflict, match="upgrade"):
-        SqliteStore(tmp_path / "s.db")
+    with pytest.raises(StoreError, match="upgrade lora-pipeline"):
+        SqliteStore(tmp_path / "s.db", read_only=read_only)
 
 
 def test_versions_supersede_each_other(store: SqliteStore) -> None:
@@ -116,3 +120,157 @@ def test_integrity_problems_spot_impossible_rows(store: SqliteStore) -> None:
     assert store.integrity_problems() == []
     force_state(store, row.id, now=2.0, state=TRAINING)
     assert store.integrity_problems() == ["1 subject(s) past submission without a task id"]
+
+
+# --- opening: read-only, migrations only when needed, damaged files ---------------------------
+
+
+def _schema_v1(path: Path) -> None:
+    """A file as the first release left it, with one subject."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(MIGRATIONS[0])
+    db.execute("INSERT INTO subjects (job, name, version, fingerprint, kind, state,"
+               " created_at, updated_at) VALUES ('job', 'alice', 1, 'fp', 'subject', 'done', 1, 1)")
+    db.execute("PRAGMA user_version = 1")
+    db.close()
+
+
+def _user_version(path: Path) -> int:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def writer_holding_the_lock(store: SqliteStore, tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    """Another connection in the middle of a write transaction, as a running pass is."""
+    store.add_version("job", "alice", "fp", "subject", state=VALIDATED, now=1.0)
+    other = sqlite3.connect(tmp_path / "state.db", isolation_level=None, timeout=0)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("UPDATE subjects SET state = 'uploading'")
+    yield other
+    other.execute("ROLLBACK")
+    other.close()
+
+
+def test_read_only_opens_and_reads_while_a_pass_holds_the_write_lock(
+    tmp_path: Path, writer_holding_the_lock: sqlite3.Connection
+) -> None:
+    with SqliteStore(tmp_path / "state.db", read_only=True) as reader:
+        assert reader.read_only
+        assert reader.latest("job", "alice").state == VALIDATED  # the last committed state
+
+
+def test_opening_an_up_to_date_file_takes_no_write_lock(
+    tmp_path: Path, writer_holding_the_lock: sqlite3.Connection
+) -> None:
+    """Migrations take the write lock only when there is something to migrate."""
+    with SqliteStore(tmp_path / "state.db") as again:
+        assert again.latest("job", "alice") is not None
+
+
+def test_read_only_never_creates_a_file(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="cannot be opened"):
+        SqliteStore(tmp_path / "state.db", read_only=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_only_refuses_to_write(store: SqliteStore, tmp_path: Path) -> None:
+    with SqliteStore(tmp_path / "state.db", read_only=True) as reader:
+        with pytest.raises(StoreError, match="read-only"):
+            reader.add_version("job", "bob", "fp", "subject", state=VALIDATED, now=1.0)
+    assert store.latest("job", "bob") is None
+
+
+def test_an_older_schema_is_upgraded_by_a_pass_and_refused_by_a_reader(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    _schema_v1(path)
+    with pytest.raises(StoreError, match="run a pass") as refused:
+        SqliteStore(path, read_only=True)
+    assert str(path) in str(refused.value)
+    assert _user_version(path) == 1  # the reader changed nothing
+    with SqliteStore(path) as upgraded:
+        assert upgraded.schema_version == SCHEMA_VERSION
+        assert upgraded.latest("job", "alice").state == "done"
+    with SqliteStore(path, read_only=True) as reader:
+        assert reader.latest("job", "alice").frozen is None
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_a_file_that_is_not_a_database_is_refused_with_what_to_do(
+    tmp_path: Path, read_only: bool
+) -> None:
+    path = tmp_path / "state.db"
+    path.write_bytes(b"these are not the rows you are looking for\n" * 200)
+    with pytest.raises(StoreError) as refused:
+        SqliteStore(path, read_only=read_only)
+    message = str(refused.value)
+    assert str(path) in message and "not a sound state database" in message
+    assert "Restore it from a backup" in message
+
+
+def test_a_damaged_page_fails_the_check_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with SqliteStore(path) as store:
+        for n in range(200):
+            store.add_version("job", f"subject-{n}", "fp" * 30, "subject", state=VALIDATED,
+                              now=1.0, error="x" * 200)
+    data = bytearray(path.read_bytes())
+    page = 4096
+    data[3 * page : 3 * page + 512] = b"\xab" * 512  # a table page, not the header
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="not a sound state database") as refused:
+        SqliteStore(path, read_only=True)
+    assert str(path) in str(refused.value)
+
+
+# --- atomic(): re-entrant, and rolled back when COMMIT fails -----------------------------------
+
+
+def test_a_nested_atomic_is_part_of_the_outer_transaction(store: SqliteStore) -> None:
+    row = store.add_version("job", "alice", "fp", "subject", state=VALIDATED, now=1.0)
+    with pytest.raises(RuntimeError):
+        with store.atomic() as db:
+            db.execute("UPDATE subjects SET error = 'outer' WHERE id = ?", (row.id,))
+            store.remember_asset("aa", "asset-1", now=2.0)  # atomic() inside atomic()
+            raise RuntimeError("crash after both writes")
+    assert store.subject(row.id).error is None
+    assert store.cached_asset("aa") is None
+    with store.atomic():
+        store.remember_asset("aa", "asset-1", now=2.0)
+        with store.atomic() as db:
+            db.execute("UPDATE subjects SET error = 'inner' WHERE id = ?", (row.id,))
+    assert store.cached_asset("aa") == "asset-1" and store.subject(row.id).error == "inner"
+
+
+def test_an_error_in_a_nested_atomic_undoes_only_its_own_part(store: SqliteStore) -> None:
+    with store.atomic():
+        store.remember_asset("aa", "asset-1", now=2.0)
+        with pytest.raises(RuntimeError):
+            with store.atomic():
+                store.remember_asset("bb", "asset-2", now=2.0)
+                raise RuntimeError("the inner part fails")
+    assert (store.cached_asset("aa"), store.cached_asset("bb")) == ("asset-1", None)
+
+
+def test_a_failed_commit_is_rolled_back_and_the_store_stays_usable(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    """A deferred foreign key makes COMMIT itself fail, as a full disk would."""
+    with pytest.raises(sqlite3.IntegrityError):
+        with store.atomic() as db:
+            db.execute("PRAGMA defer_foreign_keys = ON")
+            db.execute("INSERT INTO rejections (subject_id, name, reason) VALUES (999, 'x', 'y')")
+            store.remember_asset("aa", "asset-1", now=2.0)
+    assert not store._db.in_transaction
+    assert store.cached_asset("aa") is None
+    other = sqlite3.connect(tmp_path / "state.db", isolation_level=None, timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # the write lock was let go
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    store.remember_asset("aa", "asset-1", now=3.0)
+    assert store.cached_asset("aa") == "asset-1"
