@@ -63,7 +63,10 @@ class Settings(BaseSettings):
     training_deadline: float = Field(default=24 * 3600.0, gt=0)
     deploy_deadline: float = Field(default=3600.0, gt=0)
 
-    state_dir: Path = Path(".lora-pipeline")
+    #: Where the state database and the job's lock live. None (the default) keeps them with
+    #: the job's results, in ``<outbox>/<job>/.lora-pipeline/``, so every working directory
+    #: finds the same state (see :func:`pipeline.store.location.state_dir`).
+    state_dir: Path | None = None
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -72,6 +75,14 @@ class Settings(BaseSettings):
     def _no_empty_key(cls, value: object) -> object:
         """``LORA_API_KEY=`` (the example file copied as it is) means no key at all."""
         if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return value
+
+    @field_validator("state_dir", mode="before")
+    @classmethod
+    def _no_empty_state_dir(cls, value: object) -> object:
+        """``LORA_STATE_DIR=`` means the default place, not the working directory."""
+        if isinstance(value, str) and not value.strip():
             return None
         return value
 

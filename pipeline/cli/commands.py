@@ -2,7 +2,7 @@
 
 Exit codes:
     0   everything done, or still in flight (the next run goes on)
-    2   bad usage, settings or job file
+    2   bad usage, settings or job file; a state file that cannot be used as it is
     3   some input was rejected (the message names the files and why)
     4   a training or generation failed or was canceled
     5   the API key is missing or refused
@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import structlog
@@ -26,12 +27,13 @@ from .. import __version__
 from ..clock import SystemClock
 from ..config import Settings
 from ..engine.runner import Runner, RunResult
-from ..errors import BadCredentials, ConfigError, LockHeld, PipelineError, StateConflict
+from ..errors import BadCredentials, ConfigError, LockHeld, PipelineError, StateConflict, StoreError
 from ..inputs.dataset import DatasetReport, validate_subject
 from ..inputs.inbox import SubjectFolder, scan_inbox
 from ..jobfile.loading import JobConfig, load_job
 from ..logs import configure_logging
 from ..notify.pass_hooks import PassHooks
+from ..store.location import open_reader, open_store, state_dir, state_file
 from ..store.lock import job_lock
 from ..store.sqlite import SqliteStore
 from ..views.console import print_status, print_validation
@@ -106,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         _print_error(console, str(exc))
         return EXIT_USAGE
-    except StateConflict as exc:
+    except (StateConflict, StoreError) as exc:
         _print_error(console, str(exc))
         return EXIT_USAGE
     except LockHeld as exc:
@@ -161,20 +163,38 @@ def _dispatch(args: argparse.Namespace, settings: Settings, console: Console) ->
         _report_run(console, job, result, html)
         return result.exit_code
     if command == "status":
-        with SqliteStore(settings.state_dir / "state.db") as store:
-            print_status(console, job.job.name, summarize(store, job.job.name))
+        with _read_state(job, settings, console) as store:
+            if store is not None:
+                print_status(console, job.job.name, summarize(store, job.job.name))
         return EXIT_OK
     if command == "report":
-        with SqliteStore(settings.state_dir / "state.db") as store:
+        with _read_state(job, settings, console) as store:
+            if store is None:
+                return EXIT_OK
             json_path, html_path = write_job_report(job, store)
         console.print(line(f"report: {html_path}"))
         console.print(line(f"data:   {json_path}"))
         return EXIT_OK
     action = retry_subject if command == "retry" else cancel_subject
-    with job_lock(settings.state_dir, job.job.name), \
-            SqliteStore(settings.state_dir / "state.db") as store:
+    with job_lock(state_dir(job, settings), job.job.name), open_store(job, settings) as store:
         console.print(line(action(store, job.job.name, args.subject, now=SystemClock().now())))
     return EXIT_OK
+
+
+@contextmanager
+def _read_state(
+    job: JobConfig, settings: Settings, console: Console
+) -> Iterator[SqliteStore | None]:
+    """The job's store, read-only, for commands that only look: they never create, upgrade
+    or write-lock it. None, after saying so, when the job has no state yet."""
+    store = open_reader(job, settings)
+    if store is None:
+        console.print(line(f"no subjects yet: job {job.job.name!r} has no state file "
+                           f"({state_file(job, settings)})"))
+        yield None
+        return
+    with store:
+        yield store
 
 
 async def _run(

@@ -28,9 +28,9 @@ from ..files import remove_partials
 from ..inputs.inbox import watch_inbox
 from ..jobfile.loading import JobConfig
 from ..redact import Scrubber
+from ..store.location import open_store, state_dir
 from ..store.lock import job_lock
 from ..store.protocol import StateStore, SubjectRow
-from ..store.sqlite import SqliteStore
 from ..store.states import FAILED
 from ..views.summary import EXIT_SIGINT, EXIT_SIGTERM, SubjectSummary, exit_code_for, summarize
 from .stages.context import StageContext
@@ -121,9 +121,9 @@ class Runner:
         self, body: Callable[[Services, _Drivers], Awaitable[list[str]]]
     ) -> RunResult:
         started = self.clock.now()
-        with job_lock(self.settings.state_dir, self.job.job.name):
-            store = self._store or SqliteStore(
-                self.settings.state_dir / "state.db", scrub=Scrubber.for_key(self.settings.api_key)
+        with job_lock(state_dir(self.job, self.settings), self.job.job.name):
+            store = self._store or open_store(
+                self.job, self.settings, scrub=Scrubber.for_key(self.settings.api_key)
             )
             try:
                 job_root = self.job.job.outbox / self.job.job.name

@@ -1,8 +1,11 @@
 """What runs around a pass, outside the pipeline proper: the live progress view, the
 ``subject_failed`` notifications, and at the end the report and ``run_finished``.
 
-It reads the state store through a connection of its own (WAL lets it read while the run
-writes), so it never slows the stages down, and a failure here never fails the run.
+It reads the state store through a read-only connection of its own (WAL lets it read while
+the run writes), so it never slows the stages down nor creates, upgrades or write-locks the
+store, and a failure here never fails the run. The runner makes the store on a job's first
+pass and upgrades an older one, so until the store can be read there is simply nothing to
+show yet.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from rich.console import Console
 
 from ..config import Settings
 from ..engine.runner import RunResult
+from ..errors import PipelineError
 from ..jobfile.loading import JobConfig
+from ..store.location import open_reader, state_file
 from ..store.sqlite import SqliteStore
 from ..store.states import CANCELED, FAILED
 from ..views.progress import ProgressView
@@ -46,14 +51,37 @@ class PassHooks:
         self._progress: ProgressView | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._known_failed: set[tuple[str, int]] = set()
+        self._unread_at_start = False
         self._sent: set[asyncio.Task[object]] = set()
 
     def _snapshot(self) -> list[SubjectSummary]:
-        assert self._store is not None
-        return summarize(self._store, self._job.job.name)
+        store = self._reader()
+        return summarize(store, self._job.job.name) if store is not None else []
+
+    def _reader(self) -> SqliteStore | None:
+        """The read-only store, opened at the first look that finds one usable: before the
+        runner has made (or upgraded) it there is nothing to read, and the runner, not
+        this, reports a store that cannot be used."""
+        if self._store is None:
+            path = state_file(self._job, self._settings)
+            if not path.is_file():
+                return None
+            try:
+                self._store = SqliteStore(path, read_only=True)
+            except PipelineError as exc:
+                log.debug("hooks.store_not_ready", path=str(path), reason=str(exc))
+                return None
+            if self._unread_at_start:
+                # It was there but unreadable when the pass began (an older schema that the
+                # runner upgrades first): what had failed before is not news of this pass.
+                self._known_failed |= {
+                    (s.name, s.version) for s in summarize(self._store, self._job.job.name)
+                    if s.state in (FAILED, CANCELED)
+                }
+        return self._store
 
     async def __aenter__(self) -> Self:
-        self._store = SqliteStore(self._settings.state_dir / "state.db")
+        self._unread_at_start = state_file(self._job, self._settings).is_file()
         self._known_failed = self._failed_now()
         self._progress = ProgressView(self._console, self._snapshot, title=self._job.job.name)
         await self._progress.__aenter__()
@@ -77,11 +105,10 @@ class PassHooks:
 
     async def finished(self, result: RunResult) -> Path | None:
         """Write the report and send ``run_finished``; returns the HTML report's path."""
-        assert self._store is not None
         html: Path | None = None
         try:
             html = await asyncio.to_thread(self._write_report)
-        except OSError as exc:
+        except (OSError, PipelineError) as exc:
             log.error("report.failed", error=str(exc))
         if self._job.on_complete is not None:
             self._check_failures()  # failures since the last look are told first
@@ -90,9 +117,12 @@ class PassHooks:
             await self._notify(RUN_FINISHED, result.subjects, html)
         return html
 
-    def _write_report(self) -> Path:
+    def _write_report(self) -> Path | None:
         # Runs in a worker thread, and an sqlite connection belongs to the thread that made it.
-        with SqliteStore(self._settings.state_dir / "state.db") as store:
+        store = open_reader(self._job, self._settings)
+        if store is None:  # a pass makes the store; a Runner given its own store did not
+            return None
+        with store:
             return write_job_report(self._job, store)[1]
 
     def _failed_now(self) -> set[tuple[str, int]]:

@@ -1,4 +1,9 @@
-"""The per-job lock: two overlapping cron runs of one job never work side by side."""
+"""The per-job lock: two overlapping cron runs of one job never work side by side.
+
+The lock file sits in the job's state folder (:func:`pipeline.store.location.state_dir`),
+beside the store it guards: two runs that share a store always share its lock, whatever
+folder each was started from.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,8 @@ from ..errors import LockHeld
 
 @contextmanager
 def job_lock(state_dir: Path, job: str) -> Iterator[Path]:
-    """Hold ``<state_dir>/<job>.lock`` for the block, or raise :class:`LockHeld` at once."""
+    """Hold ``<state_dir>/<job>.lock`` for the block, or raise :class:`LockHeld` at once.
+    ``state_dir`` is the job's state folder, from :func:`~pipeline.store.location.state_dir`."""
     state_dir.mkdir(parents=True, exist_ok=True)
     path = state_dir / f"{job}.lock"
     lock = FileLock(str(path), timeout=0)

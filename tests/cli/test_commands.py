@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -18,7 +19,8 @@ from pipeline.cli.commands import main
 from pipeline.cli.samples import create_samples
 from pipeline.emulator import EmulatorConfig, EmulatorHandle, serve_emulator
 from pipeline.store.lock import job_lock
-from pipeline.store.sqlite import SqliteStore
+from pipeline.store.sqlite import MIGRATIONS, SqliteStore
+from pipeline.store.states import VALIDATED
 from pipeline.views.summary import (
     EXIT_BAD_CREDENTIALS,
     EXIT_FAILED,
@@ -55,10 +57,14 @@ def served() -> Iterator[EmulatorHandle]:
     loop.close()
 
 
-def config_file(tmp_path: Path, base_url: str, key: str = EMULATOR_KEY) -> Path:
+def config_file(tmp_path: Path, base_url: str, key: str = EMULATOR_KEY, *,
+                state_dir: bool = True) -> Path:
+    """Settings for the emulator; the state in ``tmp_path/state`` (``LORA_STATE_DIR``), or
+    in its default place beside the outbox when ``state_dir`` is False."""
     path = tmp_path / "config.env"
+    override = f"LORA_STATE_DIR={tmp_path / 'state'}\n" if state_dir else ""
     path.write_text(
-        f"LORA_API_KEY={key}\nLORA_BASE_URL={base_url}\nLORA_STATE_DIR={tmp_path / 'state'}\n"
+        f"LORA_API_KEY={key}\nLORA_BASE_URL={base_url}\n{override}"
         "LORA_POLL_INTERVAL_MIN=0.02\nLORA_POLL_INTERVAL_MAX=0.05\n"
         "LORA_GENERATION_POLL_INTERVAL=0.02\nLORA_RETRY_BASE_DELAY=0.01\n"
         "LORA_IMAGES_PER_MINUTE=1000\nLORA_LOG_FORMAT=json\n"
@@ -262,3 +268,135 @@ def test_ctrl_c_before_the_run_started_exits_130_without_a_traceback(tmp_path, m
     monkeypatch.setattr(pipeline.cli.commands, "load_job", interrupted)
     assert main(["--config", str(tmp_path / "none.env"), "run", "job.toml"]) == 130
     assert "Traceback" not in capsys.readouterr().err
+
+
+# --- where the state lives, and commands that only look at it ------------------------------
+
+
+def _counters(served: EmulatorHandle) -> dict:
+    snapshot = served.emulator.counters_snapshot()
+    return {k: snapshot[k] for k in ("uploads", "trainings_created", "generations_created",
+                                     "images_downloaded", "models_downloaded")}
+
+
+def test_runs_from_two_folders_share_one_state_and_one_report(tmp_path, served, monkeypatch,
+                                                              capsys) -> None:
+    """The user's report: cron and a shell in another folder ran the same job."""
+    job = write_job(tmp_path / "project")
+    create_samples(tmp_path / "project" / "inbox", count=2, images_per_subject=3,
+                   include_bad=False)
+    config = config_file(tmp_path, served.base_url, state_dir=False)
+    for folder in ("cron", "shell"):
+        (tmp_path / folder).mkdir()
+    monkeypatch.chdir(tmp_path / "cron")
+    assert cli(config, "run", str(job)) == EXIT_OK
+    before = _counters(served)
+    monkeypatch.chdir(tmp_path / "shell")
+    assert cli(config, "run", str(job)) == EXIT_OK
+    assert cli(config, "status", str(job)) == EXIT_OK
+    assert _counters(served) == before  # nothing uploaded, trained or generated again
+    outbox = tmp_path / "project" / "outbox" / "test"
+    data = json.loads((outbox / "report.json").read_text())
+    assert data["counts"] == {"done": 2}
+    assert (outbox / ".lora-pipeline" / "state.db").is_file()
+    assert [list((tmp_path / f).rglob("*")) for f in ("cron", "shell")] == [[], []]
+    assert "no subjects yet" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("override", [False, True], ids=["default place", "LORA_STATE_DIR"])
+def test_status_and_report_of_a_job_never_run_create_nothing(tmp_path, monkeypatch, capsys,
+                                                             override) -> None:
+    job = write_job(tmp_path / "project")
+    config = config_file(tmp_path, "http://127.0.0.1:9", state_dir=override)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    before = set(tmp_path.rglob("*"))
+    assert cli(config, "status", str(job)) == EXIT_OK
+    out = capsys.readouterr().out
+    where = tmp_path / "state" if override else tmp_path / "project/outbox/test/.lora-pipeline"
+    assert "no subjects yet" in out and str(where / "state.db") in out
+    assert cli(config, "report", str(job)) == EXIT_OK
+    assert "no subjects yet" in capsys.readouterr().out
+    assert set(tmp_path.rglob("*")) == before
+
+
+def _one_subject(path: Path) -> None:
+    with SqliteStore(path) as store:
+        store.add_version("test", "alice", "fp", "subject", state=VALIDATED, now=1.0)
+
+
+def test_status_and_report_answer_while_a_pass_holds_the_write_lock(tmp_path, capsys) -> None:
+    job = write_job(tmp_path)
+    config = config_file(tmp_path, "http://127.0.0.1:9")
+    _one_subject(tmp_path / "state" / "state.db")
+    pass_ = sqlite3.connect(tmp_path / "state" / "state.db", isolation_level=None, timeout=0)
+    pass_.execute("BEGIN IMMEDIATE")
+    pass_.execute("UPDATE subjects SET state = 'uploading'")
+    try:
+        assert cli(config, "status", str(job)) == EXIT_OK
+        assert "alice" in capsys.readouterr().out
+        assert cli(config, "report", str(job)) == EXIT_OK
+    finally:
+        pass_.execute("ROLLBACK")
+        pass_.close()
+    data = json.loads((tmp_path / "outbox" / "test" / "report.json").read_text())
+    assert data["counts"] == {"validated": 1}
+
+
+def test_status_of_an_older_state_file_says_to_run_a_pass(tmp_path, capsys) -> None:
+    job = write_job(tmp_path)
+    config = config_file(tmp_path, "http://127.0.0.1:9")
+    path = tmp_path / "state" / "state.db"
+    path.parent.mkdir()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript(MIGRATIONS[0])
+    db.execute("PRAGMA user_version = 1")
+    db.close()
+    assert cli(config, "status", str(job)) == EXIT_USAGE
+    out = capsys.readouterr().out
+    assert str(path) in out and "run a pass" in out
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1  # not upgraded by a look
+    db.close()
+
+
+@pytest.mark.parametrize("lost", ["missing", "empty"])
+def test_a_lost_state_file_beside_results_is_refused_and_nothing_is_paid(tmp_path, served,
+                                                                         capsys, lost) -> None:
+    job = write_job(tmp_path)
+    create_samples(tmp_path / "inbox", count=1, images_per_subject=3, include_bad=False)
+    config = config_file(tmp_path, served.base_url, state_dir=False)
+    assert cli(config, "run", str(job)) == EXIT_OK
+    state = tmp_path / "outbox" / "test" / ".lora-pipeline"
+    for file in state.glob("state.db*"):
+        file.unlink()
+    if lost == "empty":
+        (state / "state.db").write_bytes(b"")
+    requests = served.emulator.counters_snapshot()["requests"]
+    capsys.readouterr()
+    for command in ("run", "status", "report"):
+        assert cli(config, command, str(job)) == EXIT_USAGE, command
+        out = " ".join(capsys.readouterr().out.split())  # the message as one line
+        assert f"{state / 'state.db'} is {lost}" in out
+        assert f"{tmp_path / 'outbox' / 'test'} already holds results" in out
+        assert "Restore the state file" in out and "to start afresh" in out
+    assert served.emulator.counters_snapshot()["requests"] == requests  # nothing sent at all
+    assert (state / "state.db").exists() == (lost == "empty")
+
+
+def test_a_corrupt_state_file_gives_a_message_not_a_traceback(tmp_path, served, capsys) -> None:
+    job = write_job(tmp_path)
+    create_samples(tmp_path / "inbox", count=1, images_per_subject=3, include_bad=False)
+    config = config_file(tmp_path, served.base_url)
+    path = tmp_path / "state" / "state.db"
+    path.parent.mkdir()
+    path.write_bytes(b"\x00garbage where the state was\n" * 300)
+    for command in ("run", "status", "report", "cancel"):
+        args = (command, str(job), "alice") if command == "cancel" else (command, str(job))
+        assert cli(config, *args) == EXIT_USAGE, command
+        captured = capsys.readouterr()
+        out = " ".join(captured.out.split())
+        assert str(path) in out and "not a sound state database" in out, command
+        assert "Restore it from a backup" in out
+        assert "Traceback" not in captured.out + captured.err
+    assert served.emulator.counters_snapshot()["requests"] == {}

@@ -1,0 +1,138 @@
+"""Where a job's state lives, and the one way every command opens it.
+
+    folder = state_dir(job, settings)       # state.db and <job>.lock
+    with open_store(job, settings) as store:  # a pass, retry, cancel: may create, upgrades
+        ...
+    store = open_reader(job, settings)      # status, report: read-only; None when none yet
+
+By default the state lives with the results it describes, in ``<outbox>/<job>/.lora-pipeline/``.
+The outbox is found from the job file, so cron, a person's shell in another folder and every
+other working directory see the same store, the same lock and the same results. A state
+folder taken from the working directory would give each of them a store of its own, which
+uploads, trains and generates everything again. ``LORA_STATE_DIR`` moves the folder
+elsewhere. The inbox skips hidden folders and the outbox helpers only touch ``.*.part``
+files, so the state folder is never taken for a subject or for results.
+
+A state file that is missing or empty beside an outbox that already holds results is
+refused (:class:`~pipeline.errors.StoreError`) rather than started afresh: a new store would
+pay for every subject again and write over those results. Rebuilding the state from the
+sidecars would be the alternative; refusing keeps that decision with a person.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from ..errors import StoreError
+from ..redact import Scrubber
+from .sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..jobfile.loading import JobConfig
+
+__all__ = ["STATE_FILE", "STATE_FOLDER", "first_result", "open_reader", "open_store",
+           "state_dir", "state_file"]
+
+#: The state folder inside ``<outbox>/<job>/``; hidden, so nothing takes it for a subject.
+STATE_FOLDER: Final = ".lora-pipeline"
+STATE_FILE: Final = "state.db"
+#: Files of ``<outbox>/<job>/`` that are not results: the report is rebuilt from the state.
+#: (The names of :mod:`pipeline.views.report`, which the store layer does not import.)
+_NOT_RESULTS: Final = frozenset({"report.json", "report.html"})
+
+
+def state_dir(job: JobConfig, settings: Settings) -> Path:
+    """The folder of the job's state file and lock: ``LORA_STATE_DIR`` when it is set,
+    else ``<outbox>/<job>/.lora-pipeline`` (absolute: the job file places the outbox).
+
+    ``<outbox>/<job>`` and the state folder are the pipeline's own: a link (or a file)
+    planted at either is refused, so the state and the lock are never written through it.
+    """
+    if settings.state_dir is not None:
+        return settings.state_dir
+    job_root = job.job.outbox / job.job.name
+    folder = job_root / STATE_FOLDER
+    for place in (job_root, folder):
+        if place.is_symlink() or (place.exists() and not place.is_dir()):
+            raise StoreError(
+                f"{place} is a link or a file where the pipeline keeps a folder of its own: "
+                "no state is kept or written through it; move it away"
+            )
+    return folder
+
+
+def state_file(job: JobConfig, settings: Settings) -> Path:
+    return state_dir(job, settings) / STATE_FILE
+
+
+def first_result(job_dir: Path) -> Path | None:
+    """A file the pipeline left in ``job_dir`` (``<outbox>/<job>``) that only the state
+    knows the cost of: a LoRA, a picture, a sidecar. Hidden entries (the state folder,
+    temp files) and the report do not count; links to folders are not followed."""
+    if not job_dir.is_dir():
+        return None
+    for root, folders, files in os.walk(job_dir):
+        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or (root == str(job_dir) and name in _NOT_RESULTS):
+                continue
+            return Path(root) / name
+    return None
+
+
+def open_store(job: JobConfig, settings: Settings, *, scrub: Scrubber | None = None) -> SqliteStore:
+    """The job's store for a pass or a person's request: created when there is none yet,
+    upgraded when it is older. Raises :class:`StoreError` when it is unusable, or when it
+    knows nothing of the job while the outbox holds results (see the module)."""
+    path = state_file(job, settings)
+    if _fresh(path):
+        _refuse_forgotten_results(job, path, "is missing" if not path.exists() else "is empty")
+    store = SqliteStore(path, scrub=scrub)
+    return _knows_job(store, job, path)
+
+
+def open_reader(job: JobConfig, settings: Settings) -> SqliteStore | None:
+    """The job's store opened read-only, for commands that only look; None when there is
+    none yet (nothing is created). Refuses what :func:`open_store` refuses, and a store of
+    an older schema (a pass upgrades it)."""
+    path = state_file(job, settings)
+    if _fresh(path):
+        _refuse_forgotten_results(job, path, "is missing" if not path.exists() else "is empty")
+        return None
+    return _knows_job(SqliteStore(path, read_only=True), job, path)
+
+
+def _fresh(path: Path) -> bool:
+    """No state at ``path`` yet: no file, or an empty one with no write-ahead log beside it."""
+    if not path.exists():
+        return True
+    wal = path.with_name(path.name + "-wal")
+    return path.is_file() and path.stat().st_size == 0 and not wal.exists()
+
+
+def _knows_job(store: SqliteStore, job: JobConfig, path: Path) -> SqliteStore:
+    try:
+        if not store.subjects(job.job.name):
+            _refuse_forgotten_results(job, path, f"holds no subject of job {job.job.name!r}")
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def _refuse_forgotten_results(job: JobConfig, path: Path, how: str) -> None:
+    job_dir = job.job.outbox / job.job.name
+    result = first_result(job_dir)
+    if result is None:
+        return
+    raise StoreError(
+        f"the state file {path} {how}, but {job_dir} already holds results of job "
+        f"{job.job.name!r} (such as {result}). With a new state file every subject would be "
+        "uploaded, trained and generated again, paid again, and its results written over, "
+        f"so nothing was done. Restore the state file to {path} (from a backup, or from "
+        "where it was kept before: LORA_STATE_DIR, or .lora-pipeline/ in the folder an "
+        f"older lora-pipeline ran from); or move {job_dir} away to start afresh"
+    )
