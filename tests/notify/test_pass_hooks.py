@@ -69,16 +69,15 @@ async def test_a_failure_mid_run_is_told_without_waiting_for_the_end(tmp_path) -
         job_file.write_text(job_file.read_text() + f'\n[on_complete]\nwebhook = "{url}"\n')
         job = load_job(job_file)
         settings = fast_settings("http://127.0.0.1:9", tmp_path / "state")
-        store = SqliteStore(tmp_path / "state" / "state.db")
-        row = store.add_version("test", "alice", "fp", "subject", state=VALIDATED, now=0)
-        with open(tmp_path / "out", "w") as out:
+        with SqliteStore(tmp_path / "state" / "state.db") as store, \
+                open(tmp_path / "out", "w") as out:
+            row = store.add_version("test", "alice", "fp", "subject", state=VALIDATED, now=0)
             async with PassHooks(job, settings, Console(file=out), check_every=0.02):
                 force_state(store, row.id, now=1, state=FAILED, error="boom")
                 for _ in range(100):  # the watcher looks every 20 ms
                     if received:
                         break
                     await asyncio.sleep(0.02)
-        store.close()
     finally:
         await server.cleanup()
     assert [r["event"] for r in received] == ["subject_failed"]

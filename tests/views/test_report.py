@@ -53,10 +53,9 @@ def _images(n: int) -> list[NewImage]:
     return [NewImage(f"{i}.png", Path(f"/in/{i}.png"), f"sha{i}", "png", None) for i in range(n)]
 
 
-def make_state(tmp_path: Path) -> Fixture:
+def make_state(store: SqliteStore, tmp_path: Path) -> Fixture:
     """A job with a finished subject (2 prompts, 3 pictures, a LoRA file), a finished one
     with refused files and an odd name, a failed training and a rejected folder."""
-    store = SqliteStore(tmp_path / "state.db")
     outbox = tmp_path / "outbox"
     folder = outbox / JOB
 
@@ -107,9 +106,8 @@ def make_state(tmp_path: Path) -> Fixture:
 
 @pytest.fixture
 def state(tmp_path: Path) -> Iterator[Fixture]:
-    fixture = make_state(tmp_path)
-    yield fixture
-    fixture.store.close()
+    with SqliteStore(tmp_path / "state.db") as store:
+        yield make_state(store, tmp_path)
 
 
 def _report(state: Fixture) -> dict:
@@ -192,11 +190,11 @@ def test_write_report_writes_both_files_atomically(state: Fixture) -> None:
 
 def test_write_job_report_from_a_job_file(tmp_path: Path) -> None:
     job = load_job(write_job(tmp_path / "jobs", name=JOB))
-    fixture = make_state(tmp_path / "other")
-    # The job's outbox is next to its file: move the pictures there.
-    shutil.copytree(fixture.outbox, job.job.outbox)
-    json_path, html_path = write_job_report(job, fixture.store, now=T0)
-    fixture.store.close()
+    with SqliteStore(tmp_path / "other" / "state.db") as store:
+        fixture = make_state(store, tmp_path / "other")
+        # The job's outbox is next to its file: move the pictures there.
+        shutil.copytree(fixture.outbox, job.job.outbox)
+        json_path, html_path = write_job_report(job, store, now=T0)
     assert json_path == job.job.outbox / JOB / "report.json"
     assert html_path.is_file()
     data = json.loads(json_path.read_text(encoding="utf-8"))
