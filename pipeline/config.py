@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     poll_interval_min: float = Field(default=5.0, gt=0)
     poll_interval_max: float = Field(default=60.0, gt=0)
     generation_poll_interval: float = Field(default=2.0, gt=0)
+    generation_deadline: float = Field(default=3600.0, gt=0)
+    stop_grace_seconds: float = Field(default=10.0, ge=0)
 
     retry_max_attempts: int = Field(default=6, ge=1)
     retry_base_delay: float = Field(default=0.5, ge=0)

@@ -70,13 +70,16 @@ class ApiError(PipelineError):
 
 
 class TransportError(ApiError):
-    """The request did not get an HTTP answer (connection error, timeout)."""
+    """The request did not get an HTTP answer (connection error, timeout). ``sent`` is
+    False only when the request certainly never reached the service (the connection was
+    never made): then a paid create certainly created nothing."""
 
     transient = True
 
-    def __init__(self, message: str, *, path: str = "") -> None:
+    def __init__(self, message: str, *, path: str = "", sent: bool = True) -> None:
         super().__init__(f"{message} ({path})" if path else message)
         self.path = path
+        self.sent = sent
 
 
 class ApiStatusError(ApiError):

@@ -256,11 +256,22 @@ class ApiClient:
         params: dict[str, str] | None = None,
         body: Any = None,
         retry: bool = True,
+        max_items: tuple[str, int] | None = None,
     ) -> M:
+        """``max_items`` (a list field, its bound) refuses a page with more entries than
+        were asked for before any of them is turned into an object."""
+
         async def once() -> Any:
             return await self._send(method, path, params=params, body=body)
 
         data = await (self._retrying(once, f"{method} {path}") if retry else once())
+        if max_items is not None and isinstance(data, dict):
+            field, bound = max_items
+            entries = data.get(field)
+            if isinstance(entries, list) and len(entries) > bound:
+                raise BadResponse(
+                    f"a page of {len(entries)} {field}, more than the {bound} asked for", path
+                )
         try:
             return model.model_validate(data)
         except (ValidationError, RecursionError) as exc:
@@ -357,18 +368,18 @@ class ApiClient:
 
     async def iter_training_tasks(
         self, *, page_size: int = MAX_TASK_PAGE, task_type: TrainingKind | None = None
-    ) -> AsyncIterator[TrainingTask]:
+    ) -> AsyncGenerator[TrainingTask, None]:
         """Every training task of the account, following the cursor through every page."""
         params = {"pagination.limit": str(page_size)}
         if task_type:
             params["task_type"] = task_type
-        async for page in self._pages(TaskPage, "/v3/training", params):
+        async for page in self._pages(TaskPage, "/v3/training", params, ("tasks", page_size)):
             for task in page.tasks:
                 yield task
 
     async def iter_trained_models(
         self, *, page_size: int = MAX_TASK_PAGE, query: str | None = None
-    ) -> AsyncIterator[PrivateModel]:
+    ) -> AsyncGenerator[PrivateModel, None]:
         """Every trained LoRA in the private model list, every page."""
         params = {
             "filter.visibility": "private",
@@ -378,17 +389,17 @@ class ApiClient:
         }
         if query:
             params["filter.query"] = query
-        async for page in self._pages(ModelPage, "/v3/model", params):
+        async for page in self._pages(ModelPage, "/v3/model", params, ("models", page_size)):
             for model in page.models:
                 yield model
 
     async def _pages(
-        self, model: type[P], path: str, params: dict[str, str]
+        self, model: type[P], path: str, params: dict[str, str], items: tuple[str, int]
     ) -> AsyncIterator[P]:
         cursor, seen = "", set()
         for _page in range(self._settings.max_pages):
             query = {**params, "pagination.cursor": cursor}
-            page = await self._call(model, "GET", path, params=query)
+            page = await self._call(model, "GET", path, params=query, max_items=items)
             yield page
             cursor = page.pagination.next_cursor
             if not cursor or cursor in seen:

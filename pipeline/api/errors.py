@@ -93,6 +93,13 @@ def error_for_response(
     return PermanentApiError(status, reason, message, path)
 
 
+#: Failures that happen before a request is sent: the service never saw it.
+_NOT_CONNECTED: tuple[type[BaseException], ...] = (
+    aiohttp.ClientConnectorError,
+    *((aiohttp.ConnectionTimeoutError,) if hasattr(aiohttp, "ConnectionTimeoutError") else ()),
+)
+
+
 @contextmanager
 def translate_transport_errors(path: str, scrub: Scrub) -> Iterator[None]:
     """Re-raise aiohttp's and asyncio's failures as the project's errors.
@@ -104,6 +111,10 @@ def translate_transport_errors(path: str, scrub: Scrub) -> Iterator[None]:
         yield
     except ApiError:
         raise
+    except _NOT_CONNECTED as exc:
+        raise TransportError(
+            scrub(f"{type(exc).__name__}: {exc}"), path=path, sent=False
+        ) from exc
     except TimeoutError as exc:
         raise TransportError("request timed out", path=path) from exc
     except aiohttp.InvalidURL as exc:

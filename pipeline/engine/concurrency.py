@@ -17,9 +17,10 @@ T = TypeVar("T")
 
 class InFlight:
     """Paid calls in flight. :meth:`land` runs a paid request *and the recording of its
-    outcome* to the end even when its caller is cancelled (a pass stopping, a deadline): a
-    task the service created is never left unrecorded, so never paid for twice. The runner
-    waits for what is in flight (:meth:`drain`) before it closes the session.
+    outcome* to the end even when its caller is cancelled (a pass stopping, a sibling
+    failing): the call goes on by itself, so a task the service created is recorded and
+    never paid for twice. The runner gives what is in flight a bounded grace period
+    (:meth:`drain`) before it closes the session and cuts the rest (:meth:`cut`).
     """
 
     def __init__(self) -> None:
@@ -28,13 +29,15 @@ class InFlight:
     async def land(self, call: Coroutine[Any, Any, T]) -> T:
         task = asyncio.ensure_future(call)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if not task.done():
-                await asyncio.wait({task})  # then stop, as asked
-            raise
+        task.add_done_callback(self._settled)
+        return await asyncio.shield(task)
+
+    def _settled(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Its caller may be gone (cancelled): the error is the caller's if it waits,
+            # and logged here either way, never lost.
+            log.debug("paid_call.failed", error=repr(task.exception()))
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -44,6 +47,14 @@ class InFlight:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
         return len(self._tasks)
+
+    async def cut(self) -> None:
+        """Cancel what is still in flight after the grace period: its outcome stays unknown
+        (``submitting``) and the next pass deals with it as the engine's policy says."""
+        tasks = set(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def supervise(

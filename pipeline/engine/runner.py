@@ -31,11 +31,12 @@ from ..redact import Scrubber
 from ..store.location import open_store, state_dir
 from ..store.lock import job_lock
 from ..store.protocol import StateStore, SubjectRow
-from ..store.states import FAILED
+from ..store.states import ACTIVE_STATES, FAILED
 from ..views.summary import EXIT_SIGINT, EXIT_SIGTERM, SubjectSummary, exit_code_for, summarize
+from .concurrency import supervise
 from .stages.context import StageContext
 from .stages.intake import IntakeResult, intake_off_loop
-from .subject_loop import ACTIVE_STATES, Services, drive
+from .subject_loop import Services, drive
 
 log = structlog.get_logger(__name__)
 
@@ -99,7 +100,9 @@ class Runner:
 
         async def body(services: Services, drivers: _Drivers) -> list[str]:
             changed = asyncio.Event()
-            watcher = asyncio.create_task(self._watch_inbox(changed))
+            watcher = asyncio.create_task(supervise(
+                "inbox watcher", lambda: self._watch_inbox(changed), sleep=self.clock.sleep
+            ))
             try:
                 while not self._stop.is_set():
                     taken = await self._intake(services.ctx.store)
@@ -107,7 +110,10 @@ class Runner:
                         drivers.start_all(services)
                     rescan = self._rescan_delay(taken)
                     changed.clear()
-                    await _first_of(changed.wait(), self._stop.wait(), timeout=rescan)
+                    await _first_of(changed.wait(), self._stop.wait(), drivers.failed.wait(),
+                                    timeout=rescan)
+                    if drivers.failed.is_set():
+                        break  # a refused key: nothing else can succeed either
             finally:
                 watcher.cancel()
                 await asyncio.gather(watcher, return_exceptions=True)
@@ -152,17 +158,33 @@ class Runner:
             ctx = StageContext(self.job, self.settings, api, store, self.clock)
             services = Services.create(ctx)
             drivers = _Drivers()
-            monitor = asyncio.create_task(services.monitor.run(), name="monitor")
+            monitor = asyncio.create_task(
+                supervise("monitor", services.monitor.run, sleep=self.clock.sleep),
+                name="monitor",
+            )
             drivers.watch_task(monitor)
             with self._signals():
                 try:
                     return await body(services, drivers)
                 finally:
-                    services.stopping.set()
-                    await drivers.cancel_all()
-                    monitor.cancel()
-                    await asyncio.gather(monitor, return_exceptions=True)
-                    drivers.raise_credentials()
+                    await self._stop_work(ctx, drivers, monitor)
+
+    async def _stop_work(
+        self, ctx: StageContext, drivers: _Drivers, monitor: asyncio.Task[None]
+    ) -> None:
+        """Stop as arq's worker does: no new step or paid call starts, the drivers are
+        cancelled (a paid call in flight is shielded: it lands and is recorded), what is
+        in flight gets a bounded grace period, then the rest is cut."""
+        ctx.stopping.set()
+        await drivers.cancel_all()
+        left = await ctx.inflight.drain(self.settings.stop_grace_seconds)
+        if left:
+            log.warning("run.paid_calls_cut", count=left,
+                        hint="their outcome is checked on the next pass")
+            await ctx.inflight.cut()
+        monitor.cancel()
+        await asyncio.gather(monitor, return_exceptions=True)
+        drivers.raise_credentials()
 
     async def _intake(self, store: StateStore) -> IntakeResult:
         """Intake with its reading off the event loop: a signal stops it (see
@@ -218,6 +240,11 @@ class _Drivers:
                 task = asyncio.create_task(drive(services, subject), name=f"drive:{subject.name}")
                 self._tasks[subject.id] = task
                 self.watch_task(task)
+
+    @property
+    def failed(self) -> asyncio.Event:
+        """Set when a driver or the monitor met bad credentials."""
+        return self._failed
 
     def watch_task(self, task: asyncio.Task[Any]) -> None:
         task.add_done_callback(self._done)

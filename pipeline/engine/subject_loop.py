@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 
@@ -39,7 +39,6 @@ from ..store.states import (
     UPLOADING,
     VALIDATED,
 )
-from .concurrency import run_all
 from .ratelimit import ImageRateLimiter
 from .stages.collect import collect_generation
 from .stages.context import StageContext
@@ -51,8 +50,6 @@ from .stages.upload import upload_subject
 
 log = structlog.get_logger(__name__)
 
-#: States a subject can leave without a person's help.
-ACTIVE_STATES = (VALIDATED, UPLOADING, UPLOADED, SUBMITTING, TRAINING, TRAINED, GENERATING)
 
 
 @dataclass
@@ -66,7 +63,11 @@ class Services:
     images_per_minute: ImageRateLimiter
     tasks: TaskIndex
     models: ModelIndex
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        """Set when the pass stops: no new step, and no new paid call, starts after it."""
+        return self.ctx.stopping
 
     @classmethod
     def create(cls, ctx: StageContext) -> Services:
@@ -164,13 +165,21 @@ async def _start_generating(services: Services, subject: SubjectRow) -> SubjectR
     return ctx.store.transition(subject.id, expected=TRAINED, to=GENERATING, now=ctx.clock.now())
 
 
-async def _generate_all(services: Services, subject: SubjectRow) -> SubjectRow:
+async def _generate_all(services: Services, subject: SubjectRow) -> SubjectRow | None:
+    """Every prompt on its own: one prompt's failure never cancels another's. The subject
+    is done once every prompt settled; else it waits for the next pass (None)."""
     ctx = services.ctx
-    await run_all(
-        _one_prompt(services, subject, generation.id)
-        for generation in ctx.store.generations(subject.id)
+    outcomes = await asyncio.gather(
+        *(_one_prompt(services, subject, generation.id)
+          for generation in ctx.store.generations(subject.id)),
+        return_exceptions=True,
     )
+    for outcome in outcomes:
+        if isinstance(outcome, BadCredentials | asyncio.CancelledError):
+            raise outcome
     generations = ctx.store.generations(subject.id)
+    if any(g.state not in (GEN_DONE, GEN_FAILED) for g in generations):
+        return None
     failed = [g for g in generations if g.state == GEN_FAILED]
     error = None
     if failed:
@@ -184,12 +193,24 @@ async def _generate_all(services: Services, subject: SubjectRow) -> SubjectRow:
 
 
 async def _one_prompt(services: Services, subject: SubjectRow, generation_id: int) -> None:
+    """Advance one prompt until it settles or the pass stops; a failure that is not final
+    is noted on the prompt, which the next pass takes up again."""
     ctx = services.ctx
     while not services.stopping.is_set():
         generation = next(g for g in ctx.store.generations(subject.id) if g.id == generation_id)
         if generation.state in (GEN_DONE, GEN_FAILED):
             return
-        if generation.state in (GEN_PENDING, GEN_SUBMITTING):
-            await submit_generation(ctx, subject, generation, services.images_per_minute)
-        elif generation.state == GEN_SUBMITTED:
-            await collect_generation(ctx, subject, generation, services.download_limit)
+        try:
+            if generation.state in (GEN_PENDING, GEN_SUBMITTING):
+                await submit_generation(ctx, subject, generation, services.images_per_minute)
+            elif generation.state == GEN_SUBMITTED:
+                await collect_generation(ctx, subject, generation, services.download_limit)
+        except BadCredentials:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, PipelineError):
+                log.exception("prompt.crashed", subject=subject.name, prompt=generation.slug)
+            log.warning("prompt.stalled", subject=subject.name, prompt=generation.slug,
+                        error=str(exc))
+            ctx.store.update_generation(generation_id, now=ctx.clock.now(), error=str(exc))
+            return

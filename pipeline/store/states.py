@@ -54,6 +54,7 @@ class Why(Enum):
     CERTAIN_REFUSAL = "the service certainly did not create the task"
     SERVICE_VERDICT = "the service reported the task FAILED or CANCELED, or a deadline passed"
     RESULT_LOST = "a finished task's results can no longer be fetched"
+    GAVE_UP = "refused by the service, or the pipeline stopped trying: a person may ask again"
     PERSON = "a person asked (retry, cancel, regenerate)"
 
 
@@ -87,8 +88,8 @@ GENERATION_EDGES: Final[dict[tuple[str, str], Why]] = {
     (GEN_PENDING, GEN_SUBMITTING): Why.PROGRESS,  # intent written before the paid POST
     (GEN_SUBMITTING, GEN_SUBMITTED): Why.PROGRESS,
     (GEN_SUBMITTING, GEN_PENDING): Why.CERTAIN_REFUSAL,  # a 429: sent again after a pause
-    (GEN_SUBMITTING, GEN_FAILED): Why.CERTAIN_REFUSAL,
-    (GEN_PENDING, GEN_FAILED): Why.RESULT_LOST,  # gave up after too many losses
+    (GEN_SUBMITTING, GEN_FAILED): Why.GAVE_UP,
+    (GEN_PENDING, GEN_FAILED): Why.GAVE_UP,
     (GEN_SUBMITTED, GEN_DONE): Why.PROGRESS,
     (GEN_SUBMITTED, GEN_FAILED): Why.SERVICE_VERDICT,
     (GEN_SUBMITTED, GEN_PENDING): Why.RESULT_LOST,

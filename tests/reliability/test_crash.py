@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.api.client import ApiClient
+from pipeline.engine.stages.generate import MAX_UNCERTAIN_RESENDS
 from pipeline.store.sqlite import SqliteStore
 from pipeline.store.states import DONE, GEN_DONE, GEN_SUBMITTING, GENERATING, TRAINING, UPLOADING
 from pipeline.views.summary import EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
@@ -139,12 +140,13 @@ def test_sigterm_and_sigint_stop_cleanly_at_every_stage(tmp_path) -> None:
 # --- interrupted passes, in process ---------------------------------------------------------
 
 
-async def test_passes_ending_mid_submission_do_not_count_as_lost_pictures(
+async def test_creates_cut_without_an_answer_are_sent_again_a_bounded_number_of_times(
     tmp_path, emulator, monkeypatch
 ) -> None:
-    # A pass that ends while a txt2img POST is waiting for its answer leaves the prompt
-    # `submitting`. Each such pass used to count as a lost result: after three, the prompt
-    # was given up ("its pictures were lost 3 times") though nothing had been lost.
+    # A pass that ends while a txt2img POST still has no answer after the grace period
+    # leaves the prompt `submitting`: its outcome is unknown. Each later pass sends it
+    # again, at most MAX_UNCERTAIN_RESENDS times (never counted as lost results); one more
+    # fails the prompt with a reason instead of paying on and on.
     job = make_job(tmp_path, subjects=1, image_num=1)
     txt2img = ApiClient.txt2img
 
@@ -152,7 +154,7 @@ async def test_passes_ending_mid_submission_do_not_count_as_lost_pictures(
         await asyncio.Event().wait()
 
     monkeypatch.setattr(ApiClient, "txt2img", never_answers)
-    for _ in range(4):
+    for _ in range(MAX_UNCERTAIN_RESENDS):
         await run_pass(job, emulator.base_url, tmp_path, max_wait=1)
         with open_store(tmp_path) as store:
             [generation] = store.generations(store.subjects("test")[0].id)
@@ -163,4 +165,5 @@ async def test_passes_ending_mid_submission_do_not_count_as_lost_pictures(
     with open_store(tmp_path) as store:
         [generation] = store.generations(store.subjects("test")[0].id)
     assert generation.state == GEN_DONE and generation.submissions == 1
+    assert generation.uncertain == MAX_UNCERTAIN_RESENDS
     assert assert_outbox_exact(tmp_path, image_num=1) == 1

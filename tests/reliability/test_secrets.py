@@ -148,7 +148,7 @@ def test_the_key_never_leaks_from_a_faulty_killed_run(tmp_path) -> None:
     finally:
         emulator.stop()
     logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "logs").iterdir())
-    assert "subject.crashed" in logs and "Traceback" in logs  # checked like the rest
+    assert "prompt.crashed" in logs and "Traceback" in logs  # checked like the rest
     assert "api.retry" in logs and "failed" in logs
     with SqliteStore(tmp_path / "state" / "state.db") as store:
         assert store.subjects("soak")

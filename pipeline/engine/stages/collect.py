@@ -31,9 +31,15 @@ def is_picture(head: bytes) -> bool:
     return detect_format(head) in ACCEPTED_FORMATS
 
 
+class Overdue(Exception):
+    """A generation still not settled ``generation_deadline`` seconds after it was sent."""
+
+
 async def await_result(ctx: StageContext, generation: GenerationRow) -> GenerationResult | None:
-    """Poll task-result until it succeeds or fails; None when the service lost the task."""
+    """Poll task-result until it succeeds or fails; None when the service lost the task;
+    :class:`Overdue` past the generation deadline (counted from when it was submitted)."""
     assert generation.task_id is not None
+    deadline = generation.updated_at + ctx.settings.generation_deadline
     while True:
         try:
             result = await ctx.api.task_result(generation.task_id)
@@ -41,6 +47,11 @@ async def await_result(ctx: StageContext, generation: GenerationRow) -> Generati
             return None
         if result.succeeded or result.failed:
             return result
+        if ctx.clock.now() > deadline:
+            raise Overdue(
+                f"no result {ctx.settings.generation_deadline:.0f} s after it was sent (still "
+                f"{result.task.status}); `retry` asks again"
+            )
         await ctx.clock.sleep(ctx.settings.generation_poll_interval)
 
 
@@ -49,7 +60,14 @@ async def collect_generation(
 ) -> None:
     """Take one ``submitted`` generation to ``done`` (pictures on disk), ``failed``, or back
     to ``pending`` when its pictures can no longer be fetched."""
-    result = await await_result(ctx, generation)
+    try:
+        result = await await_result(ctx, generation)
+    except Overdue as exc:
+        ctx.store.transition_generation(
+            generation.id, expected=GEN_SUBMITTED, to=GEN_FAILED, now=ctx.clock.now(),
+            error=str(exc),
+        )
+        return
     if result is None:
         _lost(ctx, generation, "the service no longer knows the task")
         return

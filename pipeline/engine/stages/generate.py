@@ -1,23 +1,31 @@
 """Generate: each prompt of a trained subject sent through txt2img with its LoRA, under the
 account's shared images-per-minute limit.
 
-The intent (``submitting``) is recorded before each POST and the task id right after, so a
-crash re-submits at most the one request that was in flight. A 429 means the task was not
-created, so it is sent again after a pause, as often as it takes; other transient failures
-are sent again a bounded number of times (a duplicate costs one picture, never a training).
-``submissions`` counts the tasks the service gave an id for, so only a lost result (never
-a crash or an interrupted pass) brings a prompt closer to ``MAX_SUBMISSIONS``.
+The intent (``submitting``) is recorded before each POST, and the POST with the recording of
+its answer lands even when the pass stops (:class:`~pipeline.engine.concurrency.InFlight`).
+What an answer means for the money:
+
+- certainly not created (a 429, a connection never made, a 500 saying the task was not
+  created): back to ``pending``, sent again after a pause; a 429 costs no try;
+- refused (another 4xx): ``failed`` with the service's reason;
+- unknown (a timeout or a connection lost after sending, a 502/503/504, a 200 that does
+  not parse, or a ``submitting`` found after a crash): a generation has no name to look it
+  up by, so it is **sent again**, at most ``MAX_UNCERTAIN_RESENDS`` times: a duplicate
+  costs one set of pictures, never a training. One more unknown answer fails the prompt
+  with a message; ``retry`` asks again.
+
+``submissions`` counts the tasks the service gave an id for: a result lost after the task
+finished (its URLs expired, the service forgot it) is generated again, at most
+``MAX_SUBMISSIONS`` times in all.
 """
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 import structlog
 
 from ...api.models import GenerationExtra, LoraRef, Txt2ImgRequest
 from ...api.retry import backoff_delay, retry_after_of
-from ...errors import ApiError, BadCredentials, RateLimited
+from ...errors import ApiError, BadCredentials, BadResponse, RateLimited, TransportError
 from ...store.protocol import GenerationRow, SubjectRow
 from ...store.states import GEN_FAILED, GEN_PENDING, GEN_SUBMITTED, GEN_SUBMITTING
 from ..ratelimit import ImageRateLimiter
@@ -25,11 +33,30 @@ from .context import StageContext
 
 log = structlog.get_logger(__name__)
 
+#: Tries of a prompt whose creates certainly failed (429s not counted).
 MAX_SUBMIT_TRIES = 5
 #: Backoff stops growing after this many pauses (it is capped at retry_max_delay anyway).
 MAX_BACKOFF_STEP = 10
 #: How often one prompt may be generated again after its result was lost.
 MAX_SUBMISSIONS = 3
+#: How often a create whose answer was lost is sent again (each may be a duplicate).
+MAX_UNCERTAIN_RESENDS = 3
+#: 500 reasons of the contract that say the task was not created.
+NOT_CREATED_REASONS = frozenset({"CREATE_TASK_FAILED", "BILLING_FAILED"})
+
+
+def not_created(exc: ApiError) -> bool:
+    """True when the answer proves the service created no task (so nothing was paid)."""
+    if isinstance(exc, RateLimited):
+        return True
+    if isinstance(exc, TransportError):
+        return not exc.sent
+    return getattr(exc, "status", 0) == 500 and getattr(exc, "reason", "") in NOT_CREATED_REASONS
+
+
+def uncertain(exc: ApiError) -> bool:
+    """True when the service may or may not have created the task."""
+    return not not_created(exc) and (exc.transient or isinstance(exc, BadResponse))
 
 
 def build_request(
@@ -57,51 +84,100 @@ def build_request(
 async def submit_generation(
     ctx: StageContext, subject: SubjectRow, generation: GenerationRow, limiter: ImageRateLimiter
 ) -> None:
-    """Take one generation from ``pending`` (or a leftover ``submitting``) to ``submitted``."""
-    if generation.submissions >= MAX_SUBMISSIONS:
-        ctx.store.transition_generation(
-            generation.id, expected=generation.state, to=GEN_FAILED, now=ctx.clock.now(),
-            error=f"its pictures were lost {MAX_SUBMISSIONS} times; giving up on this prompt",
-        )
+    """Take one generation from ``pending`` (or a leftover ``submitting``) to ``submitted``,
+    ``failed``, or (when the pass stops first) leave it where it is."""
+    if generation.state == GEN_PENDING and generation.submissions >= MAX_SUBMISSIONS:
+        _fail(ctx, generation, f"its pictures were lost {MAX_SUBMISSIONS} times; giving up "
+                               "on this prompt (`retry` asks again)")
+        return
+    if generation.state == GEN_SUBMITTING and not _may_resend(ctx, subject, generation):
         return
     request, extra = build_request(ctx, subject, generation.prompt)
-    policy = ctx.api.retry_policy
     tries = waits = 0
-    while True:
+    while not ctx.stopping.is_set():
         await limiter.acquire(request.image_num)
+        if ctx.stopping.is_set():
+            return
         if generation.state == GEN_PENDING:
             ctx.store.transition_generation(
                 generation.id, expected=GEN_PENDING, to=GEN_SUBMITTING, now=ctx.clock.now()
             )
-            generation = replace(generation, state=GEN_SUBMITTING)
-        try:
-            task_id = await ctx.api.txt2img(request, extra)
-        except BadCredentials:
-            raise
-        except ApiError as exc:
-            if isinstance(exc, RateLimited):
-                waits += 1  # certainly not created: waiting out the limit costs no try
-            else:
-                tries += 1
-            if not exc.transient or tries == MAX_SUBMIT_TRIES:
-                ctx.store.transition_generation(
-                    generation.id, expected=GEN_SUBMITTING, to=GEN_FAILED, now=ctx.clock.now(),
-                    error=f"txt2img refused: {exc}",
-                )
-                return
-            step = min(tries + waits, MAX_BACKOFF_STEP)
-            delay = backoff_delay(step, policy, retry_after=retry_after_of(exc))
-            if isinstance(exc, RateLimited):
-                limiter.penalise(delay)
-            log.info("generate.retry", subject=subject.name, prompt=generation.slug,
-                     error=str(exc), delay=round(delay, 2))
-            await ctx.clock.sleep(delay)
-            continue
-        ctx.store.transition_generation(
-            generation.id, expected=GEN_SUBMITTING, to=GEN_SUBMITTED, now=ctx.clock.now(),
-            task_id=task_id,
-            submissions=generation.submissions + 1, error=None,
-        )
-        log.info("generate.submitted", subject=subject.name, prompt=generation.slug,
-                 task_id=task_id)
-        return
+        error = await ctx.inflight.land(_send(ctx, subject, generation, request, extra))
+        generation = _row(ctx, generation)
+        if error is None:
+            return
+        if isinstance(error, RateLimited):
+            waits += 1  # certainly not created: waiting out the limit costs no try
+        else:
+            tries += 1
+        if tries >= MAX_SUBMIT_TRIES and generation.state == GEN_PENDING:
+            _fail(ctx, generation, f"txt2img kept failing ({error}); `retry` asks again")
+            return
+        delay = backoff_delay(min(tries + waits, MAX_BACKOFF_STEP), ctx.api.retry_policy,
+                              retry_after=retry_after_of(error))
+        if isinstance(error, RateLimited):
+            limiter.penalise(delay)
+        log.info("generate.retry", subject=subject.name, prompt=generation.slug,
+                 error=str(error), delay=round(delay, 2))
+        await ctx.clock.sleep(delay)
+
+
+def _may_resend(ctx: StageContext, subject: SubjectRow, generation: GenerationRow) -> bool:
+    """A ``submitting`` found at the start: its POST was cut by a crash or its answer lost."""
+    if generation.uncertain >= MAX_UNCERTAIN_RESENDS:
+        _fail(ctx, generation, "its create requests got no clear answer "
+                               f"{generation.uncertain + 1} times; the service may have made "
+                               "(and billed) the pictures: `retry` asks again")
+        return False
+    log.warning("generate.resend_unknown", subject=subject.name, prompt=generation.slug)
+    ctx.store.update_generation(generation.id, now=ctx.clock.now(),
+                                uncertain=generation.uncertain + 1)
+    return True
+
+
+async def _send(
+    ctx: StageContext, subject: SubjectRow, generation: GenerationRow,
+    request: Txt2ImgRequest, extra: GenerationExtra,
+) -> ApiError | None:
+    """The paid POST and the recording of what it told; the error to wait on, if any."""
+    try:
+        task_id = await ctx.api.txt2img(request, extra)
+    except BadCredentials:
+        raise
+    except ApiError as exc:
+        now = ctx.clock.now()
+        if not_created(exc):
+            ctx.store.transition_generation(
+                generation.id, expected=GEN_SUBMITTING, to=GEN_PENDING, now=now
+            )
+            return exc
+        if not uncertain(exc):
+            _fail(ctx, generation, f"txt2img refused: {exc}")
+            return None
+        if generation.uncertain >= MAX_UNCERTAIN_RESENDS:
+            _fail(ctx, generation, f"txt2img gave no clear answer {generation.uncertain + 1} "
+                                   f"times ({exc}); the service may have made (and billed) the "
+                                   "pictures: `retry` asks again")
+            return None
+        log.warning("generate.create_uncertain", subject=subject.name, prompt=generation.slug,
+                    error=str(exc))
+        ctx.store.update_generation(generation.id, now=now, uncertain=generation.uncertain + 1)
+        return exc
+    ctx.store.transition_generation(
+        generation.id, expected=GEN_SUBMITTING, to=GEN_SUBMITTED, now=ctx.clock.now(),
+        task_id=task_id, submissions=generation.submissions + 1, error=None,
+    )
+    log.info("generate.submitted", subject=subject.name, prompt=generation.slug,
+             task_id=task_id)
+    return None
+
+
+def _row(ctx: StageContext, generation: GenerationRow) -> GenerationRow:
+    return next(g for g in ctx.store.generations(generation.subject_id) if g.id == generation.id)
+
+
+def _fail(ctx: StageContext, generation: GenerationRow, why: str) -> None:
+    current = _row(ctx, generation)
+    ctx.store.transition_generation(
+        current.id, expected=current.state, to=GEN_FAILED, now=ctx.clock.now(), error=why
+    )

@@ -148,10 +148,11 @@ class TrainingMonitor:
         try:
             return await self._ctx.api.training_status(watch.kind, watch.subject.task_id)
         except NotFound:
-            return TrainingStatus(
-                task_id=watch.subject.task_id, task_status="FAILED",
-                reason="the service does not know this training task (404)",
-            )
+            # Unknown, never failed: a FAILED would be trained again (and paid again). It is
+            # asked for again each cycle; past the training deadline it is reported.
+            self._note(watch, f"{STATUS_UNREADABLE}: the service does not know this training "
+                              "task (404)")
+            return None
         except BadCredentials:
             raise
         except ApiError as exc:
