@@ -204,10 +204,12 @@ def open_beneath(root: Path, path: Path) -> io.BufferedReader:
         opened = os.fstat(fd)
         if not stat.S_ISREG(opened.st_mode):
             raise _not_regular(path, opened.st_mode)
-        return os.fdopen(fd, "rb")
+        raw = io.FileIO(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+    raw.name = os.fspath(path)  # named as open(path) would be, not by its descriptor
+    return io.BufferedReader(raw)
 
 
 def read_beneath(root: Path, path: Path, *, limit: int) -> bytes:

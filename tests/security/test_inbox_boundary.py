@@ -281,6 +281,7 @@ def test_open_beneath_keeps_reading_what_it_opened_after_a_swap(
     (outside / "p1.png").write_bytes(b"TOP SECRET")
 
     with open_beneath(inbox_dir, alice / "p1.png") as handle:
+        assert handle.name == str(alice / "p1.png")  # named like a file opened by its name
         alice.rename(inbox_dir / ".moved")
         alice.symlink_to(outside)
         assert handle.read() == photo(1)
