@@ -34,6 +34,7 @@ from ..store.protocol import StateStore, SubjectRow
 from ..store.states import ACTIVE_STATES, FAILED
 from ..views.summary import EXIT_SIGINT, EXIT_SIGTERM, SubjectSummary, exit_code_for, summarize
 from .concurrency import supervise
+from .control import act
 from .stages.context import StageContext
 from .stages.intake import IntakeResult, intake_off_loop
 from .subject_loop import Services, drive
@@ -163,10 +164,16 @@ class Runner:
                 name="monitor",
             )
             drivers.watch_task(monitor)
+            requests = asyncio.create_task(supervise(
+                "requests", lambda: self._serve_requests(services, drivers),
+                sleep=self.clock.sleep,
+            ), name="requests")
             with self._signals():
                 try:
                     return await body(services, drivers)
                 finally:
+                    requests.cancel()
+                    await asyncio.gather(requests, return_exceptions=True)
                     await self._stop_work(ctx, drivers, monitor)
 
     async def _stop_work(
@@ -185,6 +192,23 @@ class Runner:
         monitor.cancel()
         await asyncio.gather(monitor, return_exceptions=True)
         drivers.raise_credentials()
+
+    async def _serve_requests(self, services: Services, drivers: _Drivers) -> None:
+        """Act on people's requests (cancel, retry, regenerate) while the pass runs, within
+        a poll interval. A cancel first stops the subject's driver and lets its paid calls
+        in flight land, so what was paid is recorded before the subject is canceled."""
+        ctx = services.ctx
+        while True:
+            for request in ctx.store.open_requests(self.job.job.name):
+                if request.action == "cancel":
+                    await drivers.stop(ctx.store.latest(self.job.job.name, request.subject))
+                    await ctx.inflight.drain(self.settings.stop_grace_seconds)
+                outcome = act(ctx.store, self.job, request, now=self.clock.now())
+                ctx.store.finish_request(request.id, now=self.clock.now(), outcome=outcome)
+                log.info("request.done", action=request.action, subject=request.subject,
+                         outcome=outcome)
+                drivers.start_all(services)
+            await self.clock.sleep(self.settings.poll_interval_min)
 
     async def _intake(self, store: StateStore) -> IntakeResult:
         """Intake with its reading off the event loop: a signal stops it (see
@@ -265,6 +289,13 @@ class _Drivers:
             return
         everything = asyncio.gather(*pending, return_exceptions=True)
         await _first_of(everything, stop.wait(), self._failed.wait(), timeout=timeout)
+
+    async def stop(self, subject: SubjectRow | None) -> None:
+        """Stop the driver of ``subject`` (its paid calls in flight are shielded)."""
+        task = self._tasks.get(subject.id) if subject is not None else None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def cancel_all(self) -> None:
         for task in self._tasks.values():

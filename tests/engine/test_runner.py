@@ -12,7 +12,7 @@ from pipeline.cli.samples import create_samples
 from pipeline.emulator import EmulatorHandle
 from pipeline.engine.runner import Runner
 from pipeline.engine.stages.train import training_name
-from pipeline.errors import BadCredentials, LockHeld
+from pipeline.errors import BadCredentials, LockHeld, StoreError
 from pipeline.jobfile.loading import load_job
 from pipeline.store.lock import job_lock
 from pipeline.store.sqlite import SqliteStore
@@ -222,8 +222,12 @@ async def test_a_lost_state_file_does_not_pay_twice(tmp_path, emulator) -> None:
     job, _ = setup_job(tmp_path, subjects=1)
     await run(job, emulator, tmp_path)
     (tmp_path / "state" / "state.db").unlink()
+    with pytest.raises(StoreError, match="already holds results"):
+        await run(job, emulator, tmp_path)  # beside results: refused, nothing paid
+    (tmp_path / "outbox").rename(tmp_path / "outbox-before")  # start afresh, as it says
     result = await run(job, emulator, tmp_path)
     assert result.subjects[0].state == DONE
+    # the training is found again by its name: paid once
     assert emulator.emulator.counters_snapshot()["trainings_created"]["total"] == 1
 
 

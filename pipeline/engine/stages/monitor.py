@@ -112,10 +112,12 @@ class TrainingMonitor:
             status = statuses.get(task_id)
             if status is None:
                 status = await self._status(watch)
-            if status is None:
-                continue
             try:
-                changed |= self._apply(watch, status)
+                if status is None:  # unreadable: only its deadline can settle it
+                    last = watch.subject.task_status or "UNKNOWN"
+                    changed |= self._apply(watch, TrainingStatus(task_status=last), readable=False)
+                else:
+                    changed |= self._apply(watch, status)
             except Exception as exc:  # one odd status must not drop the others' news
                 log.exception("monitor.apply_failed", subject=watch.subject.name)
                 self._note(watch, f"{STATUS_UNREADABLE}: {type(exc).__name__}")
@@ -167,12 +169,12 @@ class TrainingMonitor:
                 watch.subject.id, now=self._ctx.clock.now(), error=note
             )
 
-    def _apply(self, watch: _Watch, status: TrainingStatus) -> bool:
+    def _apply(self, watch: _Watch, status: TrainingStatus, *, readable: bool = True) -> bool:
         ctx, subject = self._ctx, watch.subject
         now = ctx.clock.now()
         previous = (subject.task_status, subject.progress)
         updates: dict[str, object] = {"task_status": status.task_status}
-        if (subject.error or "").startswith(STATUS_UNREADABLE):
+        if readable and (subject.error or "").startswith(STATUS_UNREADABLE):
             updates["error"] = None  # readable again
         if status.extra.progress_percent is not None:
             updates["progress"] = status.extra.progress_percent
