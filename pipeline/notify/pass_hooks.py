@@ -11,6 +11,7 @@ show yet.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -63,13 +64,13 @@ class PassHooks:
         runner has made (or upgraded) it there is nothing to read, and the runner, not
         this, reports a store that cannot be used."""
         if self._store is None:
-            path = state_file(self._job, self._settings)
-            if not path.is_file():
-                return None
             try:
+                path = state_file(self._job, self._settings)
+                if not path.is_file():
+                    return None
                 self._store = SqliteStore(path, read_only=True)
             except PipelineError as exc:
-                log.debug("hooks.store_not_ready", path=str(path), reason=str(exc))
+                log.debug("hooks.store_not_ready", reason=str(exc))
                 return None
             if self._unread_at_start:
                 # It was there but unreadable when the pass began (an older schema that the
@@ -81,7 +82,8 @@ class PassHooks:
         return self._store
 
     async def __aenter__(self) -> Self:
-        self._unread_at_start = state_file(self._job, self._settings).is_file()
+        with contextlib.suppress(PipelineError):  # the runner says what is wrong with it
+            self._unread_at_start = state_file(self._job, self._settings).is_file()
         self._known_failed = self._failed_now()
         self._progress = ProgressView(self._console, self._snapshot, title=self._job.job.name)
         await self._progress.__aenter__()

@@ -82,3 +82,31 @@ async def test_a_failure_mid_run_is_told_without_waiting_for_the_end(tmp_path) -
         await server.cleanup()
     assert [r["event"] for r in received] == ["subject_failed"]
     assert received[0]["subjects"][0]["error"] == "boom"
+
+
+async def test_the_hooks_only_read_the_store_and_wait_for_the_runner_to_make_it(tmp_path) -> None:
+    from pipeline.store.sqlite import SqliteStore
+    from pipeline.store.states import VALIDATED
+
+    job = load_job(write_job(tmp_path))
+    settings = fast_settings("http://127.0.0.1:9", tmp_path / "state")
+    with open(tmp_path / "out", "w") as out:
+        async with PassHooks(job, settings, Console(file=out)) as hooks:
+            assert hooks._snapshot() == []  # no store yet: nothing to show, nothing created
+            assert not (tmp_path / "state").exists()
+            with SqliteStore(tmp_path / "state" / "state.db") as store:  # the runner's
+                store.add_version("test", "alice", "fp", "subject", state=VALIDATED, now=0)
+                assert [s.name for s in hooks._snapshot()] == ["alice"]
+            assert hooks._store is not None and hooks._store.read_only
+
+
+async def test_a_state_folder_the_runner_refuses_does_not_break_the_hooks(tmp_path) -> None:
+    job = load_job(write_job(tmp_path))
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "outbox").mkdir()
+    (tmp_path / "outbox" / "test").symlink_to(tmp_path / "elsewhere")
+    settings = fast_settings("http://127.0.0.1:9", None)  # type: ignore[arg-type]
+    with open(tmp_path / "out", "w") as out:
+        async with PassHooks(job, settings, Console(file=out)) as hooks:
+            assert hooks._snapshot() == []
+    assert list((tmp_path / "elsewhere").iterdir()) == []
