@@ -202,7 +202,6 @@ async def test_two_inbox_folders_with_one_display_name_never_share_a_subject(
     result = await workspace.run(hostile.base_url)
     with workspace.store() as store:
         rows = store._db.execute("SELECT name, version, state, fingerprint FROM subjects").fetchall()
-    print([tuple(r) for r in rows])
     names = [s.name for s in result.subjects]
     assert len(names) == 2, f"two folders, subjects {names}; rows {[tuple(r) for r in rows]}"
 
@@ -326,7 +325,6 @@ def test_a_huge_photo_is_refused_unread_and_a_pass_answers_sigterm_at_once(
             process.kill()
             process.wait()
         process.communicate()  # closes the pipes
-    print(f"exit {process.returncode}, {after_signal:.1f} s after SIGTERM")
     assert after_signal < 1.0, (
         f"SIGTERM answered only {after_signal:.1f} s later (exit {process.returncode})")
 
@@ -785,7 +783,6 @@ async def test_watch_never_follows_a_link_out_of_the_inbox(tmp_path: Path) -> No
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
-    print("inotify watches:", count)
     assert count < 10, f"{count} inotify watches for an inbox of 3 folders"
 
 
