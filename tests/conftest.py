@@ -149,3 +149,19 @@ def force_generation_state(
     """:func:`force_state` for a generation."""
     store._db.execute("UPDATE generations SET state = ? WHERE id = ?", (state, generation_id))
     store.update_generation(generation_id, now=now, **values)
+
+
+_OPENED_STORES: list[Any] = []
+
+
+def closed_after_test(store: Any) -> Any:
+    """``store``, closed when the test ends (for helpers that hand one out)."""
+    _OPENED_STORES.append(store)
+    return store
+
+
+@pytest.fixture(autouse=True)
+def _close_opened_stores() -> Iterator[None]:
+    yield
+    while _OPENED_STORES:
+        _OPENED_STORES.pop().close()

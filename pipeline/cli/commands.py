@@ -26,6 +26,7 @@ from rich.console import Console
 from .. import __version__
 from ..clock import SystemClock
 from ..config import Settings
+from ..engine.control import act, request_args
 from ..engine.runner import Runner, RunResult
 from ..errors import BadCredentials, ConfigError, LockHeld, PipelineError, StateConflict, StoreError
 from ..inputs.dataset import DatasetReport, validate_subject
@@ -49,7 +50,6 @@ from ..views.summary import (
     summarize,
 )
 from ..views.textsafe import line
-from .actions import cancel_subject, retry_subject
 
 log = structlog.get_logger(__name__)
 DEFAULT_MAX_WAIT = 240.0
@@ -78,10 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("path", type=Path, help="a subject folder, an inbox, or a job file")
     validate.add_argument("--kind", choices=("subject", "style"), default="subject")
     for name, text in (("retry", "go again on a failed subject"),
-                       ("cancel", "stop all further work on a subject")):
-        action = commands.add_parser(name, help=text)
+                       ("cancel", "stop all further work on a subject"),
+                       ("regenerate", "generate prompts again for a done subject")):
+        action = commands.add_parser(name, help=text + " (a running pass acts on it)")
         action.add_argument("job", type=Path)
         action.add_argument("subject")
+    regenerate = commands.choices["regenerate"]
+    regenerate.add_argument("--prompt", action="append", metavar="SLUG",
+                            help="a prompt to generate again, by slug or number (repeatable)")
+    regenerate.add_argument("--new", action="store_true",
+                            help="the job's prompts this subject never had (added since)")
     demo = commands.add_parser("demo", help="the whole flow on sample folders, offline")
     demo.add_argument("--workdir", type=Path, default=Path("demo"))
     emulator = commands.add_parser("emulator", help="serve the local stand-in of the API")
@@ -175,9 +181,35 @@ def _dispatch(args: argparse.Namespace, settings: Settings, console: Console) ->
         console.print(line(f"report: {html_path}"))
         console.print(line(f"data:   {json_path}"))
         return EXIT_OK
-    action = retry_subject if command == "retry" else cancel_subject
-    with job_lock(state_dir(job, settings), job.job.name), open_store(job, settings) as store:
-        console.print(line(action(store, job.job.name, args.subject, now=SystemClock().now())))
+    return _request(job, settings, console, command, args)
+
+
+def _request(
+    job: JobConfig, settings: Settings, console: Console, action: str, args: argparse.Namespace
+) -> int:
+    """Write the request to the store; act on it now unless a pass holds the job, which then
+    acts on it within a poll interval."""
+    now = SystemClock().now()
+    extra = request_args(action, prompts=getattr(args, "prompt", None) or [],
+                         new=bool(getattr(args, "new", False)))
+    try:
+        with job_lock(state_dir(job, settings), job.job.name), \
+                open_store(job, settings) as store:
+            request_id = store.add_request(job.job.name, args.subject, action, extra, now=now)
+            try:
+                outcome = act(store, job, store.request(request_id), now=now)
+            except StateConflict as exc:
+                store.finish_request(request_id, now=now, outcome=str(exc))
+                raise
+            store.finish_request(request_id, now=now, outcome=outcome)
+    except LockHeld:
+        with open_store(job, settings) as store:
+            store.add_request(job.job.name, args.subject, action, extra, now=now)
+        console.print(line(f"{args.subject}: {action} queued; the pass running job "
+                           f"{job.job.name!r} acts on it within "
+                           f"{settings.poll_interval_min:g} s (see `status`)"))
+        return EXIT_OK
+    console.print(line(outcome))
     return EXIT_OK
 
 

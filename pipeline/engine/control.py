@@ -42,19 +42,17 @@ def request_args(action: str, *, prompts: Sequence[str] = (), new: bool = False)
 
 
 def act(store: StateStore, job: JobConfig, request: RequestRow, *, now: float) -> str:
-    """Carry out one request; the sentence that says what happened (or why not)."""
-    try:
-        if request.action == "cancel":
-            return cancel_subject(store, job.job.name, request.subject, now=now)
-        if request.action == "retry":
-            return retry_subject(store, job.job.name, request.subject, now=now)
-        if request.action == "regenerate":
-            args = request.arguments
-            return regenerate_subject(store, job, request.subject, prompts=args.get("prompts", []),
-                                      new=bool(args.get("new")), now=now)
-        return f"{request.subject}: unknown request {request.action!r}"
-    except StateConflict as exc:
-        return str(exc)
+    """Carry out one request; the sentence that says what happened. A request that cannot
+    be carried out (a subject already settled, unknown) raises :class:`StateConflict`."""
+    if request.action == "cancel":
+        return cancel_subject(store, job.job.name, request.subject, now=now)
+    if request.action == "retry":
+        return retry_subject(store, job.job.name, request.subject, now=now)
+    if request.action == "regenerate":
+        args = request.arguments
+        return regenerate_subject(store, job, request.subject, prompts=args.get("prompts", []),
+                                  new=bool(args.get("new")), now=now)
+    raise StateConflict(f"{request.subject}: unknown request {request.action!r}")
 
 
 def _current(store: StateStore, job: str, name: str) -> SubjectRow:

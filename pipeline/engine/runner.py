@@ -23,7 +23,7 @@ import structlog
 from ..api import ApiClient
 from ..clock import Clock, SystemClock
 from ..config import Settings
-from ..errors import BadCredentials
+from ..errors import BadCredentials, StateConflict
 from ..files import remove_partials
 from ..inputs.inbox import watch_inbox
 from ..jobfile.loading import JobConfig
@@ -203,7 +203,10 @@ class Runner:
                 if request.action == "cancel":
                     await drivers.stop(ctx.store.latest(self.job.job.name, request.subject))
                     await ctx.inflight.drain(self.settings.stop_grace_seconds)
-                outcome = act(ctx.store, self.job, request, now=self.clock.now())
+                try:
+                    outcome = act(ctx.store, self.job, request, now=self.clock.now())
+                except StateConflict as exc:
+                    outcome = str(exc)
                 ctx.store.finish_request(request.id, now=self.clock.now(), outcome=outcome)
                 log.info("request.done", action=request.action, subject=request.subject,
                          outcome=outcome)

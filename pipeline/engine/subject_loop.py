@@ -178,7 +178,13 @@ async def _generate_all(services: Services, subject: SubjectRow) -> SubjectRow |
         if isinstance(outcome, BadCredentials | asyncio.CancelledError):
             raise outcome
     generations = ctx.store.generations(subject.id)
-    if any(g.state not in (GEN_DONE, GEN_FAILED) for g in generations):
+    waiting = [g for g in generations if g.state not in (GEN_DONE, GEN_FAILED)]
+    if waiting:
+        stalled = [f"{g.slug}: {g.error}" for g in waiting if g.error]
+        if stalled and not ctx.stopping.is_set():
+            ctx.store.update_subject(subject.id, now=ctx.clock.now(), error=(
+                f"{len(stalled)} of {len(generations)} prompts wait for the next pass: "
+                + "; ".join(stalled)))
         return None
     failed = [g for g in generations if g.state == GEN_FAILED]
     error = None

@@ -200,6 +200,33 @@ def test_cancel_stops_further_work(project, served, capsys) -> None:
     assert served.emulator.counters_snapshot()["generations_created"]["total"] - before == 2
 
 
+def test_a_request_while_a_pass_holds_the_job_is_queued_for_it(project, served, capsys) -> None:
+    job, config = project
+    cli(config, "run", str(job))
+    with job_lock(job.parent / "state", "test"):  # a pass (watch, run) is working
+        assert cli(config, "regenerate", str(job), "alice", "--prompt", "01-take-1") == EXIT_OK
+        assert "regenerate queued" in capsys.readouterr().out
+        assert cli(config, "cancel", str(job), "bob") == EXIT_OK
+    with SqliteStore(job.parent / "state" / "state.db") as store:
+        queued = store.open_requests("test")
+        assert [(r.subject, r.action, r.arguments) for r in queued] == [
+            ("alice", "regenerate", {"prompts": ["01-take-1"], "new": False}),
+            ("bob", "cancel", {})]
+        assert store.latest("test", "bob").state == "done"  # nothing done behind the pass
+
+
+def test_regenerate_new_prompts_of_the_job_for_a_done_subject(project, served, capsys) -> None:
+    job, config = project
+    cli(config, "run", str(job))
+    before = served.emulator.counters_snapshot()["generations_created"]["total"]
+    job.write_text(job.read_text().replace('prompts = [', 'prompts = ["{instance_prompt}, new", '))
+    assert cli(config, "regenerate", str(job), "alice", "--new") == EXIT_OK
+    assert "1 prompt(s) will be generated (1 new)" in capsys.readouterr().out
+    assert cli(config, "regenerate", str(job), "alice", "--new") == EXIT_USAGE  # generating
+    assert cli(config, "run", str(job)) == EXIT_OK
+    assert served.emulator.counters_snapshot()["generations_created"]["total"] == before + 1
+
+
 def test_demo_runs_the_whole_flow(tmp_path, capsys) -> None:
     assert main(["--config", str(tmp_path / "none.env"), "demo", "--workdir",
                  str(tmp_path / "demo")]) == EXIT_OK

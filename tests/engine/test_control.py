@@ -25,7 +25,7 @@ def _job(tmp_path: Path, prompts: int = 1) -> Any:
     return load_job(job_file)
 
 
-def _store(tmp_path: Path) -> SqliteStore:
+def _store(tmp_path: Path) -> SqliteStore:  # used as `with _store(...) as store:`
     return SqliteStore(tmp_path / "state" / "state.db")
 
 

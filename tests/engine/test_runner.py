@@ -27,7 +27,13 @@ from pipeline.store.states import (
     UPLOADING,
 )
 from pipeline.views.summary import EXIT_FAILED, EXIT_OK, EXIT_REJECTED
-from tests.conftest import fast_settings, force_generation_state, force_state, write_job
+from tests.conftest import (
+    closed_after_test,
+    fast_settings,
+    force_generation_state,
+    force_state,
+    write_job,
+)
 
 
 def setup_job(tmp_path: Path, *, subjects: int = 2, images: int = 3, bad: bool = False,
@@ -49,7 +55,7 @@ def outputs(tmp_path: Path, job: str = "test") -> list[str]:
 
 
 def store(tmp_path: Path) -> SqliteStore:
-    return SqliteStore(tmp_path / "state" / "state.db")
+    return closed_after_test(SqliteStore(tmp_path / "state" / "state.db"))
 
 
 async def test_subjects_go_from_inbox_to_pictures(tmp_path, emulator) -> None:

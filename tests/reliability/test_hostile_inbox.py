@@ -41,7 +41,7 @@ EVENTS = {"os.rename": "write", "os.replace": "write", "os.remove": "write",
           "os.unlink": "write", "os.mkdir": "write", "os.rmdir": "write", "os.chmod": "write",
           "os.symlink": "write", "os.truncate": "write", "os.utime": "write",
           "shutil.rmtree": "write", "shutil.copyfile": "write",
-          "os.listdir": "read", "os.scandir": "read", "sqlite3.connect": "write"}
+          "os.listdir": "read", "os.scandir": "read"}
 
 def name(value):
     if isinstance(value, (str, bytes, os.PathLike)):
@@ -57,7 +57,13 @@ def hook(event, args):
         path, mode, flags = args
         kind = "write" if (mode and any(c in mode for c in "wax+")) or (
             flags and flags & WRITE_FLAGS) else "read"
+        if kind == "read" and isinstance(path, str) and not os.path.isabs(path):
+            return  # a name opened below a folder descriptor (dir_fd), itself audited
         paths = [name(path)]
+    elif event == "sqlite3.connect":  # a path, or a file: URI (read-only with mode=ro)
+        target = name(args[0]) or ""
+        kind = "read" if target.startswith("file:") and "mode=ro" in target else "write"
+        paths = [target.removeprefix("file:").split("?")[0]]
     elif event in EVENTS:
         kind, paths = EVENTS[event], [name(a) for a in args[:2]]
     else:

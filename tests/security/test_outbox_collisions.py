@@ -55,6 +55,8 @@ async def test_a_strangers_file_at_a_results_place_is_replaced(
 ) -> None:
     job = write_job(tmp_path, prompts=1)
     create_samples(tmp_path / "inbox", count=1, images_per_subject=2, include_bad=False)
+    settings = fast_settings(emulator.base_url, tmp_path / "state")
+    await Runner(load_job(job), settings).run_once(max_wait=0)  # the job's state exists
     place = SubjectOutbox(tmp_path / "outbox" / "test", "alice", 1)
     planted = place.path("01-take-1", place.picture_name("01-take-1", 1, "png"))
     planted.write_bytes(b"not the picture that was paid for")

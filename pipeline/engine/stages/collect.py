@@ -13,7 +13,14 @@ from typing import Any
 import structlog
 
 from ...api.models import GenerationResult
-from ...errors import BadResponse, IntegrityError, NotFound, UnsafePath, UrlExpired
+from ...errors import (
+    BadResponse,
+    IntegrityError,
+    NotFound,
+    PermanentApiError,
+    UnsafePath,
+    UrlExpired,
+)
 from ...files import write_json_atomic
 from ...inputs.image_formats import ACCEPTED_FORMATS, detect_format
 from ...store.protocol import GenerationRow, SubjectRow
@@ -82,7 +89,7 @@ async def collect_generation(
     except UrlExpired:
         _lost(ctx, generation, "its picture URLs expired before they could be downloaded")
         return
-    except (BadResponse, IntegrityError, UnsafePath) as exc:
+    except (BadResponse, IntegrityError, PermanentApiError, UnsafePath) as exc:
         if isinstance(exc, BadResponse) and exc.transient:
             raise  # a slow or odd transfer: the next pass tries again
         ctx.store.transition_generation(

@@ -15,7 +15,7 @@ from pipeline.engine.stages.monitor import PROGRESS_CALLS_PER_CYCLE, TrainingMon
 from pipeline.jobfile.loading import load_job
 from pipeline.store.sqlite import SqliteStore
 from pipeline.store.states import FAILED, TRAINED, TRAINING
-from tests.conftest import EMULATOR_KEY, fast_settings, write_job
+from tests.conftest import EMULATOR_KEY, closed_after_test, fast_settings, write_job
 
 IN_FLIGHT = 30
 
@@ -42,7 +42,7 @@ async def test_a_cycle_costs_o1_requests_and_gates_on_serving(tmp_path) -> None:
         settings = fast_settings(server.base_url, tmp_path)
         async with ApiClient(settings) as api:
             task_ids = await _start_trainings(api, tmp_path, IN_FLIGHT)
-            store = SqliteStore(tmp_path / "s.db")
+            store = closed_after_test(SqliteStore(tmp_path / "s.db"))
             job = load_job(write_job(tmp_path))
             subjects = []
             for n, task_id in enumerate(task_ids):
@@ -84,7 +84,7 @@ async def test_deadlines_fail_a_training_that_never_ends(tmp_path) -> None:
         settings = fast_settings(server.base_url, tmp_path, training_deadline=3600)
         async with ApiClient(settings) as api:
             [task_id] = await _start_trainings(api, tmp_path, 1)
-            store = SqliteStore(tmp_path / "s.db")
+            store = closed_after_test(SqliteStore(tmp_path / "s.db"))
             row = store.add_version("test", "slow", "fp", "subject", state=TRAINING, now=0)
             row = store.update_subject(row.id, now=0, task_id=task_id, submitted_at=emulated.now())
             monitor = TrainingMonitor(StageContext(load_job(write_job(tmp_path)), settings, api,
@@ -107,7 +107,7 @@ async def test_run_slows_down_while_nothing_changes(tmp_path) -> None:
                                  poll_interval_max=20)
         async with ApiClient(settings) as api:
             [task_id] = await _start_trainings(api, tmp_path, 1)
-            store = SqliteStore(tmp_path / "s.db")
+            store = closed_after_test(SqliteStore(tmp_path / "s.db"))
             row = store.add_version("test", "slow", "fp", "subject", state=TRAINING, now=0)
             row = store.update_subject(row.id, now=0, task_id=task_id, submitted_at=emulated.now())
             sleeps: list[float] = []

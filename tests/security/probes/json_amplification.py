@@ -34,7 +34,8 @@ def body(page: int) -> bytes:
         size += len(item) + 1
         n += 1
     cursor = f"c{page + 1}" if page + 1 < PAGES else ""
-    return ('{"%s":[' % key + ",".join(parts) + '],"pagination":{"next_cursor":"%s"}}' % cursor).encode()
+    listing = ",".join(parts)
+    return f'{{"{key}":[{listing}],"pagination":{{"next_cursor":"{cursor}"}}}}'.encode()
 
 
 def rss_mib() -> float:
