@@ -5,11 +5,16 @@
     summary = await Runner(load_job(Path("jobs/portraits.toml")), Settings()).run_once(
         max_wait=240
     )
+
+The heavier names (the client, settings, runner, job files) are imported when first used,
+so that starting the command line, which installs its signal handling first, stays quick.
 """
 
-from .api import ApiClient
-from .config import Settings
-from .engine.runner import Runner, RunResult
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     ApiError,
     ApiStatusError,
@@ -28,7 +33,24 @@ from .errors import (
     TransportError,
     UrlExpired,
 )
-from .jobfile.loading import JobConfig, load_job
+
+if TYPE_CHECKING:
+    from .api import ApiClient
+    from .config import Settings
+    from .engine.runner import Runner, RunResult
+    from .jobfile.loading import JobConfig, load_job
+
+_LAZY = {
+    "ApiClient": ".api", "Settings": ".config", "Runner": ".engine.runner",
+    "RunResult": ".engine.runner", "JobConfig": ".jobfile.loading", "load_job": ".jobfile.loading",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ApiClient",

@@ -237,13 +237,16 @@ class Runner:
             yield
             return
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+        for signum in before:
             loop.add_signal_handler(signum, self._on_signal, signum)
         try:
             yield
         finally:
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum, handler in before.items():
                 loop.remove_signal_handler(signum)
+                if handler is not None:
+                    signal.signal(signum, handler)  # back to the command's own handling
 
     def _on_signal(self, signum: int) -> None:
         log.warning("run.stopping", signal=signal.Signals(signum).name)

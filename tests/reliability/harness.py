@@ -141,6 +141,12 @@ class SoakReport:
     duplicate_trainings: int = 0
     prompts: int = 0
     generation_tasks: int = 0
+    #: Generations found `submitting` after a SIGKILL: POSTs that may have been cut in flight.
+    generation_posts_cut: int = 0
+    #: Creates sent again after an answer lost to an injected fault (the engine's policy).
+    generation_resends: int = 0
+    #: Tasks the service made that the state never recorded (each a picture set paid twice).
+    generation_tasks_unrecorded: int = 0
     pictures_expected: int = 0
     pictures_present: int = 0
     results_lost: int = 0
@@ -164,7 +170,10 @@ class SoakReport:
             f"faults injected: {_fmt(self.faults_injected)}",
             f"trainings paid: {self.trainings_paid} ({self.retrainings_after_failed} re-trainings"
             f" after FAILED); duplicate trainings: {self.duplicate_trainings}",
-            f"generation tasks: {self.generation_tasks} for {self.prompts} prompts",
+            f"generation tasks: {self.generation_tasks} for {self.prompts} prompts;"
+            f" not recorded (paid twice): {self.generation_tasks_unrecorded}, at most the"
+            f" POSTs a SIGKILL cut in flight ({self.generation_posts_cut}) plus the re-sends"
+            f" after a lost answer ({self.generation_resends})",
             f"pictures: {self.pictures_present} present of {self.pictures_expected} expected;"
             f" results lost: {self.results_lost}",
             f"temp files left by kills: {self.temp_files_after_kills}, at the end:"
@@ -332,6 +341,22 @@ def subject_rows(state_db: Path, job: str = JOB) -> list[SubjectRow]:
         db.close()
 
 
+def generations_in(state_db: Path, state: str) -> list[sqlite3.Row]:
+    """The generations in ``state``, read-only (none before the schema exists)."""
+    if not state_db.exists():
+        return []
+    db = sqlite3.connect(f"file:{state_db}?mode=ro", uri=True, timeout=30)
+    db.row_factory = sqlite3.Row
+    try:
+        return list(db.execute("SELECT * FROM generations WHERE state = ?", (state,)))
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
+    finally:
+        db.close()
+
+
 def in_flight(state_db: Path) -> set[str]:
     """The states of the subjects that were not settled (where a kill can hurt)."""
     return {row.state for row in subject_rows(state_db)
@@ -426,6 +451,7 @@ class Soak:
         process.kill()
         process.wait()
         self.report.kills += 1
+        self.report.generation_posts_cut += len(generations_in(self.state_db, "submitting"))
         states = in_flight(self.state_db)
         self._in_flight.update(states or {"nothing (idle pass)"})
         self.report.temp_files_after_kills += len(temp_files(self.workdir / "outbox"))
@@ -510,6 +536,15 @@ def verify(workdir: Path, config: SoakConfig, emulator: EmulatorProcess,
     counters = emulator.counters()
     report.faults_injected = dict(counters["faults_injected"])
     report.generation_tasks = int(counters["generations_created"]["total"])
+    with SqliteStore(workdir / "state" / "state.db") as store:
+        every = [g for row in rows for g in store.generations(row.id)]
+    report.generation_resends = sum(g.uncertain for g in every)
+    report.generation_tasks_unrecorded = report.generation_tasks - sum(g.submissions for g in every)
+    if report.generation_tasks_unrecorded > report.generation_posts_cut + report.generation_resends:
+        report.problems.append(
+            f"{report.generation_tasks_unrecorded} generation tasks were never recorded, more than"
+            f" the {report.generation_posts_cut} POSTs cut by kills and the"
+            f" {report.generation_resends} re-sends after lost answers")
     report.temp_files_at_end = len(temp_files(workdir / "outbox"))
     if report.temp_files_at_end:
         report.problems.append(f"{report.temp_files_at_end} temp file(s) left in the outbox")

@@ -56,6 +56,10 @@ def test_random_sigkills_never_pay_twice_nor_lose_a_picture(tmp_path) -> None:
         "duplicate trainings": report.duplicate_trainings, "results lost": report.results_lost,
         "pictures present exactly once": report.pictures_present,
         "temp files left at the end": report.temp_files_at_end,
+        "generation tasks": report.generation_tasks,
+        "generation tasks never recorded": report.generation_tasks_unrecorded,
+        "generation POSTs cut by a kill": report.generation_posts_cut,
+        "generation re-sends after a lost answer": report.generation_resends,
     })
 
 
