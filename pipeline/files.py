@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -19,20 +19,39 @@ from .inputs.safe_files import open_inbox_file
 PART_SUFFIX = ".part"
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file beside ``path``, flush it to disk, then rename over."""
+def part_path(path: Path) -> Path:
+    """A fresh temp name beside ``path``: hidden and ending in :data:`PART_SUFFIX`, so that
+    :func:`remove_partials` finds what a crash left, and unique, so that two writers of the
+    same file never share one."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}")
+
+
+def write_atomic(path: Path, content: bytes | Iterable[bytes]) -> None:
+    """Write ``content`` (bytes, or chunks of them) to ``path`` whole or not at all.
+
+    It goes to a temp file beside ``path`` (see :func:`part_path`), is flushed to disk, then
+    renamed over ``path``: a reader sees the old file or the new one, never half of it, and a
+    crash leaves at most a temp file. Chunks are written as they come, so a large file (the
+    report's HTML) need not be held in memory.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}")
+    temp = part_path(path)
     try:
-        with open(temp, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True, ensure_ascii=False)
-            handle.write("\n")
+        with open(temp, "wb") as handle:
+            for chunk in (content,) if isinstance(content, bytes) else content:
+                handle.write(chunk)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)
     finally:
         if temp.exists():
             temp.unlink()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as indented, key-sorted UTF-8 JSON, atomically (:func:`write_atomic`)."""
+    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    write_atomic(path, text.encode("utf-8"))
 
 
 def remove_partials(root: Path) -> int:

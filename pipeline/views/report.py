@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
-from ..files import PART_SUFFIX, write_json_atomic
+from ..files import write_atomic, write_json_atomic
 from ..store.protocol import StateStore, SubjectRow
 from ..store.states import SUBJECT_STATES
 from .report_html import render_html
@@ -185,7 +183,7 @@ def write_report(data: dict[str, Any], outbox_dir: Path) -> tuple[Path, Path]:
     json_path = report_dir / REPORT_JSON
     html_path = report_dir / REPORT_HTML
     write_json_atomic(json_path, data)
-    _write_text_atomic(html_path, render_html(data, report_dir))
+    write_atomic(html_path, (chunk.encode("utf-8") for chunk in render_html(data, report_dir)))
     log.info("report.written", json=str(json_path), html=str(html_path))
     return json_path, html_path
 
@@ -197,19 +195,4 @@ def write_job_report(
     name = job.job.name
     data = build_report(name, summarize(store, name), job.job.outbox, store, now=now)
     return write_report(data, job.job.outbox)
-
-
-def _write_text_atomic(path: Path, chunks: Iterable[str]) -> None:
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}")
-    try:
-        with open(temp, "w", encoding="utf-8") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        if temp.exists():
-            temp.unlink()
-
 
