@@ -1,8 +1,12 @@
-"""When and how long to wait before trying a request again: pure functions, no I/O.
+"""When and how long to wait before trying again: pure functions, no I/O.
 
 Only idempotent calls go through here (reads, the presigned PUT, the upload-URL call).
 Creating a training or a generation is never retried blindly: a second POST is a second
 paid task, so the caller checks the server first.
+
+:func:`backoff_delay` is the project's one exponential backoff: the API client, the
+training and generation stages, the ``[on_complete]`` notifications, the restarts of
+supervised tasks and the emulator's webhooks each pass it their own :class:`RetryPolicy`.
 """
 
 from __future__ import annotations
@@ -25,11 +29,17 @@ JITTER_FRACTION = 0.25
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How many tries and how long between them."""
+    """How many tries and how long between them.
+
+    ``jitter`` spreads each delay by up to that fraction either way, so that many clients
+    failing together do not all come back at the same instant; a policy with a single
+    caller (one webhook, one restarted task) can do without it (``jitter=0``).
+    """
 
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     base_delay: float = DEFAULT_BASE_DELAY
     max_delay: float = DEFAULT_MAX_DELAY
+    jitter: float = JITTER_FRACTION
 
 
 def should_retry(error: BaseException, attempt: int, policy: RetryPolicy) -> bool:
@@ -48,14 +58,17 @@ def backoff_delay(
 ) -> float:
     """Seconds to wait after failed try number ``attempt`` (1-based).
 
-    Exponential (base * 2**(attempt-1)), capped at ``max_delay``, with up to
-    ``JITTER_FRACTION`` of random jitter. A server-sent Retry-After wins when present,
-    capped at ``MAX_RETRY_AFTER``.
+    Exponential (base * 2**(attempt-1)), capped at ``max_delay``, spread by up to
+    ``policy.jitter`` either way. A server-sent Retry-After wins when present, capped at
+    ``MAX_RETRY_AFTER``.
+
+    >>> [backoff_delay(n, RetryPolicy(base_delay=1.0, jitter=0.0)) for n in (1, 2, 3, 10)]
+    [1.0, 2.0, 4.0, 30.0]
     """
     if retry_after is not None and retry_after >= 0:
         return min(retry_after, MAX_RETRY_AFTER)
     exponential: float = min(policy.base_delay * 2.0 ** (attempt - 1), policy.max_delay)
-    return exponential * (1 - JITTER_FRACTION + 2 * JITTER_FRACTION * rand())
+    return exponential * (1 - policy.jitter + 2 * policy.jitter * rand())
 
 
 def retry_after_of(error: BaseException) -> float | None:

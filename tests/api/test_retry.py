@@ -63,6 +63,15 @@ def test_backoff_jitter_stays_within_a_quarter() -> None:
     assert backoff_delay(3, POLICY, rand=lambda: 1.0) == pytest.approx(5.0)
 
 
+def test_a_policy_without_jitter_gives_exact_doublings() -> None:
+    steady = RetryPolicy(base_delay=0.5, max_delay=30.0, jitter=0.0)
+    delays = [backoff_delay(n, steady, rand=lambda: 1.0) for n in (1, 2, 3, 4, 20)]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 30.0]
+    wide = RetryPolicy(base_delay=1.0, jitter=0.5)
+    assert backoff_delay(2, wide, rand=lambda: 0.0) == pytest.approx(1.0)
+    assert backoff_delay(2, wide, rand=lambda: 1.0) == pytest.approx(3.0)
+
+
 def test_retry_after_wins_and_is_capped() -> None:
     assert backoff_delay(1, POLICY, retry_after=7.0) == 7.0
     assert backoff_delay(1, POLICY, retry_after=10_000.0) == MAX_RETRY_AFTER
