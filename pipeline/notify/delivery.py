@@ -37,6 +37,7 @@ import aiohttp
 import structlog
 
 from .. import __version__
+from ..api.retry import RetryPolicy, backoff_delay
 from ..jobfile.schema import NotifySection
 from ..logs import Redactor
 from ..store.states import SUBJECT_STATES
@@ -47,9 +48,9 @@ __all__ = [
     "SUBJECT_FAILED",
     "Delivery",
     "NotifyResult",
-    "backoff_delay",
     "notify",
     "payload_for",
+    "retry_policy",
     "should_retry_status",
 ]
 
@@ -196,14 +197,16 @@ async def _guarded(
         return Delivery(target, False, 0, f"unexpected error: {type(exc).__name__}: {exc}")
 
 
-def backoff_delay(attempt: int, base: float = BASE_DELAY, cap: float = MAX_DELAY) -> float:
-    """The delay before retry number ``attempt`` (1, 2, ...): ``base * 2**(attempt-1)``,
-    capped.
+def retry_policy(section: NotifySection, base_delay: float = BASE_DELAY) -> RetryPolicy:
+    """How the webhook and the command are retried: ``retries`` more attempts, the pause
+    doubling from ``base_delay`` up to ``MAX_DELAY``. No jitter: a run notifies one
+    receiver once, so there is no crowd of retries to spread out.
 
-    >>> [backoff_delay(n, 1.0) for n in (1, 2, 3, 10)]
-    [1.0, 2.0, 4.0, 30.0]
+    >>> [backoff_delay(n, retry_policy(NotifySection(command="true"))) for n in (1, 2, 10)]
+    [1.0, 2.0, 30.0]
     """
-    return float(min(cap, base * 2 ** max(0, attempt - 1)))
+    return RetryPolicy(max_attempts=section.retries + 1, base_delay=base_delay,
+                       max_delay=MAX_DELAY, jitter=0.0)
 
 
 def should_retry_status(status: int) -> bool:
@@ -230,11 +233,12 @@ async def post_webhook(
                "User-Agent": f"lora-pipeline/{__version__}",
                "X-Lora-Pipeline-Event": event}
     timeout = aiohttp.ClientTimeout(total=section.timeout_seconds)
-    attempts = section.retries + 1
+    policy = retry_policy(section, base_delay)
+    attempts = policy.max_attempts
     detail = ""
     for attempt in range(1, attempts + 1):
         if attempt > 1:
-            await asyncio.sleep(backoff_delay(attempt - 1, base_delay))
+            await asyncio.sleep(backoff_delay(attempt - 1, policy))
         try:
             async with session.post(url, data=body, headers=headers, timeout=timeout) as resp:
                 status = resp.status
@@ -265,10 +269,10 @@ async def run_command(
     assert section.command is not None
     argv = (["/bin/sh", "-c", section.command] if isinstance(section.command, str)
             else list(section.command))
-    attempts = section.retries + 1
-    for attempt in range(1, attempts + 1):
+    policy = retry_policy(section, base_delay)
+    for attempt in range(1, policy.max_attempts + 1):
         if attempt > 1:
-            await asyncio.sleep(backoff_delay(attempt - 1, base_delay))
+            await asyncio.sleep(backoff_delay(attempt - 1, policy))
         delivery, retryable = await _run_once(section, body, argv)
         delivery = replace(delivery, attempts=attempt)
         if delivery.ok or not retryable:

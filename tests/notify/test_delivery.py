@@ -16,13 +16,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from pipeline.api.retry import backoff_delay
 from pipeline.jobfile.schema import NotifySection
 from pipeline.notify.delivery import (
     RUN_FINISHED,
     SUBJECT_FAILED,
-    backoff_delay,
     notify,
     payload_for,
+    retry_policy,
     should_retry_status,
 )
 from pipeline.views.summary import SubjectSummary
@@ -123,8 +124,10 @@ def test_payload_never_carries_the_api_key() -> None:
 
 
 def test_backoff_and_retry_policy() -> None:
-    assert [backoff_delay(n, 0.5) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
-    assert backoff_delay(20, 1.0) == 30.0
+    policy = retry_policy(section(command="true", retries=3), 0.5)
+    assert policy.max_attempts == 4
+    assert [backoff_delay(n, policy) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
+    assert backoff_delay(20, retry_policy(section(command="true"), 1.0)) == 30.0
     assert all(should_retry_status(s) for s in (408, 429, 500, 502, 503, 504, 599))
     assert not any(should_retry_status(s) for s in (200, 400, 401, 403, 404, 410))
 
