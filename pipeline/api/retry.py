@@ -25,6 +25,9 @@ DEFAULT_MAX_DELAY = 30.0
 #: A server's Retry-After is honoured up to this many seconds; beyond it we back off anyway.
 MAX_RETRY_AFTER = 60.0
 JITTER_FRACTION = 0.25
+#: More doublings than this change nothing (every cap is reached long before) and would
+#: overflow a float: a task restarted for days keeps asking for its delay.
+MAX_DOUBLINGS = 64
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,8 @@ def backoff_delay(
     """
     if retry_after is not None and retry_after >= 0:
         return min(retry_after, MAX_RETRY_AFTER)
-    exponential: float = min(policy.base_delay * 2.0 ** (attempt - 1), policy.max_delay)
+    doublings = min(attempt - 1, MAX_DOUBLINGS)
+    exponential: float = min(policy.base_delay * 2.0**doublings, policy.max_delay)
     return exponential * (1 - policy.jitter + 2 * policy.jitter * rand())
 
 

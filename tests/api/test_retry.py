@@ -56,6 +56,8 @@ def test_permanent_errors_are_never_retried(error: Exception) -> None:
 def test_backoff_grows_exponentially_and_is_capped() -> None:
     delays = [backoff_delay(n, POLICY, rand=lambda: 0.5) for n in range(1, 7)]
     assert delays == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    # asked after days of failures, it neither overflows nor grows past the cap
+    assert backoff_delay(100_000, POLICY, rand=lambda: 0.5) == 8.0
 
 
 def test_backoff_jitter_stays_within_a_quarter() -> None:
