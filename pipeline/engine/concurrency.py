@@ -9,10 +9,15 @@ from typing import Any, TypeVar
 
 import structlog
 
+from ..api.retry import RetryPolicy, backoff_delay
 from ..errors import BadCredentials
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+
+#: Pauses before restarting a supervised task: 1 s, doubling up to a minute, for good
+#: (``max_attempts`` is not used). No jitter: each task is restarted by itself.
+RESTARTS = RetryPolicy(base_delay=1.0, max_delay=60.0, jitter=0.0)
 
 
 class InFlight:
@@ -62,13 +67,12 @@ async def supervise(
     run: Callable[[], Awaitable[None]],
     *,
     sleep: Callable[[float], Awaitable[None]],
-    first_delay: float = 1.0,
-    max_delay: float = 60.0,
+    restarts: RetryPolicy = RESTARTS,
 ) -> None:
     """Run a long-lived task for good: an unexpected error is logged with its traceback and
-    the task started again after a pause that doubles up to ``max_delay``. Bad credentials
-    and cancellation end it."""
-    delay = first_delay
+    the task started again after a pause that grows as ``restarts`` says (see
+    :func:`~pipeline.api.retry.backoff_delay`). Bad credentials and cancellation end it."""
+    failures = 0
     while True:
         try:
             await run()
@@ -76,9 +80,10 @@ async def supervise(
         except (BadCredentials, asyncio.CancelledError):
             raise
         except Exception:
+            failures += 1
+            delay = backoff_delay(failures, restarts)
             log.exception("task.restarting", task=name, delay=delay)
         await sleep(delay)
-        delay = min(delay * 2, max_delay)
 
 
 async def run_all(coroutines: Iterable[Coroutine[Any, Any, Any]]) -> None:
