@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
+from pipeline.api.retry import RetryPolicy, backoff_delay
+
 from .store import Generation, generation_times
 
 if TYPE_CHECKING:
@@ -62,11 +64,11 @@ class WebhookSender:
             "payload": task_result_body(emulator, generation, view, generation.base_url),
         }
         timeout = aiohttp.ClientTimeout(total=emulator.config.webhook_timeout)
-        delay = emulator.config.webhook_retry_delay
+        retries = RetryPolicy(base_delay=emulator.config.webhook_retry_delay,
+                              max_delay=MAX_RETRY_DELAY, jitter=0.0)
         for attempt in range(emulator.config.webhook_retries + 1):
             if attempt:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_RETRY_DELAY)
+                await asyncio.sleep(backoff_delay(attempt, retries))
             try:
                 async with self._client().post(url, json=body, timeout=timeout) as answer:
                     await answer.read()
