@@ -1,0 +1,276 @@
+"""Decoding a photo for analysis, and the bytes the service should get for it.
+
+:func:`open_photo` opens png, jpeg, webp, HEIC/HEIF (through ``pillow-heif``) and AVIF by
+content. :func:`to_analysis_rgb` decodes it once, reduced where the format allows (JPEG draft
+mode: libjpeg scales while it decodes), first frame only, as 8-bit RGB, turned upright by its
+EXIF orientation. :func:`conversions_needed` says in words what must change before the
+service can take it, and :func:`upload_bytes` makes that change: rotated, converted to 8-bit
+RGB, HEIC/AVIF to JPEG, EXIF/XMP/GPS stripped unless ``keep_metadata``. A photo that needs no
+change keeps its exact bytes; one whose only change is its metadata loses it without being
+re-encoded (JPEG segments, PNG chunks and WebP chunks are dropped as they are).
+
+    >>> photo = upload_bytes(Path("alice/IMG_0001.HEIC").read_bytes())
+    >>> photo.format, photo.changes
+    ('jpeg', ('HEIC to jpeg', 'metadata removed'))
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import threading
+from dataclasses import dataclass
+from typing import IO, Final, Literal
+
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "PhotoFormat",
+    "UploadPhoto",
+    "bit_depth",
+    "conversions_needed",
+    "open_photo",
+    "orientation_of",
+    "to_analysis_rgb",
+    "upload_bytes",
+]
+
+PhotoFormat = Literal["png", "jpeg", "webp", "heif", "avif"]
+UploadFormat = Literal["png", "jpeg", "webp"]
+
+_PIL_FORMATS: Final = ("JPEG", "PNG", "WEBP", "HEIF", "AVIF")
+_ORIENTATION_TAG: Final = 0x0112
+_TRANSPOSE: Final = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+#: Modes the service takes as they are; anything else is converted.
+_PLAIN_MODES: Final = frozenset({"RGB", "RGBA", "L", "LA"})
+#: JPEG draft mode asks for at least this long side: libjpeg then picks 1/2, 1/4 or 1/8.
+_DRAFT_SHARE: Final = 0.75
+JPEG_QUALITY: Final = 95
+
+_heif_lock = threading.Lock()
+_heif_registered = False
+
+
+def _register_heif() -> None:
+    """Teach Pillow HEIC/HEIF once, on first use (never at import time)."""
+    global _heif_registered
+    with _heif_lock:
+        if not _heif_registered:
+            import pillow_heif
+
+            pillow_heif.register_heif_opener()
+            _heif_registered = True
+
+
+def open_photo(fp: IO[bytes]) -> Image.Image:
+    """``fp`` opened (not decoded) as one of png, jpeg, webp, HEIF or AVIF, by content."""
+    _register_heif()
+    return Image.open(fp, formats=_PIL_FORMATS)
+
+
+def bit_depth(head: bytes) -> int:
+    """Bits per channel of a PNG from its first 25 bytes; 8 for everything else."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and len(head) > 24 and head[12:16] == b"IHDR":
+        return int(head[24])
+    return 8
+
+
+def orientation_of(image: Image.Image) -> int:
+    """The EXIF orientation (1-8; 1 when absent or nonsense)."""
+    try:
+        value = image.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # a damaged EXIF block says nothing about the pixels
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _eight_bit_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB (alpha laid on white); 16-bit grey scaled, not clipped."""
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I") or image.mode == "F":
+        values = np.asarray(image).astype(np.float64)
+        top = 65535.0 if values.max() > 255 else 255.0
+        grey = (values * (255.0 / top)).clip(0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "P", "PA", "1"):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _upright(image: Image.Image, orientation: int) -> Image.Image:
+    method = _TRANSPOSE.get(orientation)
+    return image if method is None else image.transpose(method)
+
+
+def to_analysis_rgb(image: Image.Image, orientation: int, side: int) -> Image.Image:
+    """The first frame of ``image`` decoded as 8-bit RGB, upright, at most ``side`` px on its
+    long side; a JPEG is decoded reduced (draft mode). Read ``image.size`` before: a draft
+    changes it."""
+    width, height = image.size
+    if image.format == "JPEG" and max(width, height) > side:
+        scale = side * _DRAFT_SHARE / max(width, height)
+        image.draft(None, (max(1, int(width * scale)), max(1, int(height * scale))))
+    image.load()
+    rgb = _upright(_eight_bit_rgb(image), orientation)
+    if rgb is image:  # the caller closes ``image``: what is returned must outlive it
+        rgb = rgb.copy()
+    if max(rgb.size) > side:
+        rgb.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return rgb
+
+
+def conversions_needed(
+    fmt: str, mode: str, depth: int, orientation: int, frames: int
+) -> tuple[str, ...]:
+    """What must change before the service can take the photo, in words; empty if nothing."""
+    changes: list[str] = []
+    if fmt in ("heif", "avif"):
+        changes.append(f"{'HEIC' if fmt == 'heif' else 'AVIF'} to jpeg")
+    if orientation != 1:
+        changes.append(f"rotated upright (EXIF orientation {orientation})")
+    if frames > 1:
+        changes.append(f"animated: first of {frames} frames")
+    if mode == "CMYK":
+        changes.append("CMYK colours to RGB")
+    elif depth > 8 or mode.startswith("I") or mode == "F":
+        changes.append(f"{depth if depth > 8 else 16} bits per channel to 8")
+    elif mode in ("P", "PA"):
+        changes.append("palette colours to RGB")
+    elif mode not in _PLAIN_MODES:
+        changes.append(f"{mode} pixels to RGB")
+    return tuple(changes)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadPhoto:
+    """What to send: ``data`` as ``format``; ``changes`` empty when ``data`` is the file."""
+
+    data: bytes
+    format: UploadFormat
+    changes: tuple[str, ...]
+
+
+def upload_bytes(data: bytes, *, keep_metadata: bool = False) -> UploadPhoto:
+    """The bytes the service should get for the photo ``data`` (see the module's notes).
+
+    Raises Pillow's errors for a photo that does not decode.
+    """
+    with open_photo(io.BytesIO(data)) as image:
+        fmt = (image.format or "").lower()
+        orientation = orientation_of(image)
+        frames = getattr(image, "n_frames", 1)
+        changes = conversions_needed(fmt, image.mode, bit_depth(data[:32]), orientation, frames)
+        if changes:
+            return _reencoded(image, fmt, orientation, changes, keep_metadata)
+    target: UploadFormat = fmt  # type: ignore[assignment]  # no change: png, jpeg or webp
+    if keep_metadata:
+        return UploadPhoto(data, target, ())
+    stripped = _STRIPPERS[target](data)
+    if stripped == data:
+        return UploadPhoto(data, target, ())
+    return UploadPhoto(stripped, target, ("metadata removed",))
+
+
+def _reencoded(
+    image: Image.Image,
+    fmt: str,
+    orientation: int,
+    changes: tuple[str, ...],
+    keep_metadata: bool,
+) -> UploadPhoto:
+    image.seek(0)
+    image.load()
+    icc = image.info.get("icc_profile") if image.mode in ("RGB", "RGBA", "L", "P") else None
+    exif = image.getexif()
+    pixels = _upright(_eight_bit_rgb(image), orientation)
+    target: UploadFormat = "jpeg" if fmt in ("heif", "avif") else fmt  # type: ignore[assignment]
+    params: dict[str, object] = {}
+    if icc:
+        params["icc_profile"] = icc
+    if keep_metadata and exif:
+        exif[_ORIENTATION_TAG] = 1
+        params["exif"] = exif.tobytes()
+    if target in ("jpeg", "webp"):
+        params["quality"] = JPEG_QUALITY
+    buffer = io.BytesIO()
+    pixels.save(buffer, target.upper(), **params)
+    removed = () if keep_metadata else ("metadata removed",)
+    return UploadPhoto(buffer.getvalue(), target, changes + removed)
+
+
+# ----------------------------------------------------------------------------- metadata
+
+
+def _strip_jpeg(data: bytes) -> bytes:
+    """``data`` without its APP1 (EXIF, XMP) and COM segments; everything from the first
+    scan on is kept byte for byte, so the picture is not re-encoded."""
+    out = bytearray(data[:2])
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA or marker == 0xD9:
+            break
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
+        end = pos + 2 + length
+        if marker not in (0xE1, 0xFE):
+            out += data[pos:end]
+        pos = end
+    return bytes(out + data[pos:])
+
+
+_PNG_METADATA_CHUNKS: Final = frozenset({b"tEXt", b"zTXt", b"iTXt", b"eXIf", b"tIME"})
+
+
+def _strip_png(data: bytes) -> bytes:
+    """``data`` without its text, EXIF and time chunks; the pixels' chunks untouched."""
+    out = bytearray(data[:8])
+    pos = 8
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind = data[pos + 4 : pos + 8]
+        end = pos + 12 + length
+        if kind not in _PNG_METADATA_CHUNKS:
+            out += data[pos:end]
+        pos = end
+        if kind == b"IEND":
+            break
+    return bytes(out)
+
+
+_VP8X_EXIF: Final = 0x08
+_VP8X_XMP: Final = 0x04
+
+
+def _strip_webp(data: bytes) -> bytes:
+    """``data`` without its EXIF and XMP chunks, the VP8X flags and RIFF size set to match."""
+    chunks = bytearray()
+    pos = 12
+    while pos + 8 <= len(data):
+        kind = data[pos : pos + 4]
+        (length,) = struct.unpack("<I", data[pos + 4 : pos + 8])
+        end = pos + 8 + length + (length & 1)
+        chunk = bytearray(data[pos:end])
+        if kind == b"VP8X" and len(chunk) > 8:
+            chunk[8] &= ~(_VP8X_EXIF | _VP8X_XMP) & 0xFF
+        if kind not in (b"EXIF", b"XMP "):
+            chunks += chunk
+        pos = end
+    return b"RIFF" + struct.pack("<I", len(chunks) + 4) + b"WEBP" + bytes(chunks)
+
+
+_STRIPPERS: Final = {"jpeg": _strip_jpeg, "png": _strip_png, "webp": _strip_webp}

@@ -1,0 +1,52 @@
+"""Near-duplicates: re-saves, small crops and burst shots are grouped; different photos are not."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from pipeline.inputs.near_duplicates import HashedPhoto, find_near_duplicates
+from pipeline.inputs.photo_checks import PhotoSettings, analyse_photo
+from tests.inputs import photos
+
+
+def hashed(name: str, data: bytes) -> HashedPhoto:
+    result = analyse_photo(io.BytesIO(data), name, PhotoSettings(), faces_required=False)
+    return HashedPhoto(name, result.phash, result.sharpness)
+
+
+def test_re_save_crop_and_burst_shot_are_named_with_the_sharpest_twin() -> None:
+    original = photos.astronaut()
+    subject = [
+        hashed("1.jpg", photos.jpeg(original, quality=95)),
+        hashed("2.jpg", photos.jpeg(original, quality=70)),
+        hashed("3.jpg", photos.jpeg(original.crop((4, 4, 512, 512)))),
+        hashed("4.jpg", photos.jpeg(original.rotate(1, resample=Image.Resampling.BICUBIC))),
+        hashed("cat.jpg", photos.jpeg(photos.chelsea())),
+        hashed("cup.jpg", photos.jpeg(photos.coffee())),
+        hashed("camera.jpg", photos.jpeg(photos.camera())),
+        hashed("mirror.jpg", photos.jpeg(original.transpose(Image.Transpose.FLIP_LEFT_RIGHT))),
+    ]
+    found = find_near_duplicates(subject)
+    kept = max(subject[:4], key=lambda photo: photo.sharpness).name
+    assert sorted(d.name for d in found) == sorted({"1.jpg", "2.jpg", "3.jpg", "4.jpg"} - {kept})
+    assert {d.twin for d in found} == {kept}
+    assert all(d.distance <= 10 for d in found)
+    assert found[0].reason.startswith(f"{found[0].name} is a near-duplicate of {kept}")
+
+
+def test_a_rotated_copy_is_found_as_a_duplicate_of_the_upright_one() -> None:
+    portrait = photos.astronaut().crop((64, 0, 448, 512))
+    subject = [hashed("a.jpg", photos.jpeg(portrait)),
+               hashed("b.jpg", photos.sideways_jpeg(portrait))]
+    assert [(d.name, d.twin) for d in find_near_duplicates(subject)] in (
+        [("a.jpg", "b.jpg")], [("b.jpg", "a.jpg")])
+
+
+def test_the_distance_is_a_setting_and_the_sharper_one_is_kept() -> None:
+    a = HashedPhoto("a.jpg", "ffffffffffffffff", 100.0)
+    b = HashedPhoto("b.jpg", "fffffffffffffff0", 300.0)  # 4 bits away
+    assert [(d.name, d.twin, d.distance) for d in find_near_duplicates([a, b])] == [
+        ("a.jpg", "b.jpg", 4)]
+    assert find_near_duplicates([a, b], max_distance=3) == []
