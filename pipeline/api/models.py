@@ -7,18 +7,28 @@ what the contract documents.
 
 from __future__ import annotations
 
+import difflib
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
     StringConstraints,
     field_validator,
     model_validator,
 )
+from pydantic_core import CoreSchema, core_schema
 
-from .contract import TASK_FAILED, TASK_SUCCEED, TRAINING_TERMINAL
+from .contract import (
+    LEARNING_RATES,
+    LR_SCHEDULERS,
+    TASK_FAILED,
+    TASK_SUCCEED,
+    TRAINING_TERMINAL,
+)
 
 ImageExtension = Literal["png", "jpeg", "webp"]
 TrainingKind = Literal["subject", "style"]
@@ -81,24 +91,87 @@ class TrainingComponent(BaseModel):
     args: list[ComponentArg] = []
 
 
-class ExpertSetting(BaseModel):
-    """The training's knobs; unset ones are not sent."""
+@dataclass(frozen=True)
+class OneOf:
+    """``Annotated`` metadata: the value must be one of ``allowed``.
+
+    Pydantic runs the check (a near miss of a name gets a "did you mean"); the emulator
+    reads ``allowed`` to check a request body against the same set.
+
+    >>> OneOf(frozenset({"cosine", "linear"})).problem("cosin")
+    "did you mean 'cosine'? must be one of: 'cosine', 'linear'"
+    """
+
+    allowed: frozenset[str] | frozenset[float]
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(self._check, handler(source))
+
+    def _check(self, value: Any) -> Any:
+        if value not in self.allowed:
+            raise ValueError(self.problem(value))
+        return value
+
+    def problem(self, value: Any) -> str:
+        """Why ``value`` is refused, and what would do."""
+        names = [choice for choice in self.allowed if isinstance(choice, str)]
+        close = difflib.get_close_matches(value, names, n=1) if isinstance(value, str) else []
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        shown = ", ".join(_shown(choice) for choice in sorted(self.allowed))
+        return f"{hint}must be one of: {shown}"
+
+
+def _shown(choice: object) -> str:
+    """A choice as a job file would spell it: a quoted name, or a rate such as ``1e-4``."""
+    return repr(choice) if isinstance(choice, str) else f"{choice:.0e}".replace("e-0", "e-")
+
+
+# The knobs' types carry the contract's limits (section 3): a job file is checked against
+# them when it is loaded, a request when it is built, and the emulator reads them back to
+# check what a client sends.
+TrainSteps = Annotated[int, Field(ge=1)]
+LearningRate = Annotated[float, OneOf(LEARNING_RATES)]
+SchedulerName = Annotated[str, OneOf(LR_SCHEDULERS)]
+WarmupSteps = Annotated[int, Field(ge=0)]
+BatchSize = Annotated[int, Field(ge=1, le=4)]
+TrainSeed = Annotated[int, Field(ge=1)]
+LossWeight = Annotated[float, Field(gt=0)]
+LoraRank = Annotated[int, Field(ge=4, le=128)]
+
+
+class TrainingKnobs(BaseModel):
+    """The knobs of a training's ``expert_setting``, each with its limits; unset ones are
+    not sent.
+
+    The one list of them: :class:`ExpertSetting` sends them, a job file's ``[training]``
+    (:class:`pipeline.jobfile.schema.TrainingSection`) inherits them, and the emulator checks
+    a request's against them. Their order is the job file's (its error messages list the
+    fields in this order).
+    """
+
+    max_train_steps: TrainSteps | None = None
+    learning_rate: LearningRate | None = None
+    lr_scheduler: SchedulerName | None = None
+    lr_warmup_steps: WarmupSteps | None = None
+    train_batch_size: BatchSize | None = None
+    seed: TrainSeed | None = None
+    with_prior_preservation: bool | None = None
+    prior_loss_weight: LossWeight | None = None
+    train_text_encoder: bool | None = None
+    lora_r: LoraRank | None = None
+    lora_alpha: LoraRank | None = None
+    lora_text_encoder_r: LoraRank | None = None
+    lora_text_encoder_alpha: LoraRank | None = None
+
+
+class ExpertSetting(TrainingKnobs):
+    """The training's ``expert_setting``: the knobs, and the prompts a subject training
+    needs (rendered: their length is the service's to judge)."""
 
     instance_prompt: str | None = None
     class_prompt: str | None = None
-    train_batch_size: int | None = None
-    learning_rate: float | None = None
-    max_train_steps: int | None = None
-    seed: int | None = None
-    lr_scheduler: str | None = None
-    lr_warmup_steps: int | None = None
-    with_prior_preservation: bool | None = None
-    prior_loss_weight: float | None = None
-    train_text_encoder: bool | None = None
-    lora_r: int | None = None
-    lora_alpha: int | None = None
-    lora_text_encoder_r: int | None = None
-    lora_text_encoder_alpha: int | None = None
 
 
 class TrainingRequest(BaseModel):

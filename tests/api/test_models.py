@@ -1,11 +1,17 @@
 """Defensive parsing: every variation the contract lists."""
 
+import pytest
+from pydantic import ValidationError
+
 from pipeline.api.errors import error_for_response, parse_error_body, unwrap
 from pipeline.api.models import (
+    ExpertSetting,
     GenerationResult,
     ModelPage,
+    OneOf,
     TaskCreated,
     TaskPage,
+    TrainingKnobs,
     TrainingRequest,
     TrainingStatus,
     UploadTicket,
@@ -86,6 +92,38 @@ def test_training_request_omits_unset_settings() -> None:
     ).to_json()
     assert body["image_dataset_items"] == [{"assets_id": "a"}]
     assert body["expert_setting"] == {}
+
+
+def test_one_of_says_what_would_do() -> None:
+    names = OneOf(frozenset({"cosine", "linear"}))
+    assert names.problem("cosin") == "did you mean 'cosine'? must be one of: 'cosine', 'linear'"
+    assert names.problem("step") == "must be one of: 'cosine', 'linear'"
+    rates = OneOf(frozenset({1e-4, 2e-4, 1e-6}))
+    assert rates.problem(3e-4) == "must be one of: 1e-6, 1e-4, 2e-4"
+
+
+def test_expert_setting_is_the_knobs_and_the_prompts() -> None:
+    prompts = {"instance_prompt", "class_prompt"}
+    assert set(ExpertSetting.model_fields) == set(TrainingKnobs.model_fields) | prompts
+    assert not prompts & set(TrainingKnobs.model_fields)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("learning_rate", 3e-4), ("lr_scheduler", "step"), ("train_batch_size", 5),
+     ("max_train_steps", 0), ("seed", 0), ("lr_warmup_steps", -1), ("prior_loss_weight", 0),
+     ("lora_r", 3), ("lora_text_encoder_alpha", 129)],
+)
+def test_expert_setting_keeps_to_the_contract(field: str, value: object) -> None:
+    with pytest.raises(ValidationError, match=field):
+        ExpertSetting.model_validate({field: value})
+
+
+def test_expert_setting_accepts_the_contract_limits() -> None:
+    setting = ExpertSetting(train_batch_size=4, learning_rate=2e-4, lr_scheduler="cosine",
+                            max_train_steps=1, seed=1, lr_warmup_steps=0, prior_loss_weight=0.1,
+                            lora_r=4, lora_alpha=128, instance_prompt="x" * 5000)
+    assert setting.model_dump(exclude_none=True)["lora_alpha"] == 128
 
 
 def test_error_bodies_json_xml_plain_and_edge() -> None:
