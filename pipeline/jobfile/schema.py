@@ -3,7 +3,9 @@
 A job file has ``[job]``, ``[training]``, ``[generation]`` and an optional ``[on_complete]``
 (see ``jobs/README.md``). Each field is checked against the hosted API's contract
 (:mod:`pipeline.api.contract`) when the file is loaded, so a typo or an out-of-range value is
-a load error naming the field, never a 400 after a paid training. Loading, merging a
+a load error naming the field, never a 400 after a paid training. The training's knobs are
+the API model's own (:class:`pipeline.api.models.TrainingKnobs`), and a ``subject.toml``'s
+sections are made from the job file's, so each field is written once. Loading, merging a
 subject's overrides and rendering prompts live in :mod:`pipeline.jobfile.loading`.
 
 Templates (``instance_prompt``, ``prompts``, ``extra_prompts``) may use ``{instance_prompt}``,
@@ -13,8 +15,6 @@ checked and rendered by :mod:`pipeline.jobfile.templates`.
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, Self
 from urllib.parse import urlsplit
@@ -25,14 +25,15 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    create_model,
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 
 from ..api.contract import (
     BASE_MODELS,
     COMPONENT_NAMES,
-    LEARNING_RATES,
     LR_SCHEDULERS,
     MAX_IMAGE_NUM,
     MAX_SIDE,
@@ -41,6 +42,15 @@ from ..api.contract import (
     MIN_SIDE,
     RECOMMENDED_TRAINING_IMAGES,
     SAMPLERS,
+)
+from ..api.models import (
+    BatchSize,
+    LearningRate,
+    OneOf,
+    SchedulerName,
+    TrainingKnobs,
+    TrainSteps,
+    WarmupSteps,
 )
 from ..errors import ConfigError
 from .templates import (
@@ -51,15 +61,6 @@ from .templates import (
 )
 
 MAX_PROMPTS: Final = 100
-#: ``expert_setting`` fields sent as they are (``None`` ones are left out).
-EXPERT_FIELDS: Final = frozenset(
-    {
-        "max_train_steps", "learning_rate", "lr_scheduler", "lr_warmup_steps",
-        "train_batch_size", "seed", "with_prior_preservation", "prior_loss_weight",
-        "train_text_encoder", "lora_r", "lora_alpha", "lora_text_encoder_r",
-        "lora_text_encoder_alpha",
-    }
-)
 #: Arguments of each preprocessing component, all required (section 3 of the API notes).
 COMPONENT_ARGS: Final = {
     "face_crop_region": frozenset({"ratio"}),
@@ -67,24 +68,6 @@ COMPONENT_ARGS: Final = {
     "face_restore": frozenset({"method", "upscale"}),
 }
 _WARMUP_SCHEDULERS: Final = LR_SCHEDULERS - {"constant"}
-
-
-def _one_of(allowed: frozenset[str]) -> Callable[[str], str]:
-    def check(value: str) -> str:
-        if value not in allowed:
-            close = difflib.get_close_matches(value, allowed, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ValueError(f"{hint}must be one of: {', '.join(map(repr, sorted(allowed)))}")
-        return value
-
-    return check
-
-
-def _learning_rate(value: float) -> float:
-    if value not in LEARNING_RATES:
-        shown = (f"{rate:.0e}".replace("e-0", "e-") for rate in sorted(LEARNING_RATES))
-        raise ValueError(f"must be one of: {', '.join(shown)}")
-    return value
 
 
 def _slug(value: str) -> str:
@@ -114,19 +97,11 @@ PromptTemplate = Annotated[str, StringConstraints(min_length=1),
 InstanceTemplate = Annotated[str, StringConstraints(min_length=1),
                              AfterValidator(check_instance_template)]
 ClassWord = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-BaseModelName = Annotated[str, AfterValidator(_one_of(BASE_MODELS))]
-SamplerName = Annotated[str, AfterValidator(_one_of(SAMPLERS))]
-SchedulerName = Annotated[str, AfterValidator(_one_of(LR_SCHEDULERS))]
-ComponentName = Annotated[str, AfterValidator(_one_of(COMPONENT_NAMES))]
-LearningRate = Annotated[float, AfterValidator(_learning_rate)]
+BaseModelName = Annotated[str, OneOf(BASE_MODELS)]
+SamplerName = Annotated[str, OneOf(SAMPLERS)]
+ComponentName = Annotated[str, OneOf(COMPONENT_NAMES)]
 Captions = dict[Annotated[str, AfterValidator(_file_name)], Text]
 TrainSide = Annotated[int, Field(ge=1)]
-TrainSteps = Annotated[int, Field(ge=1)]
-WarmupSteps = Annotated[int, Field(ge=0)]
-BatchSize = Annotated[int, Field(ge=1, le=4)]
-TrainSeed = Annotated[int, Field(ge=1)]
-LossWeight = Annotated[float, Field(gt=0)]
-LoraRank = Annotated[int, Field(ge=4, le=128)]
 ModelFile = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 PromptList = Annotated[list[PromptTemplate], Field(min_length=1, max_length=MAX_PROMPTS)]
 Strength = Annotated[float, Field(ge=0, le=1)]
@@ -201,13 +176,8 @@ def default_components() -> list[Component]:
     ]
 
 
-class TrainingSection(StrictModel):
-    """``[training]``: what the training API is asked to do.
-
-    For ``kind = "style"`` the API needs a caption per image instead of an instance prompt:
-    :meth:`expert_setting` then leaves ``instance_prompt`` and ``class_prompt`` out (the
-    rendered ``instance_prompt`` still fills ``{instance_prompt}`` in the prompts).
-    """
+class _TrainingBasics(StrictModel):
+    """The first fields of ``[training]``: the kind of training, its base and its prompts."""
 
     kind: Kind = "subject"
     base_model: BaseModelName = "v1-5-pruned-emaonly"
@@ -216,19 +186,26 @@ class TrainingSection(StrictModel):
     instance_prompt: InstanceTemplate = "a close photo of ohwx {class_word}"
     class_prompt: Text = "person"
     class_word: ClassWord = "person"
+
+
+class TrainingSection(TrainingKnobs, _TrainingBasics):
+    """``[training]``: what the training API is asked to do.
+
+    Its fields are the basics above, then the API's knobs (:class:`TrainingKnobs`, with
+    their limits: ``max_train_steps`` to ``lora_text_encoder_alpha``), then the
+    preprocessing, in that order. Five knobs get the job file's defaults here; the rest stay
+    unset unless the file sets them, and unset ones are not sent.
+
+    For ``kind = "style"`` the API needs a caption per image instead of an instance prompt:
+    :meth:`expert_setting` then leaves ``instance_prompt`` and ``class_prompt`` out (the
+    rendered ``instance_prompt`` still fills ``{instance_prompt}`` in the prompts).
+    """
+
     max_train_steps: TrainSteps = 500
     learning_rate: LearningRate = 1e-4
     lr_scheduler: SchedulerName = "constant"
     lr_warmup_steps: WarmupSteps = 0
     train_batch_size: BatchSize = 1
-    seed: TrainSeed | None = None
-    with_prior_preservation: bool | None = None
-    prior_loss_weight: LossWeight | None = None
-    train_text_encoder: bool | None = None
-    lora_r: LoraRank | None = None
-    lora_alpha: LoraRank | None = None
-    lora_text_encoder_r: LoraRank | None = None
-    lora_text_encoder_alpha: LoraRank | None = None
     components: list[Component] = Field(default_factory=default_components)
     captions: Captions = Field(default_factory=dict)
 
@@ -262,7 +239,7 @@ class TrainingSection(StrictModel):
         if self.kind == "subject":
             setting["instance_prompt"] = self.render_instance_prompt(subject)
             setting["class_prompt"] = self.class_prompt
-        setting.update(self.model_dump(include=set(EXPERT_FIELDS), exclude_none=True))
+        setting.update(self.model_dump(include=set(TrainingKnobs.model_fields), exclude_none=True))
         return setting
 
     def components_api(self) -> list[dict[str, Any]]:
@@ -327,50 +304,33 @@ class NotifySection(StrictModel):
         return self
 
 
-class TrainingOverrides(StrictModel):
-    """``[training]`` of a ``subject.toml``: any training field, each optional."""
-
-    kind: Kind | None = None
-    base_model: BaseModelName | None = None
-    width: TrainSide | None = None
-    height: TrainSide | None = None
-    instance_prompt: InstanceTemplate | None = None
-    class_prompt: Text | None = None
-    class_word: ClassWord | None = None
-    max_train_steps: TrainSteps | None = None
-    learning_rate: LearningRate | None = None
-    lr_scheduler: SchedulerName | None = None
-    lr_warmup_steps: WarmupSteps | None = None
-    train_batch_size: BatchSize | None = None
-    seed: TrainSeed | None = None
-    with_prior_preservation: bool | None = None
-    prior_loss_weight: LossWeight | None = None
-    train_text_encoder: bool | None = None
-    lora_r: LoraRank | None = None
-    lora_alpha: LoraRank | None = None
-    lora_text_encoder_r: LoraRank | None = None
-    lora_text_encoder_alpha: LoraRank | None = None
-    components: list[Component] | None = None
-    captions: Captions | None = None
+def _all_optional(section: type[BaseModel]) -> dict[str, Any]:
+    """``section``'s fields for :func:`pydantic.create_model`, in its order, each optional
+    and unset by default, with its type and limits: what a ``subject.toml`` may override."""
+    return {name: (_optional(info), None) for name, info in section.model_fields.items()}
 
 
-class GenerationOverrides(StrictModel):
-    """``[generation]`` of a ``subject.toml``: any generation field, each optional."""
+def _optional(info: FieldInfo) -> Any:
+    # Pydantic keeps a field's limits (ge=, a validator) apart from its type: put them back.
+    kind: Any = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    return kind | None
 
-    model_name: ModelFile | None = None
-    prompts: PromptList | None = None
-    extra_prompts: list[PromptTemplate] | None = None
-    negative_prompt: Text | None = None
-    lora_strength: Strength | None = None
-    image_num: ImageNum | None = None
-    width: Side | None = None
-    height: Side | None = None
-    steps: Steps | None = None
-    guidance_scale: Guidance | None = None
-    sampler_name: SamplerName | None = None
-    seed: GenSeed | None = None
-    clip_skip: ClipSkip | None = None
-    response_image_type: ImageType | None = None
+
+# Made from the sections, so a field added there can be overridden at once, with its checks.
+TrainingOverrides = create_model(
+    "TrainingOverrides",
+    __base__=StrictModel,
+    __module__=__name__,
+    __doc__="``[training]`` of a ``subject.toml``: any training field, each optional.",
+    **_all_optional(TrainingSection),
+)
+GenerationOverrides = create_model(
+    "GenerationOverrides",
+    __base__=StrictModel,
+    __module__=__name__,
+    __doc__="``[generation]`` of a ``subject.toml``: any generation field, each optional.",
+    **_all_optional(GenerationSection),
+)
 
 
 class SubjectOverrides(StrictModel):
@@ -389,7 +349,8 @@ class SubjectOverrides(StrictModel):
 
     @model_validator(mode="after")
     def _one_class_word(self) -> Self:
-        nested = self.training.class_word
+        # The override models are made by create_model: their fields are read from a dump.
+        nested = self.training.model_dump(exclude_unset=True).get("class_word")
         if self.class_word is not None and nested is not None and nested != self.class_word:
             raise ValueError(
                 f"class_word is set twice ({self.class_word!r} and training.class_word"
@@ -406,7 +367,8 @@ class SubjectOverrides(StrictModel):
 
     def all_captions(self) -> dict[str, str]:
         """``[training] captions`` then the top-level ``captions`` (the latter win)."""
-        return {**(self.training.captions or {}), **self.captions}
+        return {**self.training.model_dump(exclude_unset=True).get("captions", {}),
+                **self.captions}
 
     def generation_updates(self) -> dict[str, Any]:
         """Generation fields to replace (``extra_prompts`` excluded: they add up)."""
@@ -414,4 +376,5 @@ class SubjectOverrides(StrictModel):
 
     def all_extra_prompts(self) -> list[str]:
         """``[generation] extra_prompts`` then the top-level ``extra_prompts``."""
-        return [*(self.generation.extra_prompts or []), *self.extra_prompts]
+        given = self.generation.model_dump(exclude_unset=True).get("extra_prompts", [])
+        return [*given, *self.extra_prompts]
