@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 from collections.abc import Mapping
+from typing import Any
+
+from pydantic.fields import FieldInfo
 
 from pipeline.api.contract import (
     BASE_MODELS,
     COMPONENT_NAMES,
-    LEARNING_RATES,
-    LR_SCHEDULERS,
     MAX_TEXT_LENGTH,
     MAX_TRAINING_IMAGES,
     MIN_TRAINING_IMAGES,
 )
+from pipeline.api.models import TrainingKnobs
 
 from .errors import invalid
 from .store import Asset, TrainingSpec
@@ -36,7 +40,8 @@ COMPONENT_ARGS: dict[str, dict[str, str]] = {
     "resize": {"width": "side", "height": "side"},
     "face_restore": {"method": "text", "upscale": "positive"},
 }
-LORA_RANK_FIELDS = ("lora_r", "lora_alpha", "lora_text_encoder_r", "lora_text_encoder_alpha")
+#: Older names the service still reads, checked like the knob they stand for.
+KNOB_ALIASES = {"batch_size": "train_batch_size"}
 DEFAULT_LORA_R = 4
 
 
@@ -151,20 +156,62 @@ def _prompts(kind: str, expert: JsonObject) -> tuple[str | None, str | None]:
     return instance, klass
 
 
+@dataclasses.dataclass(frozen=True)
+class _Knob:
+    """One knob of ``expert_setting`` as the service reads it: its type and limits, taken
+    from the API model (:class:`pipeline.api.models.TrainingKnobs`) so that both sides of
+    the contract share one list."""
+
+    kind: object
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    allowed: frozenset[Any] | None = None
+
+    @classmethod
+    def of(cls, field: FieldInfo) -> _Knob:
+        # A knob's field is ``T | None``, T being ``Annotated[int, Field(ge=4, le=128)]``,
+        # ``Annotated[str, OneOf(...)]``, ``bool``...: its metadata are small dataclasses.
+        (annotated,) = (arg for arg in typing.get_args(field.annotation) if arg is not type(None))
+        knob = FieldInfo.from_annotation(annotated)
+        limits: dict[str, Any] = {}
+        for rule in knob.metadata:
+            limits |= dataclasses.asdict(rule)
+        assert knob.annotation is not None
+        return cls(knob.annotation, **limits)
+
+
+KNOBS = {key: _Knob.of(field) for key, field in TrainingKnobs.model_fields.items()}
+
+
 def _check_expert(expert: JsonObject) -> None:
+    for key, knob in KNOBS.items():
+        _check_knob(expert, key, knob)
+    for alias, key in KNOB_ALIASES.items():
+        _check_knob(expert, alias, KNOBS[key])
+
+
+def _check_knob(expert: JsonObject, key: str, knob: _Knob) -> None:
+    """A 400 naming ``expert_setting.<key>`` when it is there and not what ``knob`` allows."""
     path = "expert_setting"
-    for key in ("train_batch_size", "batch_size"):
-        get_int(expert, key, path, low=1, high=4)
-    rate = get_number(expert, "learning_rate", path)
-    if rate is not None and not any(math.isclose(rate, r, rel_tol=1e-9) for r in LEARNING_RATES):
-        allowed = ", ".join(f"{r:g}" for r in sorted(LEARNING_RATES))
-        raise invalid(f"{path}.learning_rate must be one of {allowed}; got {rate:g}")
-    get_int(expert, "max_train_steps", path, low=1)
-    get_int(expert, "seed", path, low=1)
-    get_choice(expert, "lr_scheduler", LR_SCHEDULERS, path)
-    get_int(expert, "lr_warmup_steps", path, low=0)
-    get_bool(expert, "with_prior_preservation", path)
-    get_bool(expert, "train_text_encoder", path)
-    get_number(expert, "prior_loss_weight", path, low=0, exclusive_low=True)
-    for key in LORA_RANK_FIELDS:
-        get_int(expert, key, path, low=4, high=128)
+    if knob.kind is bool:
+        get_bool(expert, key, path)
+    elif knob.kind is int:
+        get_int(expert, key, path, low=_whole(knob.ge), high=_whole(knob.le))
+    elif knob.kind is str:
+        assert knob.allowed is not None, f"{key}: a text knob is a choice"
+        get_choice(expert, key, knob.allowed, path)
+    else:
+        low = knob.gt if knob.gt is not None else knob.ge
+        number = get_number(expert, key, path, low=low, high=knob.le,
+                            exclusive_low=knob.gt is not None)
+        # The SDK sends rates as text ("1e-4"): compare as numbers, not digits.
+        if number is not None and knob.allowed is not None and not any(
+            math.isclose(number, choice, rel_tol=1e-9) for choice in knob.allowed
+        ):
+            allowed = ", ".join(f"{choice:g}" for choice in sorted(knob.allowed))
+            raise invalid(f"{path}.{key} must be one of {allowed}; got {number:g}")
+
+
+def _whole(limit: float | None) -> int | None:
+    return None if limit is None else int(limit)

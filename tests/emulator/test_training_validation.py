@@ -7,6 +7,10 @@ from typing import Any
 
 import pytest
 
+from pipeline.api.contract import LEARNING_RATES, LR_SCHEDULERS
+from pipeline.api.models import TrainingKnobs
+from pipeline.emulator.training_requests import KNOB_ALIASES, KNOBS
+
 from .conftest import Env, training_body
 
 Body = dict[str, Any]
@@ -196,3 +200,15 @@ async def test_assets_id_as_integer_is_read_as_string(env: Env) -> None:
     body["image_dataset_items"][0]["assets_id"] = 12345
     status, answer = await env.call("POST", "/v3/training/subject", json=body)
     assert status == 400 and "'12345'" in answer["message"]
+
+
+def test_the_knobs_checked_are_the_api_models_with_their_limits() -> None:
+    assert list(KNOBS) == list(TrainingKnobs.model_fields)
+    assert set(KNOB_ALIASES.values()) <= set(KNOBS)
+    assert (KNOBS["train_batch_size"].kind, KNOBS["train_batch_size"].ge,
+            KNOBS["train_batch_size"].le) == (int, 1, 4)
+    assert (KNOBS["lora_text_encoder_alpha"].ge, KNOBS["lora_text_encoder_alpha"].le) == (4, 128)
+    assert (KNOBS["prior_loss_weight"].kind, KNOBS["prior_loss_weight"].gt) == (float, 0)
+    assert KNOBS["learning_rate"].allowed == LEARNING_RATES
+    assert KNOBS["lr_scheduler"].allowed == LR_SCHEDULERS
+    assert KNOBS["train_text_encoder"].kind is bool
