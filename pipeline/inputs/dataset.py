@@ -575,6 +575,7 @@ def validate_subject(
     training_size: tuple[int, int] = (512, 512),
     max_pixels: int = 40_000_000,
     max_images: int = MAX_TRAINING_IMAGES,
+    min_images_warning: int = RECOMMENDED_TRAINING_IMAGES,
     root: Path | None = None,
     stop: threading.Event | None = None,
 ) -> DatasetReport:
@@ -583,8 +584,10 @@ def validate_subject(
     ``captions`` maps file names to captions (from ``subject.toml``) and wins over a
     ``<stem>.txt`` sidecar. ``root`` is the inbox (default: the folder's parent): a symlink
     whose target leaves it is rejected without being read. ``max_pixels`` rejects images
-    whose header claims more pixels than that, before anything is decoded. Once ``stop`` is
-    set, :class:`Stopped` is raised before the next file is read.
+    whose header claims more pixels than that, before anything is decoded. A subject of
+    fewer than ``min_images_warning`` usable images (the job's setting of that name) is
+    accepted with a warning. Once ``stop`` is set, :class:`Stopped` is raised before the
+    next file is read.
 
         >>> report = validate_subject(Path("inbox/alice"))
         >>> [r.reason for r in report.rejected_files]
@@ -617,10 +620,11 @@ def validate_subject(
     warnings = listing.warnings + _size_warnings(accepted, training_size)
     warnings += _unused_caption_warnings(captions, listing)
     error = _subject_error(subject, kind, accepted, rejected, max_images)
-    if error is None and len(accepted) < RECOMMENDED_TRAINING_IMAGES:
+    if error is None and len(accepted) < min_images_warning:
         warnings.append(
             f"only {len(accepted)} usable images in {subject}/: at least "
-            f"{RECOMMENDED_TRAINING_IMAGES} are recommended for a good result"
+            f"{min_images_warning} are recommended for a good result; add photos, or lower "
+            "min_images_warning in the job file"
         )
     rejected.sort(key=lambda rejection: rejection.name)
     return DatasetReport(

@@ -499,10 +499,25 @@ def test_fewer_than_ten_images_warns(subject: Path) -> None:
 
     assert report.ok
     assert report.warnings == (
-        "only 9 usable images in alice/: at least 10 are recommended for a good result",
+        "only 9 usable images in alice/: at least 10 are recommended for a good result; add "
+        "photos, or lower min_images_warning in the job file",
     )
     fill(subject, 1, start=9)
     assert validate_subject(subject).warnings == ()
+
+
+def test_the_job_decides_how_few_images_warn(subject: Path) -> None:
+    fill(subject, 12, size=(32, 32))
+
+    fewer = validate_subject(subject, training_size=(32, 32), min_images_warning=15)
+    quiet = validate_subject(subject, training_size=(32, 32), min_images_warning=5)
+    never = validate_subject(subject, training_size=(32, 32), min_images_warning=0)
+
+    assert fewer.ok and fewer.warnings == (
+        "only 12 usable images in alice/: at least 15 are recommended for a good result; add "
+        "photos, or lower min_images_warning in the job file",
+    )
+    assert quiet.ok and quiet.warnings == () and never.warnings == ()
 
 
 def test_small_images_warn_naming_file_and_size(subject: Path) -> None:
