@@ -7,7 +7,7 @@ in ``pyproject.toml``.) A cascade is not the most accurate detector there is, bu
 one whose weights come with a wheel we already need; its few false alarms are small boxes,
 so a box much smaller than the largest one found is not counted as a person.
 
-    >>> boxes = detect_faces(gray)          # a 2-D uint8 array, ideally ~640 px on its long side
+    >>> boxes = detect_faces(gray)          # a 2-D uint8 array, ideally ~512 px on its long side
     >>> [(box.x, box.y, box.width, box.height) for box in boxes]
     [(221, 82, 118, 118)]
 """
@@ -31,7 +31,7 @@ MIN_FACE_SHARE: Final = 0.05
 #: A box narrower than this share of the largest box found is background, not a person.
 MIN_SHARE_OF_LARGEST: Final = 0.4
 _SCALE_FACTOR: Final = 1.1
-_MIN_NEIGHBORS: Final = 5
+_MIN_NEIGHBORS: Final = 8
 
 GrayImage = npt.NDArray[np.uint8]
 

@@ -64,7 +64,7 @@ PERSON_WORDS: Final = frozenset(
 )
 #: The long side a photo is analysed at; detection runs at :data:`DETECTION_SIDE`.
 ANALYSIS_SIDE: Final = 1024
-DETECTION_SIDE: Final = 640
+DETECTION_SIDE: Final = 512
 
 
 @dataclass(frozen=True, slots=True)
