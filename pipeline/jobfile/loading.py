@@ -19,6 +19,7 @@ import os
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Self
@@ -29,7 +30,7 @@ from pydantic_core import ErrorDetails
 
 from ..api.contract import BASE_MODELS, MAX_TEXT_LENGTH, SDXL_BASE_MODELS
 from ..errors import ConfigError
-from ..inputs.safe_files import RefusedFile, read_inbox_file, size_text
+from ..inputs.safe_files import RefusedFile, read_beneath, read_inbox_file, size_text
 from .schema import (
     Component,
     GenerationOverrides,
@@ -161,7 +162,10 @@ def load_job(path: Path) -> JobConfig:
     PosixPath('/srv/lora-pipeline/inbox')
     """
     advice = f"name a plain text job file of at most {size_text(MAX_JOB_FILE_BYTES)}"
-    data = _read_toml(path, root=_ANYWHERE, limit=MAX_JOB_FILE_BYTES, advice=advice)
+    data = _read_toml(
+        path, lambda: read_inbox_file(path, limit=MAX_JOB_FILE_BYTES, root=_ANYWHERE),
+        advice=advice,
+    )
     if data is None:
         raise ConfigError(f"{path}: no such job file")
     if "path" in data:
@@ -187,8 +191,9 @@ def load_subject_overrides(folder: Path) -> SubjectOverrides:
     """Read ``<folder>/subject.toml``; no file means no overrides.
 
     The file is inbox input: it is read only when it is a regular file of at most
-    ``MAX_SUBJECT_FILE_BYTES`` inside the inbox (``folder``'s parent), never blocking; a
-    FIFO, a device or a link out of the inbox is a ConfigError naming it.
+    ``MAX_SUBJECT_FILE_BYTES`` inside the inbox (``folder``'s parent), never blocking, and
+    from the inbox down with no link followed on the way (as caption files are); a FIFO, a
+    device or a link out of the inbox is a ConfigError naming it.
     """
     return _subject_overrides(folder)[0]
 
@@ -197,14 +202,30 @@ def _subject_overrides(folder: Path) -> tuple[SubjectOverrides, bool]:
     """The overrides, and whether a subject.toml was there."""
     file = folder / SUBJECT_FILE
     advice = f"replace it with a plain text file (at most {size_text(MAX_SUBJECT_FILE_BYTES)})"
-    data = _read_toml(file, root=Path(os.path.realpath(folder.parent)),
-                      limit=MAX_SUBJECT_FILE_BYTES, advice=advice)
+    data = _read_toml(file, lambda: _read_subject_file(file, folder.parent), advice=advice)
     if data is None:
         return SubjectOverrides(), False
     try:
         return SubjectOverrides.model_validate(data), True
     except ValidationError as exc:
         raise _config_error(str(file), exc, SubjectOverrides) from None
+
+
+def _read_subject_file(file: Path, inbox: Path) -> bytes:
+    """The bytes of a subject's ``subject.toml``, read beneath ``inbox``.
+
+    A link (the file's, or a subject folder's) is looked through only to where it leads
+    inside the inbox; that place is then read from the inbox down without following any
+    link, so a folder swapped for a link between the look and the read is refused.
+    """
+    target = Path(os.path.realpath(file))
+    if not target.is_relative_to(os.path.realpath(inbox)):
+        where = "is a link that points" if os.path.islink(file) else "is"
+        raise RefusedFile(file, f"{where} outside the inbox")
+    try:
+        return read_beneath(inbox, target, limit=MAX_SUBJECT_FILE_BYTES)
+    except RefusedFile as exc:
+        raise RefusedFile(file, exc.problem) from exc  # named as the subject has it
 
 
 def render_prompts(
@@ -266,12 +287,12 @@ def _family_problems(training: TrainingSection, generation: GenerationSection) -
     ]
 
 
-def _read_toml(path: Path, *, root: Path, limit: int, advice: str) -> dict[str, Any] | None:
-    """The parsed file, or None when it does not exist; read as an inbox file is (never
-    blocking, regular files only, at most ``limit`` bytes, links only to inside ``root``).
-    ``advice`` ends the message when the file is refused."""
+def _read_toml(path: Path, read: Callable[[], bytes], *, advice: str) -> dict[str, Any] | None:
+    """The parsed file, or None when it does not exist. ``read()`` gives its bytes, read as
+    an inbox file is (never blocking, regular files only, up to a cap, links only to inside
+    a root); ``advice`` ends the message when the file is refused."""
     try:
-        return tomllib.loads(read_inbox_file(path, limit=limit, root=root).decode("utf-8"))
+        return tomllib.loads(read().decode("utf-8"))
     except RefusedFile as exc:
         raise ConfigError(f"{path} {exc.problem}: {advice}") from exc
     except FileNotFoundError:

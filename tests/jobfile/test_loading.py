@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -448,6 +450,33 @@ def test_subject_settings_are_frozen(job: JobConfig) -> None:
     settings = job.subject_settings(subject_folder(job.job.inbox, "hal"))
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.subject = "other"  # type: ignore[misc]
+
+
+def test_a_subject_folder_swapped_for_a_link_while_its_toml_is_read_is_refused(
+    job: JobConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = subject_folder(job.job.inbox, "jo", 'class_word = "woman"\n')
+    elsewhere = job.job.inbox.parent / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "subject.toml").write_text('class_word = "burglar"\n')
+    resolve = os.path.realpath
+
+    def swapped_after_the_look(path: Any, *args: Any, **kwargs: Any) -> str:
+        found = resolve(path, *args, **kwargs)
+        if str(path).endswith("subject.toml") and not os.path.islink(folder):
+            folder.rename(folder.with_name("jo.moved"))  # between the look and the read
+            folder.symlink_to(elsewhere)
+        return found
+
+    monkeypatch.setattr(os.path, "realpath", swapped_after_the_look)
+
+    with pytest.raises(ConfigError) as caught:
+        job.subject_settings(folder)
+
+    assert str(caught.value) == (
+        f"{folder / 'subject.toml'} is reached through a link (jo), which is not followed: "
+        "replace it with a plain text file (at most 256 KiB)"
+    )
 
 
 # --- templates and slugs --------------------------------------------------------------------
