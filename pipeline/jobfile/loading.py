@@ -5,6 +5,8 @@
     settings.training.expert_setting(settings.subject)    # the training request's settings
     for prompt in settings.prompts:                        # one txt2img request each
         prompt.slug, prompt.text
+    frozen = settings.readable().freeze()                  # kept with the subject's version
+    SubjectSettings.thaw(frozen) == settings.readable()   # True, whatever the files say now
 
 Every error is a :class:`~pipeline.errors.ConfigError` whose lines name the file, the field
 (``generation.lora_strength``), the bad value and what is allowed. The sections themselves
@@ -14,7 +16,9 @@ the fields are described in ``jobs/README.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import json
 import os
 import tomllib
 import types
@@ -30,6 +34,7 @@ from pydantic_core import ErrorDetails
 
 from ..api.contract import BASE_MODELS, MAX_TEXT_LENGTH, SDXL_BASE_MODELS
 from ..errors import ConfigError
+from ..inputs.dataset import display_name
 from ..inputs.safe_files import RefusedFile, read_beneath, read_inbox_file, size_text
 from .schema import (
     Component,
@@ -71,6 +76,9 @@ _ANYWHERE: Final = Path("/")
 #: Stands in for the subject's folder name when prompts are checked at load time.
 SAMPLE_SUBJECT: Final = "subject"
 _VALUE_WIDTH: Final = 80
+#: The layout of :meth:`SubjectSettings.freeze`'s JSON; :meth:`SubjectSettings.thaw` reads
+#: this one only.
+FROZEN_FORMAT: Final = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +109,55 @@ class SubjectSettings:
     def expert_setting(self) -> dict[str, Any]:
         """The training request's ``expert_setting`` for this subject."""
         return self.training.expert_setting(self.subject)
+
+    def readable(self) -> SubjectSettings:
+        """These settings with a folder name that is not valid UTF-8 spelt as people read it
+        (``caf\\xe9``).
+
+        Rendered into prompts as it is, its undecodable bytes (lone surrogates in Python) can
+        be neither stored, nor written to a sidecar, nor sent as JSON.
+        """
+        if display_name(self.subject) == self.subject:
+            return self
+        prompts = [dataclasses.replace(p, text=display_name(p.text)) for p in self.prompts]
+        return dataclasses.replace(self, subject=display_name(self.subject), prompts=prompts)
+
+    def freeze(self) -> str:
+        """These settings as JSON, to keep with the subject's version: every training and
+        generation field, the rendered prompts and the captions. :meth:`thaw` reads it back
+        whatever the job file and ``subject.toml`` say by then.
+        """
+        data = {
+            "format": FROZEN_FORMAT,
+            "subject": self.subject,
+            "training": self.training.model_dump(mode="json"),
+            "generation": self.generation.model_dump(mode="json"),
+            "prompts": [dataclasses.asdict(prompt) for prompt in self.prompts],
+            "captions": self.captions,
+        }
+        # Keys stay in their order (a component's args are sent in it). Every "?" is spelt
+        # \u003f: the state store cuts what follows a "?" in anything that looks like a URL
+        # (presigned signatures), and a prompt may hold one.
+        return json.dumps(data).replace("?", "\\u003f")
+
+    @classmethod
+    def thaw(cls, frozen: str) -> SubjectSettings:
+        """The settings :meth:`freeze` wrote. Raises ``ValueError`` saying what is wrong
+        when ``frozen`` is not such a text (the caller names the subject)."""
+        try:
+            data = json.loads(frozen)
+            if not isinstance(data, dict) or data.get("format") != FROZEN_FORMAT:
+                raise ValueError(f"not settings of format {FROZEN_FORMAT}")
+            return cls(
+                subject=str(data["subject"]),
+                training=TrainingSection.model_validate(data["training"]),
+                generation=GenerationSection.model_validate(data["generation"]),
+                prompts=[RenderedPrompt(**prompt) for prompt in data["prompts"]],
+                captions={str(k): str(v) for k, v in data["captions"].items()},
+            )
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ValueError(f"frozen settings cannot be read: {detail}") from exc
 
 
 class JobConfig(StrictModel):

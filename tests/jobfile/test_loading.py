@@ -18,6 +18,7 @@ from pipeline.jobfile.loading import (
     GenerationSection,
     JobConfig,
     SubjectOverrides,
+    SubjectSettings,
     TrainingOverrides,
     TrainingSection,
     load_job,
@@ -450,6 +451,39 @@ def test_subject_settings_are_frozen(job: JobConfig) -> None:
     settings = job.subject_settings(subject_folder(job.job.inbox, "hal"))
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.subject = "other"  # type: ignore[misc]
+
+
+def test_subject_settings_freeze_and_thaw_whole(job: JobConfig) -> None:
+    folder = subject_folder(job.job.inbox, "ida", """
+class_word = "woman"
+captions = { "x.png" = "a woman, smiling" }
+[training]
+kind = "style"
+base_model = "chilloutmix_NiPrunedFp32Fix"
+width = 768
+learning_rate = 5e-5
+components = [{ name = "resize", args = { width = 768, height = 768 } }]
+[generation]
+lora_strength = 0.55
+negative_prompt = "blurry"
+""")
+    settings = job.subject_settings(folder)
+
+    frozen = settings.freeze()
+    thawed = SubjectSettings.thaw(frozen)
+
+    assert thawed == settings
+    assert thawed.expert_setting() == settings.expert_setting()
+    assert thawed.training.components_api() == [{"name": "resize", "args": [
+        {"name": "width", "value": "768"}, {"name": "height", "value": "768"}]}]
+    data = json.loads(frozen)
+    assert data["training"]["kind"] == "style" and data["generation"]["lora_strength"] == 0.55
+    assert data["prompts"][0] == {"index": 1, "template": "{instance_prompt}, studio portrait",
+                                  "text": "a close photo of ohwx woman, studio portrait",
+                                  "slug": "01-studio-portrait"}
+    assert data["captions"]["x.png"] == "a woman, smiling"
+    with pytest.raises(ValueError, match="frozen settings cannot be read"):
+        SubjectSettings.thaw(frozen.replace('"format": 1', '"format": 2'))
 
 
 def test_a_subject_folder_swapped_for_a_link_while_its_toml_is_read_is_refused(
