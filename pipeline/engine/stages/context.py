@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...api import ApiClient
 from ...clock import Clock
 from ...config import Settings
+from ...errors import StoreError
 from ...inputs.dataset import display_name
 from ...jobfile.loading import JobConfig, SubjectSettings
-from ...store.protocol import StateStore, SubjectRow
+from ...store.protocol import StateStore, SubjectId, SubjectRow
 from ..concurrency import InFlight
 from ..outbox import SubjectOutbox
 
@@ -28,7 +29,7 @@ class StageContext:
     inflight: InFlight = field(default_factory=InFlight)
     #: Set when the pass stops: no new paid call starts after it.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    _subject_settings: dict[str, SubjectSettings] = field(default_factory=dict)
+    _subject_settings: dict[SubjectId, SubjectSettings] = field(default_factory=dict)
 
     @property
     def job_name(self) -> str:
@@ -57,20 +58,34 @@ class StageContext:
         return SubjectOutbox(self.job.job.outbox / self.job_name, subject.name, subject.version)
 
     def subject_settings(self, subject: SubjectRow) -> SubjectSettings:
-        """The job's settings with the subject's ``subject.toml`` applied (read once per run)."""
-        if subject.name not in self._subject_settings:
-            settings = self.job.subject_settings(self.inbox_dir(subject))
-            self._subject_settings[subject.name] = _readable(settings)
-        return self._subject_settings[subject.name]
+        """The settings of this version of the subject, as they were when it was taken in.
 
-
-def _readable(settings: SubjectSettings) -> SubjectSettings:
-    """``settings`` with a folder name that is not valid UTF-8 spelt as people read it.
-
-    Rendered into prompts as it is, its undecodable bytes (lone surrogates in Python) can
-    be neither stored, nor written to a sidecar, nor sent as JSON.
-    """
-    if display_name(settings.subject) == settings.subject:
+        Intake freezes them with the version (:meth:`SubjectSettings.freeze`), so what the
+        job file or the folder's ``subject.toml`` says later, or a folder deleted after
+        training, changes nothing for it. A version recorded before settings were frozen is
+        resolved from the job file once, as then, and frozen from then on.
+        """
+        settings = self._subject_settings.get(subject.id)
+        if settings is None:
+            frozen = subject.frozen or self.store.subject(subject.id).frozen
+            settings = self._thaw(subject, frozen) if frozen else self._freeze_late(subject)
+            self._subject_settings[subject.id] = settings
         return settings
-    prompts = [replace(p, text=display_name(p.text)) for p in settings.prompts]
-    return replace(settings, subject=display_name(settings.subject), prompts=prompts)
+
+    def _thaw(self, subject: SubjectRow, frozen: str) -> SubjectSettings:
+        try:
+            return SubjectSettings.thaw(frozen)
+        except ValueError as exc:
+            raise StoreError(
+                f"{subject.name} (version {subject.version}): {exc}, in the job's state file; "
+                "the state was changed by hand or by a newer lora-pipeline: restore it, or "
+                "upgrade lora-pipeline"
+            ) from exc
+
+    def _freeze_late(self, subject: SubjectRow) -> SubjectSettings:
+        settings = self.job.subject_settings(self.inbox_dir(subject)).readable()
+        # Bookkeeping, not news about the subject: its updated_at (which the exit code and
+        # the report read) stays as it was.
+        current = self.store.subject(subject.id)
+        self.store.update_subject(subject.id, now=current.updated_at, frozen=settings.freeze())
+        return settings

@@ -1,9 +1,16 @@
 """Intake: find ready subject folders, validate them, record each new version.
 
-A folder is validated again only when something in it changed since its version was
-recorded. A subject whose photos change after its training was paid for becomes a new
-version only when the job sets ``retrain_on_change``; otherwise it keeps its trained
-version, with a warning that says so.
+A folder is validated again only when something in it changed since intake last looked at
+it: each version keeps in ``inbox_seen`` the newest change the scan saw in its folder, before
+validating it (a photo added while the folder is validated is newer, so it is looked at on
+the next pass; see :func:`_seen_stamp`). A subject whose photos change after its training
+was paid for becomes a new version only when the job sets ``retrain_on_change``; otherwise
+it keeps its trained version, with a warning that says so, and its folder is not validated
+again until it changes again (or the job lifts the hold).
+
+Each version is recorded with its settings frozen (:meth:`SubjectSettings.freeze`: the job
+file with the folder's ``subject.toml`` applied, the rendered prompts, the captions) as they
+were read for its validation; the later stages read them from the store only.
 
 A folder the inbox refuses to read (a link out of the inbox, far too many entries) and a
 ``subject.toml`` that cannot be used are each recorded once as a rejected version whose
@@ -44,6 +51,15 @@ MAX_CHECK_THREADS = 4
 #: Fingerprint prefixes of versions recorded without validating the folder.
 CONFIG_ERROR_PREFIX = "config-"
 REFUSED_PREFIX = "refused-"
+#: Seconds a file's modification time may lag behind the clock: file systems keep coarse
+#: times (FAT two seconds, others a clock tick), so a file written just after a scan can
+#: carry a time from just before it. See :func:`_seen_stamp`.
+MTIME_SLACK_SECONDS = 2.0
+#: The warning on a trained version whose folder changed since (see :func:`_take_in`).
+HELD_BACK_NOTE = (
+    "photos changed after this subject was trained; set retrain_on_change = true in the job "
+    "to train the new version"
+)
 
 T = TypeVar("T")
 
@@ -63,8 +79,10 @@ _Todo = list[tuple[SubjectFolder, "SubjectRow | None"]]
 def intake(job: JobConfig, store: StateStore, clock: Clock) -> IntakeResult:
     """Scan the job's inbox once and record every subject version that is new."""
     result = IntakeResult()
-    todo = _plan(job, store, clock, _scan(job, clock), result)
-    _record_checked(job, store, clock, todo, list(_check_all(job, [f for f, _ in todo])), result)
+    scanned_at = clock.now()
+    todo = _plan(job, store, clock, _scan(job, scanned_at), result)
+    checked = list(_check_all(job, [f for f, _ in todo]))
+    _record_checked(job, store, clock, scanned_at, todo, checked, result)
     return result
 
 
@@ -78,7 +96,8 @@ async def intake_off_loop(
     """
     result = IntakeResult()
     stop = threading.Event()
-    folders = await _in_thread(lambda: _scan(job, clock), stopping, stop)
+    scanned_at = clock.now()
+    folders = await _in_thread(lambda: _scan(job, scanned_at), stopping, stop)
     if folders is None:
         return result
     todo = _plan(job, store, clock, folders, result)
@@ -88,7 +107,7 @@ async def intake_off_loop(
         lambda: list(_check_all(job, [f for f, _ in todo], stop)), stopping, stop
     )
     if checked is not None:
-        _record_checked(job, store, clock, todo, checked, result)
+        _record_checked(job, store, clock, scanned_at, todo, checked, result)
     return result
 
 
@@ -123,11 +142,11 @@ async def _in_thread(
         stopped.cancel()
 
 
-def _scan(job: JobConfig, clock: Clock) -> list[SubjectFolder]:
+def _scan(job: JobConfig, now: float) -> list[SubjectFolder]:
     section = job.job
     return scan_inbox(
         section.inbox, settle_seconds=section.settle_seconds,
-        require_marker=section.require_ready_marker, now=clock.now(),
+        require_marker=section.require_ready_marker, now=now,
     )
 
 
@@ -151,20 +170,30 @@ def _plan(
             result.waiting.append(folder)
             continue
         latest = store.latest(section.name, folder.name)
-        if latest is not None and folder.last_change <= latest.created_at and not (
-            latest.fingerprint.startswith(REFUSED_PREFIX)  # fixed by a move: old mtimes
-        ):
+        if latest is not None and _looked_at(latest, folder, section.retrain_on_change):
             continue
         todo.append((folder, latest))
     return todo
 
 
+def _looked_at(latest: SubjectRow, folder: SubjectFolder, retrain_on_change: bool) -> bool:
+    """Whether intake has already looked at ``folder`` as it is now, for ``latest``."""
+    if latest.fingerprint.startswith(REFUSED_PREFIX):
+        return False  # fixed by a move, which keeps old times: always looked at again
+    if retrain_on_change and HELD_BACK_NOTE in latest.warning_list:
+        return False  # held back by a setting that the job has lifted since
+    # A version of an older lora-pipeline has no inbox_seen: it was looked at when recorded.
+    seen = latest.inbox_seen if latest.inbox_seen is not None else latest.created_at
+    return folder.last_change <= seen
+
+
 def _record_checked(
-    job: JobConfig, store: StateStore, clock: Clock, todo: _Todo, checked: list[_Checked],
-    result: IntakeResult,
+    job: JobConfig, store: StateStore, clock: Clock, scanned_at: float, todo: _Todo,
+    checked: list[_Checked], result: IntakeResult,
 ) -> None:
     for (folder, latest), report in zip(todo, checked, strict=True):
-        row = _take_in(job, store, clock, folder, latest, report)
+        seen = _seen_stamp(folder, scanned_at)
+        row = _take_in(job, store, clock, folder, latest, report, seen)
         if row is None:
             continue
         if latest is not None and row.id == latest.id:
@@ -182,14 +211,14 @@ def _check(
     """A folder's settings and validation report: local reads and decoding, no state.
     Raises :class:`~pipeline.inputs.dataset.Stopped` once ``stop`` is set."""
     try:
-        settings = job.subject_settings(folder.path)
+        settings = job.subject_settings(folder.path).readable()
     except ConfigError as exc:
         return exc
     training = settings.training
     report = validate_subject(
         folder.path, kind=training.kind, captions=settings.captions,
         training_size=(training.width, training.height), max_images=job.job.max_images,
-        root=job.job.inbox, stop=stop,
+        min_images_warning=job.job.min_images_warning, root=job.job.inbox, stop=stop,
     )
     return settings, report
 
@@ -212,29 +241,67 @@ def _check_all(
 
 def _take_in(
     job: JobConfig, store: StateStore, clock: Clock, folder: SubjectFolder,
-    latest: SubjectRow | None, checked: _Checked,
+    latest: SubjectRow | None, checked: _Checked, seen: float,
 ) -> SubjectRow | None:
+    """Record what validating ``folder`` found; ``seen`` is what intake has then looked at
+    (:func:`_seen_stamp`). Returns the new version, ``latest`` when it is held back, or
+    None when there is nothing new."""
     section = job.job
+    if latest is not None:
+        latest = store.subject(latest.id)  # the engine may have moved it while we validated
     if isinstance(checked, ConfigError):
-        return _record_error(job, store, clock, folder, latest, str(checked),
-                             prefix=CONFIG_ERROR_PREFIX)
+        row = _record_error(job, store, clock, folder, latest, str(checked),
+                            prefix=CONFIG_ERROR_PREFIX)
+        if row is not None:
+            return _note_seen(store, row, seen)
+        if latest is not None:
+            _note_seen(store, latest, seen)
+        return None
     settings, report = checked
-    training = settings.training
     if not report.settled:
         log.info("intake.changing", subject=folder.name)
-        return None
+        return None  # not seen: looked at again on the next pass
     fingerprint = version_fingerprint(report)
     if latest is not None and latest.fingerprint == fingerprint:
+        # Touched but the same photos: nothing to record; if they are back to the trained
+        # ones, the note that they changed is no longer true.
+        warnings = [w for w in latest.warning_list if w != HELD_BACK_NOTE]
+        if warnings != latest.warning_list:
+            latest = store.update_subject(latest.id, now=clock.now(),
+                                          warnings=json.dumps(warnings) if warnings else None)
+        _note_seen(store, latest, seen)
         return None
     if latest is not None and latest.state in COMMITTED_STATES and not section.retrain_on_change:
-        note = ("photos changed after this subject was trained; set retrain_on_change = true "
-                "in the job to train the new version")
-        if note not in latest.warning_list:
-            store.update_subject(
-                latest.id, now=clock.now(), warnings=json.dumps([*latest.warning_list, note])
+        if HELD_BACK_NOTE not in latest.warning_list:
+            latest = store.update_subject(
+                latest.id, now=clock.now(),
+                warnings=json.dumps([*latest.warning_list, HELD_BACK_NOTE]),
             )
-        return store.subject(latest.id)
-    return _record(job, store, clock, folder.name, report, fingerprint, training.kind)
+        return _note_seen(store, latest, seen)
+    row = _record(job, store, clock, folder.name, report, fingerprint, settings)
+    return _note_seen(store, row, seen)
+
+
+def _seen_stamp(folder: SubjectFolder, scanned_at: float) -> float:
+    """What intake has looked at once it validated ``folder``: the folder's newest change
+    as the scan saw it, taken before the validation began, so a file added while the
+    folder was being validated is newer and is looked at on the next pass.
+
+    Never later than the scan's time less :data:`MTIME_SLACK_SECONDS`: a file whose time
+    lies in the future (a clock set wrong, times copied along) would hide every change
+    until then, and a coarse file time could make a file written just after the scan look
+    older than it. A folder changed just before its scan is then looked at once more.
+    """
+    return min(folder.last_change, scanned_at - MTIME_SLACK_SECONDS)
+
+
+def _note_seen(store: StateStore, row: SubjectRow, seen: float) -> SubjectRow:
+    """Keep ``seen`` (see :func:`_seen_stamp`) with ``row``: the folder is not validated
+    again until something in it is newer. Bookkeeping, not news about the subject: its
+    updated_at (which the exit code and the report read) stays as it was."""
+    if row.inbox_seen is not None and row.inbox_seen >= seen:
+        return row
+    return store.update_subject(row.id, now=row.updated_at, inbox_seen=seen)
 
 
 def version_fingerprint(report: DatasetReport) -> str:
@@ -248,15 +315,16 @@ def version_fingerprint(report: DatasetReport) -> str:
 
 def _record(
     job: JobConfig, store: StateStore, clock: Clock, name: str, report: DatasetReport,
-    fingerprint: str, kind: str,
+    fingerprint: str, settings: SubjectSettings,
 ) -> SubjectRow:
     images = [NewImage(i.name, i.path, i.sha256, i.format, i.caption) for i in report.accepted]
     error = report.error if report.error else (None if report.accepted else "no usable image")
     row = store.add_version(
-        job.job.name, name, fingerprint, kind, state=VALIDATED if report.ok else REJECTED,
-        now=clock.now(), images=images if report.ok else (),
+        job.job.name, name, fingerprint, settings.training.kind,
+        state=VALIDATED if report.ok else REJECTED, now=clock.now(),
+        images=images if report.ok else (),
         rejections=[(r.name, r.reason) for r in report.rejected_files],
-        warnings=report.warnings, error=error,
+        warnings=report.warnings, error=error, frozen=settings.freeze(),
     )
     log.info("intake.version", subject=name, version=row.version, state=row.state,
              images=len(images), rejected=len(report.rejected_files), error=row.error)
