@@ -3,18 +3,25 @@
 
 It reads the state store through a read-only connection of its own (WAL lets it read while
 the run writes), so it never slows the stages down nor creates, upgrades or write-locks the
-store, and a failure here never fails the run. The runner makes the store on a job's first
-pass and upgrades an older one, so until the store can be read there is simply nothing to
-show yet.
+store, and a failure here never fails the run. Every read is done in one worker thread of
+its own, which opens that connection and alone uses it (an sqlite connection belongs to the
+thread that made it): the event loop, which runs the stages, never waits on a read here.
+The look for new failures reads only the failed subjects; the progress view reads again
+only the subjects that are not settled (:class:`~pipeline.views.summary.Summaries`).
+
+The runner makes the store on a job's first pass and upgrades an older one, so until the
+store can be read there is simply nothing to show yet.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 import structlog
 from rich.console import Console
@@ -28,13 +35,16 @@ from ..store.sqlite import SqliteStore
 from ..store.states import CANCELED, FAILED
 from ..views.progress import ProgressView
 from ..views.report import write_job_report
-from ..views.summary import SubjectSummary, summarize
+from ..views.summary import SubjectSummary, Summaries, summarize_subject
 from .delivery import RUN_FINISHED, SUBJECT_FAILED, Event, notify, payload_for
 
 log = structlog.get_logger(__name__)
 
 #: Seconds between looks for newly failed subjects.
 FAILURE_CHECK_SECONDS = 2.0
+_FAILED_STATES = (FAILED, CANCELED)
+
+T = TypeVar("T")
 
 
 class PassHooks:
@@ -48,16 +58,28 @@ class PassHooks:
         self._settings = settings
         self._console = console
         self._check_every = check_every
+        self._reads = ThreadPoolExecutor(1, thread_name_prefix="pass-hooks")
+        # Used in the reader thread only (see the module doc).
         self._store: SqliteStore | None = None
-        self._progress: ProgressView | None = None
-        self._watcher: asyncio.Task[None] | None = None
+        self._summaries = Summaries(job.job.name)
         self._known_failed: set[tuple[str, int]] = set()
         self._unread_at_start = False
+        # Used on the event loop only.
+        self._progress: ProgressView | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._sent: set[asyncio.Task[object]] = set()
+
+    async def _read(self, work: Callable[[], T]) -> T:
+        """``work()`` in the reader thread, the one that may use the read-only store."""
+        return await asyncio.get_running_loop().run_in_executor(self._reads, work)
+
+    async def snapshot(self) -> list[SubjectSummary]:
+        """Every subject's summary, read in the reader thread; empty before the store is."""
+        return await self._read(self._snapshot)
 
     def _snapshot(self) -> list[SubjectSummary]:
         store = self._reader()
-        return summarize(store, self._job.job.name) if store is not None else []
+        return self._summaries(store) if store is not None else []
 
     def _reader(self) -> SqliteStore | None:
         """The read-only store, opened at the first look that finds one usable: before the
@@ -75,17 +97,15 @@ class PassHooks:
             if self._unread_at_start:
                 # It was there but unreadable when the pass began (an older schema that the
                 # runner upgrades first): what had failed before is not news of this pass.
-                self._known_failed |= {
-                    (s.name, s.version) for s in summarize(self._store, self._job.job.name)
-                    if s.state in (FAILED, CANCELED)
-                }
+                self._known_failed |= self._failed_now(self._store)
         return self._store
 
     async def __aenter__(self) -> Self:
         with contextlib.suppress(PipelineError):  # the runner says what is wrong with it
             self._unread_at_start = state_file(self._job, self._settings).is_file()
-        self._known_failed = self._failed_now()
-        self._progress = ProgressView(self._console, self._snapshot, title=self._job.job.name)
+        await self._read(self._remember_failed)
+        self._progress = ProgressView(self._console, self._snapshot, title=self._job.job.name,
+                                      executor=self._reads)
         await self._progress.__aenter__()
         if self._job.on_complete is not None:
             self._watcher = asyncio.create_task(self._watch_failures())
@@ -95,15 +115,22 @@ class PassHooks:
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
-            await asyncio.gather(self._watcher, return_exceptions=True)
-        if self._progress is not None:
-            await self._progress.__aexit__(exc_type, exc, tb)
-        if self._sent:
-            await asyncio.gather(*self._sent, return_exceptions=True)
+        try:
+            if self._watcher is not None:
+                self._watcher.cancel()
+                await asyncio.gather(self._watcher, return_exceptions=True)
+            if self._progress is not None:
+                await self._progress.__aexit__(exc_type, exc, tb)
+            if self._sent:
+                await asyncio.gather(*self._sent, return_exceptions=True)
+            await self._read(self._close)
+        finally:
+            self._reads.shutdown(wait=False)
+
+    def _close(self) -> None:
         if self._store is not None:
             self._store.close()
+            self._store = None
 
     async def finished(self, result: RunResult) -> Path | None:
         """Write the report and send ``run_finished``; returns the HTML report's path."""
@@ -113,7 +140,7 @@ class PassHooks:
         except (OSError, PipelineError) as exc:
             log.error("report.failed", error=str(exc))
         if self._job.on_complete is not None:
-            self._check_failures()  # failures since the last look are told first
+            await self._check_failures()  # failures since the last look are told first
             if self._sent:
                 await asyncio.gather(*self._sent, return_exceptions=True)
             await self._notify(RUN_FINISHED, result.subjects, html)
@@ -127,25 +154,41 @@ class PassHooks:
         with store:
             return write_job_report(self._job, store)[1]
 
-    def _failed_now(self) -> set[tuple[str, int]]:
-        return {(s.name, s.version) for s in self._snapshot() if s.state in (FAILED, CANCELED)}
-
     async def _watch_failures(self) -> None:
         while True:
             await asyncio.sleep(self._check_every)
-            self._check_failures()
+            await self._check_failures()
 
-    def _check_failures(self) -> None:
+    async def _check_failures(self) -> None:
         """Send ``subject_failed`` (in the background) for subjects that failed since the
         last look."""
-        failed = self._failed_now()
-        new = failed - self._known_failed
-        self._known_failed = failed
+        new = await self._read(self._newly_failed)
         if new:
-            subjects = [s for s in self._snapshot() if (s.name, s.version) in new]
-            task = asyncio.create_task(self._notify(SUBJECT_FAILED, subjects, None))
+            task = asyncio.create_task(self._notify(SUBJECT_FAILED, new, None))
             self._sent.add(task)
             task.add_done_callback(self._sent.discard)
+
+    def _newly_failed(self) -> list[SubjectSummary]:
+        """(In the reader thread.) The summaries of the subjects failed since the last look:
+        one query for the failed ones, and a summary of each new one only."""
+        store = self._reader()
+        if store is None:
+            return []
+        rows = store.subjects(self._job.job.name, states=_FAILED_STATES)
+        failed = {(row.name, row.version) for row in rows}
+        new = [row for row in rows if (row.name, row.version) not in self._known_failed]
+        self._known_failed = failed
+        return [summarize_subject(store, row) for row in new]
+
+    def _remember_failed(self) -> None:
+        """(In the reader thread.) What failed before this pass is not news."""
+        store = self._reader()
+        if store is not None:
+            self._known_failed = self._failed_now(store)
+
+    def _failed_now(self, store: SqliteStore) -> set[tuple[str, int]]:
+        rows = store.subjects(self._job.job.name, states=_FAILED_STATES)
+        return {(row.name, row.version) for row in rows}
 
     async def _notify(
         self, event: Event, subjects: list[SubjectSummary], report: Path | None

@@ -1,13 +1,14 @@
 """Live progress on a terminal, with rich: where every subject stands while a run goes on.
 
-    async with ProgressView(console, lambda: summarize(store, job_name), title=job_name):
+    async with ProgressView(console, take_snapshot, title=job_name):  # -> [SubjectSummary]
         await runner.run_once(...)
 
 Every ``interval`` seconds the view takes a snapshot and redraws: the number of subjects at
 each stage, one row per training in flight (its status, progress and ETA as the API gives
-them), and the generations done of total per subject. On anything but a terminal (cron,
-a pipe, a log file) the view does nothing at all: no snapshot, no output, no control codes;
-the structured log lines are the record there.
+them), and the generations done of total per subject. The snapshot is taken in a worker
+thread, so reading the state of many subjects never holds up the run on the event loop. On
+anything but a terminal (cron, a pipe, a log file) the view does nothing at all: no
+snapshot, no output, no control codes; the structured log lines are the record there.
 
 Names, statuses and errors come from the inbox and the service: every cell and line is a
 ``Text`` from :func:`pipeline.views.textsafe.line`, never a markup string.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import suppress
 from types import TracebackType
 from typing import Final
@@ -170,10 +172,13 @@ def _label(s: SubjectSummary) -> str:
 class ProgressView:
     """A live view of a run, redrawn every ``interval`` seconds while the block runs.
 
-    ``snapshot`` is called from the event loop each time; it should be quick (a read of the
-    state store). When it raises, the last frame stays and the error is logged once. On a
-    console that is not a terminal the view is inert. With ``transient`` (the default) the
-    view is erased at the end, leaving the screen to the final summary.
+    ``snapshot`` is called in a worker thread, never on the event loop, and always in the
+    same one: ``executor`` when given (it should have a single thread), else a thread of the
+    view's own. A store that ``snapshot`` opens on its first call is therefore used by the
+    thread that made it on every call, as an sqlite connection must be. When it raises, the
+    last frame stays and the error is logged once. On a console that is not a terminal the
+    view is inert. With ``transient`` (the default) the view is erased at the end, leaving
+    the screen to the final summary.
     """
 
     def __init__(
@@ -184,12 +189,15 @@ class ProgressView:
         title: str | None = None,
         interval: float = 0.5,
         transient: bool = True,
+        executor: Executor | None = None,
     ) -> None:
         self._console = console
         self._snapshot = snapshot
         self._title = title
         self._interval = interval
         self._transient = transient
+        self._executor = executor
+        self._own_executor: ThreadPoolExecutor | None = None
         self._live: Live | None = None
         self._task: asyncio.Task[None] | None = None
         self._snapshot_failed = False
@@ -202,7 +210,10 @@ class ProgressView:
     async def __aenter__(self) -> ProgressView:
         if not self.active:
             return self
-        self._live = Live(self._frame() or Text(""), console=self._console,
+        if self._executor is None:
+            self._own_executor = ThreadPoolExecutor(1, thread_name_prefix="progress-view")
+            self._executor = self._own_executor
+        self._live = Live(await self._frame() or Text(""), console=self._console,
                           auto_refresh=False, transient=self._transient)
         self._live.start(refresh=True)
         self._task = asyncio.create_task(self._loop(), name="progress-view")
@@ -219,27 +230,33 @@ class ProgressView:
             with suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        if self._live is not None:
-            self.refresh()
-            self._live.stop()
-            self._live = None
+        try:
+            if self._live is not None:
+                await self.refresh()
+                self._live.stop()
+                self._live = None
+        finally:
+            if self._own_executor is not None:
+                self._own_executor.shutdown(wait=False, cancel_futures=True)
+                self._own_executor = self._executor = None
 
-    def refresh(self) -> None:
+    async def refresh(self) -> None:
         """Take a snapshot now and redraw (nothing when the view is not running)."""
         if self._live is None:
             return
-        frame = self._frame()
-        if frame is not None:
+        frame = await self._frame()
+        if frame is not None and self._live is not None:
             self._live.update(frame, refresh=True)
 
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            self.refresh()
+            await self.refresh()
 
-    def _frame(self) -> RenderableType | None:
+    async def _frame(self) -> RenderableType | None:
         try:
-            subjects = self._snapshot()
+            loop = asyncio.get_running_loop()
+            subjects = await loop.run_in_executor(self._executor, self._snapshot)
         except Exception as exc:  # the view must never break the run it shows
             if not self._snapshot_failed:
                 log.warning("progress.snapshot_failed", error=f"{type(exc).__name__}: {exc}")

@@ -9,6 +9,8 @@ from typing import Any
 from ..store.protocol import StateStore, SubjectRow
 from ..store.states import CANCELED, DONE, FAILED, GEN_DONE, REJECTED
 
+#: States a subject stays in until someone acts (``retry``, ``regenerate``, a new version).
+SETTLED = frozenset({DONE, FAILED, CANCELED, REJECTED})
 #: Milestones of a subject, in order, as named in ``SubjectSummary.timings``.
 MILESTONES = ("discovered", "submitted", "trained", "serving", "finished")
 
@@ -81,6 +83,35 @@ def summarize_subject(store: StateStore, row: SubjectRow) -> SubjectSummary:
 
 def summarize(store: StateStore, job: str) -> list[SubjectSummary]:
     return [summarize_subject(store, row) for row in store.subjects(job)]
+
+
+class Summaries:
+    """:func:`summarize`, again and again at little cost, for a view redrawn every moment.
+
+    A subject that has settled (done, failed, canceled or rejected) is read again only
+    when its row changes (its state or ``updated_at``): nothing changes its prompts or
+    pictures without changing its state too. So each call costs one query, plus three per
+    subject still on its way.
+    """
+
+    def __init__(self, job: str) -> None:
+        self._job = job
+        self._settled: dict[int, tuple[tuple[float, str], SubjectSummary]] = {}
+
+    def __call__(self, store: StateStore) -> list[SubjectSummary]:
+        summaries = []
+        settled: dict[int, tuple[tuple[float, str], SubjectSummary]] = {}
+        for row in store.subjects(self._job):
+            key = (row.updated_at, row.state)
+            kept = self._settled.get(row.id)
+            summary = kept[1] if kept is not None and kept[0] == key else None
+            if summary is None:
+                summary = summarize_subject(store, row)
+            if row.state in SETTLED:
+                settled[row.id] = (key, summary)
+            summaries.append(summary)
+        self._settled = settled
+        return summaries
 
 
 def exit_code_for(subjects: list[SubjectSummary], *, since: float) -> int:

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+import threading
 from typing import Any
 
 import pytest
 from rich.console import Console
 
+from pipeline.store.sqlite import SqliteStore
+from pipeline.store.states import DONE, FAILED, TRAINING, VALIDATED
 from pipeline.views.progress import ProgressView, format_eta, render
-from pipeline.views.summary import SubjectSummary
+from pipeline.views.summary import SubjectSummary, Summaries, summarize
+from tests.conftest import closed_after_test, force_state
 
 ESCAPE = re.compile(r"\x1b|\x9b|\r")
 
@@ -142,7 +146,7 @@ async def test_without_a_terminal_the_view_prints_nothing_at_all() -> None:
     snapshots = Snapshots(MID_RUN)
     async with ProgressView(console, snapshots, interval=0.01) as view:
         assert not view.active
-        view.refresh()
+        await view.refresh()
         await asyncio.sleep(0.05)  # several intervals would have passed
     assert snapshots.calls == 0
     assert out.getvalue() == ""
@@ -191,3 +195,53 @@ async def test_the_view_stops_when_the_block_raises() -> None:
             raise KeyError("boom")
     assert view._task is None and view._live is None
     assert all(t.get_name() != "progress-view" for t in asyncio.all_tasks())
+
+
+async def test_the_snapshot_is_taken_off_the_event_loop() -> None:
+    """While a snapshot is being read the loop goes on: here the snapshot can only end once
+    a task on the loop has ticked three times after it began."""
+    began, release = threading.Event(), threading.Event()
+    readers: list[int] = []
+    released: list[bool] = []
+
+    def snapshot() -> list[SubjectSummary]:
+        readers.append(threading.get_ident())
+        began.set()
+        released.append(release.wait(timeout=5))  # a loop held up never lets it go
+        return MID_RUN
+
+    async def ticker() -> None:
+        while not began.is_set():
+            await asyncio.sleep(0)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        release.set()
+
+    ticking = asyncio.create_task(ticker())
+    console = Console(file=io.StringIO(), width=120, force_terminal=True)
+    async with ProgressView(console, snapshot, interval=60):
+        await ticking
+    assert released and all(released)
+    assert threading.get_ident() not in readers and len(set(readers)) == 1  # one thread
+
+
+async def test_settled_subjects_are_not_read_again_until_their_row_changes(tmp_path) -> None:
+    store = closed_after_test(SqliteStore(tmp_path / "state.db"))
+    for n in range(30):
+        row = store.add_version("job", f"s{n:02d}", "fp", "subject", state=VALIDATED, now=0)
+        force_state(store, row.id, now=1, state=DONE)
+    moving = store.add_version("job", "zz", "fp", "subject", state=VALIDATED, now=0)
+    force_state(store, moving.id, now=1, state=TRAINING, progress=10)
+    summaries = Summaries("job")
+    assert summaries(store) == summarize(store, "job")
+    reads: list[int] = []
+    generations = store.generations
+    store.generations = lambda subject_id: reads.append(subject_id) or generations(subject_id)
+
+    force_state(store, moving.id, now=2, state=TRAINING, progress=50)
+    force_state(store, 1, now=2, state=FAILED, error="out of memory")
+    again = summaries(store)
+
+    assert sorted(reads) == [1, moving.id]  # the one still moving, the one that changed
+    assert again == summarize(store, "job")
+    assert (again[0].state, again[-1].progress) == (FAILED, 50)
