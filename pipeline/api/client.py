@@ -20,7 +20,6 @@ import asyncio
 import hashlib
 import os
 import random
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ from ..errors import (
     UnsafeUrl,
     UrlExpired,
 )
-from ..files import PART_SUFFIX, open_writer
+from ..files import open_writer, part_path
 from ..inputs.safe_files import open_inbox_file
 from ..redact import Scrubber
 from .bounds import CHUNK_SIZE, Throughput, parse_json, read_capped, read_error_body
@@ -480,7 +479,7 @@ class ApiClient:
         accept: Callable[[bytes], bool] | None,
         what: str,
     ) -> Download:
-        temp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}")
+        temp = part_path(dest)
         digest, size, head = hashlib.sha256(), 0, b""
         settings = self._settings
         pace = Throughput(
@@ -509,6 +508,8 @@ class ApiClient:
                                 head += chunk[: HEAD_BYTES - len(head)]
                             digest.update(chunk)
                             await handle.write(chunk)
+                        await handle.flush()
+                        await asyncio.to_thread(os.fsync, handle.fileno())  # then the rename
             if accept is not None and not accept(head):
                 raise BadResponse(f"the {what} downloaded is not what was expected "
                                   "(its first bytes are of another kind of file)", url.path,

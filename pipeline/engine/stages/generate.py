@@ -35,8 +35,6 @@ log = structlog.get_logger(__name__)
 
 #: Tries of a prompt whose creates certainly failed (429s not counted).
 MAX_SUBMIT_TRIES = 5
-#: Backoff stops growing after this many pauses (it is capped at retry_max_delay anyway).
-MAX_BACKOFF_STEP = 10
 #: How often one prompt may be generated again after its result was lost.
 MAX_SUBMISSIONS = 3
 #: How often a create whose answer was lost is sent again (each may be a duplicate).
@@ -113,7 +111,7 @@ async def submit_generation(
         if tries >= MAX_SUBMIT_TRIES and generation.state == GEN_PENDING:
             _fail(ctx, generation, f"txt2img kept failing ({error}); `retry` asks again")
             return
-        delay = backoff_delay(min(tries + waits, MAX_BACKOFF_STEP), ctx.api.retry_policy,
+        delay = backoff_delay(tries + waits, ctx.api.retry_policy,
                               retry_after=retry_after_of(error))
         if isinstance(error, RateLimited):
             limiter.penalise(delay)

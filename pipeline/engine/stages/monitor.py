@@ -28,7 +28,8 @@ log = structlog.get_logger(__name__)
 
 #: Detail calls per cycle for progress and ETA (bounded: the cycle stays O(1)).
 PROGRESS_CALLS_PER_CYCLE = 4
-BACKOFF_FACTOR = 1.5
+#: While nothing changes the poller slows down by this much a cycle (not a retry backoff).
+SLOWDOWN_FACTOR = 1.5
 #: How an unreadable status is noted on the subject (cleared once it reads again).
 STATUS_UNREADABLE = "the training's status cannot be read"
 
@@ -88,7 +89,7 @@ class TrainingMonitor:
             interval = (
                 settings.poll_interval_min
                 if changed
-                else min(interval * BACKOFF_FACTOR, settings.poll_interval_max)
+                else min(interval * SLOWDOWN_FACTOR, settings.poll_interval_max)
             )
             await self._ctx.clock.sleep(interval)
 

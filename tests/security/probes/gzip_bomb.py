@@ -2,13 +2,13 @@
 deflate that inflates far past its bound; prints the outcome and the RSS growth."""
 import asyncio
 import json
-import resource
 import sys
 import tempfile
 import zlib
 from pathlib import Path
 
 from aiohttp import web
+from peak_memory import peak_rss_mib
 from pydantic import SecretStr
 
 from pipeline.api import ApiClient
@@ -34,7 +34,7 @@ def bomb() -> bytes:
 
 
 def rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss_mib()
 
 
 async def main() -> None:

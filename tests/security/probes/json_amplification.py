@@ -5,10 +5,10 @@ JSON just under LORA_MAX_JSON_BYTES, kept the way ModelIndex / TaskIndex keep th
 """
 import asyncio
 import json
-import resource
 import sys
 
 from aiohttp import web
+from peak_memory import peak_rss_mib
 from pydantic import SecretStr
 
 from pipeline.api import ApiClient
@@ -39,7 +39,7 @@ def body(page: int) -> bytes:
 
 
 def rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss_mib()
 
 
 async def main() -> None:
