@@ -279,7 +279,8 @@ def _validate_folder(job: JobConfig, folder: SubjectFolder) -> DatasetReport:
     if problem is not None:
         return DatasetReport(folder.name, folder.path, (), (), (), problem)
     return validate_subject(folder.path, kind=job.training.kind, root=job.job.inbox,
-                            captions=captions, max_images=job.job.max_images)
+                            captions=captions, max_images=job.job.max_images,
+                            min_images_warning=job.job.min_images_warning)
 
 
 def _has_files(folder: Path) -> bool:
