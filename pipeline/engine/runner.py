@@ -87,7 +87,7 @@ class Runner:
         started = self.clock.now()
 
         async def body(services: Services, drivers: _Drivers) -> list[str]:
-            taken = await self._intake(services.ctx.store)
+            taken = await self._intake(services, drivers)
             if not self._stop.is_set():
                 drivers.start_all(services)
             left = max(0.0, started + max_wait - self.clock.now())
@@ -106,7 +106,7 @@ class Runner:
             ))
             try:
                 while not self._stop.is_set():
-                    taken = await self._intake(services.ctx.store)
+                    taken = await self._intake(services, drivers)
                     if not self._stop.is_set():
                         drivers.start_all(services)
                     rescan = self._rescan_delay(taken)
@@ -213,10 +213,14 @@ class Runner:
                 drivers.start_all(services)
             await self.clock.sleep(self.settings.poll_interval_min)
 
-    async def _intake(self, store: StateStore) -> IntakeResult:
+    async def _intake(self, services: Services, drivers: _Drivers) -> IntakeResult:
         """Intake with its reading off the event loop: a signal stops it (see
-        :func:`~.stages.intake.intake_off_loop`)."""
-        taken = await intake_off_loop(self.job, store, self.clock, stopping=self._stop)
+        :func:`~.stages.intake.intake_off_loop`). Each new version's driver starts as soon
+        as its folder is recorded, while the others are still being read."""
+        taken = await intake_off_loop(
+            self.job, services.ctx.store, self.clock, stopping=self._stop,
+            on_version=lambda _row: drivers.start_all(services),
+        )
         for folder in taken.waiting:
             log.info("inbox.waiting", subject=folder.name, reason=folder.reason)
         return taken

@@ -87,12 +87,15 @@ def intake(job: JobConfig, store: StateStore, clock: Clock) -> IntakeResult:
 
 
 async def intake_off_loop(
-    job: JobConfig, store: StateStore, clock: Clock, *, stopping: asyncio.Event
+    job: JobConfig, store: StateStore, clock: Clock, *, stopping: asyncio.Event,
+    on_version: Callable[[SubjectRow], None] | None = None,
 ) -> IntakeResult:
     """:func:`intake` with its reading done in worker threads; the store is written here.
 
-    Once ``stopping`` is set, validation stops before its next file and nothing it found is
-    recorded (the next pass looks again): the wait is for the file being read, no more.
+    Each folder is recorded as soon as it is checked, and ``on_version`` told of each new
+    version then: its uploads can start while the other folders are still being read.
+    Once ``stopping`` is set, validation stops before its next file and what it had not
+    yet recorded is not (the next pass looks again).
     """
     result = IntakeResult()
     stop = threading.Event()
@@ -103,11 +106,32 @@ async def intake_off_loop(
     todo = _plan(job, store, clock, folders, result)
     if not todo:
         return result
-    checked = await _in_thread(
-        lambda: list(_check_all(job, [f for f, _ in todo], stop)), stopping, stop
-    )
-    if checked is not None:
-        _record_checked(job, store, clock, scanned_at, todo, checked, result)
+    loop = asyncio.get_running_loop()
+    arrived: asyncio.Queue[tuple[int, _Checked]] = asyncio.Queue()
+
+    def check_each() -> bool:
+        for index, checked in enumerate(_check_all(job, [f for f, _ in todo], stop)):
+            loop.call_soon_threadsafe(arrived.put_nowait, (index, checked))
+        return True
+
+    reading = asyncio.ensure_future(_in_thread(check_each, stopping, stop))
+    try:
+        while not (reading.done() and arrived.empty()):
+            waiting = asyncio.ensure_future(arrived.get())
+            await asyncio.wait({waiting, reading}, return_when=asyncio.FIRST_COMPLETED)
+            if not waiting.done():
+                waiting.cancel()
+                continue
+            if stopping.is_set():
+                continue  # found after the stop: not recorded
+            index, checked = waiting.result()
+            row = _record_one(job, store, clock, scanned_at, todo[index], checked, result)
+            if row is not None and on_version is not None:
+                on_version(row)
+    finally:
+        if not reading.done():
+            stop.set()
+        await asyncio.gather(reading, return_exceptions=True)
     return result
 
 
@@ -191,15 +215,24 @@ def _record_checked(
     job: JobConfig, store: StateStore, clock: Clock, scanned_at: float, todo: _Todo,
     checked: list[_Checked], result: IntakeResult,
 ) -> None:
-    for (folder, latest), report in zip(todo, checked, strict=True):
-        seen = _seen_stamp(folder, scanned_at)
-        row = _take_in(job, store, clock, folder, latest, report, seen)
-        if row is None:
-            continue
-        if latest is not None and row.id == latest.id:
-            result.held_back.append(folder.name)
-        else:
-            result.new_versions.append(row)
+    for planned, report in zip(todo, checked, strict=True):
+        _record_one(job, store, clock, scanned_at, planned, report, result)
+
+
+def _record_one(
+    job: JobConfig, store: StateStore, clock: Clock, scanned_at: float,
+    planned: tuple[SubjectFolder, SubjectRow | None], checked: _Checked, result: IntakeResult,
+) -> SubjectRow | None:
+    """Record one checked folder; the new version, if it made one."""
+    folder, latest = planned
+    row = _take_in(job, store, clock, folder, latest, checked, _seen_stamp(folder, scanned_at))
+    if row is None:
+        return None
+    if latest is not None and row.id == latest.id:
+        result.held_back.append(folder.name)
+        return None
+    result.new_versions.append(row)
+    return row
 
 
 _Checked = tuple[SubjectSettings, DatasetReport] | ConfigError
