@@ -26,6 +26,7 @@ from ..store.states import (
     GENERATING,
     REJECTED,
     SETTLED_STATES,
+    SUBMITTING,
     TRAINED,
     TRAINING,
     UPLOADED,
@@ -112,6 +113,10 @@ def cancel_subject(store: StateStore, job: str, name: str, *, now: float) -> str
     if subject.task_id:
         return (f"{name}: canceled here; training {subject.task_id} may still run on the "
                 "service, which offers no cancel call")
+    if subject.state == SUBMITTING:
+        return (f"{name}: canceled here; its training request had no clear answer, so the "
+                f"service may hold training {subject.training_name} (a `retry` looks for it "
+                "before paying again)")
     return f"{name}: canceled before any training was submitted"
 
 

@@ -200,13 +200,16 @@ class Runner:
         ctx = services.ctx
         while True:
             for request in ctx.store.open_requests(self.job.job.name):
+                subject = ctx.store.latest(self.job.job.name, request.subject)
                 if request.action == "cancel":
-                    await drivers.stop(ctx.store.latest(self.job.job.name, request.subject))
+                    await drivers.stop(subject, hold=True)  # not restarted meanwhile
                     await ctx.inflight.drain(self.settings.stop_grace_seconds)
                 try:
                     outcome = act(ctx.store, self.job, request, now=self.clock.now())
                 except StateConflict as exc:
                     outcome = str(exc)
+                finally:
+                    drivers.release(subject)
                 ctx.store.finish_request(request.id, now=self.clock.now(), outcome=outcome)
                 log.info("request.done", action=request.action, subject=request.subject,
                          outcome=outcome)
@@ -262,6 +265,8 @@ class _Drivers:
 
     def __init__(self) -> None:
         self._tasks: dict[int, asyncio.Task[SubjectRow]] = {}
+        #: Subjects a person's request is being carried out for: not started meanwhile.
+        self._held: set[int] = set()
         self._credentials: BadCredentials | None = None
         self._failed = asyncio.Event()
 
@@ -270,7 +275,7 @@ class _Drivers:
         job = services.ctx.job_name
         for subject in store.subjects(job, states=(*ACTIVE_STATES, FAILED)):
             task = self._tasks.get(subject.id)
-            if task is None or task.done():
+            if subject.id not in self._held and (task is None or task.done()):
                 task = asyncio.create_task(drive(services, subject), name=f"drive:{subject.name}")
                 self._tasks[subject.id] = task
                 self.watch_task(task)
@@ -300,12 +305,21 @@ class _Drivers:
         everything = asyncio.gather(*pending, return_exceptions=True)
         await _first_of(everything, stop.wait(), self._failed.wait(), timeout=timeout)
 
-    async def stop(self, subject: SubjectRow | None) -> None:
-        """Stop the driver of ``subject`` (its paid calls in flight are shielded)."""
-        task = self._tasks.get(subject.id) if subject is not None else None
+    async def stop(self, subject: SubjectRow | None, *, hold: bool = False) -> None:
+        """Stop the driver of ``subject`` (its paid calls in flight are shielded); with
+        ``hold``, it is not started again until :meth:`release`."""
+        if subject is None:
+            return
+        if hold:
+            self._held.add(subject.id)
+        task = self._tasks.get(subject.id)
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+    def release(self, subject: SubjectRow | None) -> None:
+        if subject is not None:
+            self._held.discard(subject.id)
 
     async def cancel_all(self) -> None:
         for task in self._tasks.values():

@@ -8,10 +8,17 @@ from typing import Any
 
 import pytest
 
+from pipeline.api import ApiClient
 from pipeline.cli.samples import create_samples
 from pipeline.emulator import EmulatorHandle
-from pipeline.engine.control import act, regenerate_subject, request_args
-from pipeline.engine.runner import Runner
+from pipeline.engine.control import (
+    act,
+    cancel_subject,
+    regenerate_subject,
+    request_args,
+    retry_subject,
+)
+from pipeline.engine.runner import Runner, _Drivers
 from pipeline.errors import StateConflict
 from pipeline.jobfile.loading import load_job
 from pipeline.store.sqlite import SqliteStore
@@ -90,3 +97,63 @@ async def test_regenerating_a_chosen_prompt_pays_for_that_one_only(
         assert outcome == "alice: 1 prompt(s) will be generated (0 new)"
     await Runner(job, settings).run_once(max_wait=20)
     assert emulator.emulator.counters_snapshot()["generations_created"]["total"] == 3
+
+
+async def test_a_retry_after_canceling_an_unanswered_create_never_pays_twice(
+    tmp_path: Path, emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The create POST reached the service but its answer never came; the subject is
+    canceled in `submitting`, then retried: the training is found by its name and
+    followed, not paid for again under a new name."""
+    job = _job(tmp_path)
+    settings = fast_settings(emulator.base_url, tmp_path / "state")
+    real = ApiClient.create_training
+
+    async def no_answer(client: ApiClient, kind: Any, request: Any) -> str:
+        await real(client, kind, request)
+        await asyncio.Event().wait()  # the answer is lost
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(ApiClient, "create_training", no_answer)
+    await Runner(job, settings).run_once(max_wait=1)
+    with _store(tmp_path) as store:
+        assert store.latest("test", "alice").state == "submitting"
+        said = cancel_subject(store, "test", "alice", now=1)
+        assert "may hold training" in said
+        retry_subject(store, "test", "alice", now=2)
+    monkeypatch.setattr(ApiClient, "create_training", real)
+    result = await Runner(job, settings).run_once(max_wait=20)
+    assert result.subjects[0].state == DONE
+    assert emulator.emulator.counters_snapshot()["trainings_created"]["total"] == 1
+
+
+def test_a_subject_held_for_a_request_is_not_restarted_until_released() -> None:
+    drivers = _Drivers()
+    row: Any = type("Row", (), {"id": 7, "name": "alice"})()
+
+    class Store:
+        def subjects(self, job: str, *, states: Any) -> list[Any]:
+            return [row]
+
+    started: list[Any] = []
+    services: Any = type("S", (), {"ctx": type("C", (), {"store": Store(), "job_name": "t"})()})()
+
+    async def run() -> None:
+        monkey = pytest.MonkeyPatch()
+        monkey.setattr("pipeline.engine.runner.drive", lambda _s, subject: _record(subject))
+        try:
+            await drivers.stop(row, hold=True)
+            drivers.start_all(services)
+            assert started == []
+            drivers.release(row)
+            drivers.start_all(services)
+            await asyncio.sleep(0)
+            assert started == [row]
+        finally:
+            monkey.undo()
+
+    async def _record(subject: Any) -> Any:
+        started.append(subject)
+        return subject
+
+    asyncio.run(run())

@@ -213,3 +213,31 @@ async def test_an_unreadable_create_answer_is_reconciled_by_name(
     assert result.subjects[0].state == DONE
     assert emulator.emulator.counters_snapshot()["trainings_created"]["total"] == 1
     assert TRAINING  # the subject went through training under the reconciled task id
+
+
+async def test_a_create_left_submitting_by_a_crash_is_sent_again_at_most_the_limit(
+    tmp_path: Path, emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found `submitting` (a crash cut its POST), then only unclear answers: the prompt is
+    sent MAX_UNCERTAIN_RESENDS times in all, then fails with a reason."""
+    from pipeline.engine.stages.generate import MAX_UNCERTAIN_RESENDS
+    from tests.conftest import force_generation_state
+
+    job = _job(tmp_path, prompts=1)
+    await _run(job, emulator, tmp_path)
+    with SqliteStore(tmp_path / "state" / "state.db") as store:
+        subject = store.subjects("test")[0]
+        [generation] = store.generations(subject.id)
+        force_generation_state(store, generation.id, now=0, state="submitting", task_id=None)
+        store._db.execute("UPDATE subjects SET state = 'generating' WHERE id = ?", (subject.id,))
+    sent: list[int] = []
+
+    async def unclear(client: ApiClient, request: Any, extra: Any = None) -> str:
+        sent.append(1)
+        raise TransientApiError(502, "BAD_GATEWAY", "no answer", "/v3/async/txt2img")
+
+    monkeypatch.setattr(ApiClient, "txt2img", unclear)
+    await _run(job, emulator, tmp_path)
+    [generation] = _generations(tmp_path)
+    assert len(sent) == MAX_UNCERTAIN_RESENDS
+    assert generation.state == GEN_FAILED and "no clear answer" in (generation.error or "")

@@ -88,8 +88,10 @@ async def submit_generation(
         _fail(ctx, generation, f"its pictures were lost {MAX_SUBMISSIONS} times; giving up "
                                "on this prompt (`retry` asks again)")
         return
-    if generation.state == GEN_SUBMITTING and not _may_resend(ctx, subject, generation):
-        return
+    if generation.state == GEN_SUBMITTING:
+        if not _may_resend(ctx, subject, generation):
+            return
+        generation = _row(ctx, generation)  # its count of re-sends, as just written
     request, extra = build_request(ctx, subject, generation.prompt)
     tries = waits = 0
     while not ctx.stopping.is_set():

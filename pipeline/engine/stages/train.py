@@ -23,7 +23,7 @@ from ...api.models import (
     TrainingTask,
 )
 from ...api.retry import backoff_delay, retry_after_of
-from ...errors import ApiError, BadCredentials, BadResponse, RateLimited
+from ...errors import ApiError, BadCredentials, BadResponse, RateLimited, StateConflict
 from ...jobfile.loading import SubjectSettings
 from ...store.protocol import ImageRow, SubjectRow
 from ...store.states import FAILED, SUBMITTING, TRAINING, UPLOADED
@@ -89,6 +89,14 @@ async def submit_training(ctx: StageContext, subject: SubjectRow, index: TaskInd
     else:
         if ctx.stopping.is_set():
             return subject  # no new paid call once the pass is stopping
+        if subject.training_name and subject.task_id is None:
+            # An earlier attempt whose outcome was never known (canceled or crashed while
+            # `submitting`, then retried): the service may hold it. Unless it ended FAILED
+            # or CANCELED there, it is that training, not a new paid one.
+            found = await index.find(subject.training_name, refresh=True)
+            if found is not None and found.task_status not in ("FAILED", "CANCELED"):
+                log.info("train.reconciled", subject=subject.name, task_id=found.task_id)
+                return _started(ctx, subject, found.task_id)
         attempt = subject.attempts + 1
         name = training_name(ctx.job_name, subject, attempt)
         found = await index.find(name)
@@ -148,8 +156,14 @@ async def _send(
 
 def _started(ctx: StageContext, subject: SubjectRow, task_id: str) -> SubjectRow:
     now = ctx.clock.now()
-    return ctx.store.transition(
-        subject.id, expected=subject.state, to=TRAINING, now=now, task_id=task_id,
-        task_status="QUEUING",
-        submitted_at=subject.submitted_at or now, error=None,
-    )
+    try:
+        return ctx.store.transition(
+            subject.id, expected=subject.state, to=TRAINING, now=now, task_id=task_id,
+            task_status="QUEUING", submitted_at=subject.submitted_at or now, error=None,
+        )
+    except StateConflict:
+        # A person moved it meanwhile (a cancel): theirs is the state, but the paid task's
+        # id is kept, so nothing can pay for it again.
+        log.warning("train.started_after_a_change", subject=subject.name, task_id=task_id)
+        return ctx.store.update_subject(subject.id, now=now, task_id=task_id,
+                                        submitted_at=subject.submitted_at or now)
