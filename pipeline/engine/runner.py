@@ -222,7 +222,7 @@ class Runner:
         as its folder is recorded, while the others are still being read."""
         taken = await intake_off_loop(
             self.job, services.ctx.store, self.clock, stopping=self._stop,
-            on_version=lambda _row: drivers.start_all(services),
+            on_version=lambda row: drivers.start(services, row),
         )
         for folder in taken.waiting:
             log.info("inbox.waiting", subject=folder.name, reason=folder.reason)
@@ -274,11 +274,15 @@ class _Drivers:
         store = services.ctx.store
         job = services.ctx.job_name
         for subject in store.subjects(job, states=(*ACTIVE_STATES, FAILED)):
-            task = self._tasks.get(subject.id)
-            if subject.id not in self._held and (task is None or task.done()):
-                task = asyncio.create_task(drive(services, subject), name=f"drive:{subject.name}")
-                self._tasks[subject.id] = task
-                self.watch_task(task)
+            self.start(services, subject)
+
+    def start(self, services: Services, subject: SubjectRow) -> None:
+        """Start the driver of ``subject`` unless it runs already or is held."""
+        task = self._tasks.get(subject.id)
+        if subject.id not in self._held and (task is None or task.done()):
+            task = asyncio.create_task(drive(services, subject), name=f"drive:{subject.name}")
+            self._tasks[subject.id] = task
+            self.watch_task(task)
 
     @property
     def failed(self) -> asyncio.Event:

@@ -81,8 +81,8 @@ def intake(job: JobConfig, store: StateStore, clock: Clock) -> IntakeResult:
     result = IntakeResult()
     scanned_at = clock.now()
     todo = _plan(job, store, clock, _scan(job, scanned_at), result)
-    checked = list(_check_all(job, [f for f, _ in todo]))
-    _record_checked(job, store, clock, scanned_at, todo, checked, result)
+    for planned, checked in zip(todo, _check_all(job, [f for f, _ in todo]), strict=True):
+        _record_one(job, store, clock, scanned_at, planned, checked, result)
     return result
 
 
@@ -209,14 +209,6 @@ def _looked_at(latest: SubjectRow, folder: SubjectFolder, retrain_on_change: boo
     # A version of an older lora-pipeline has no inbox_seen: it was looked at when recorded.
     seen = latest.inbox_seen if latest.inbox_seen is not None else latest.created_at
     return folder.last_change <= seen
-
-
-def _record_checked(
-    job: JobConfig, store: StateStore, clock: Clock, scanned_at: float, todo: _Todo,
-    checked: list[_Checked], result: IntakeResult,
-) -> None:
-    for planned, report in zip(todo, checked, strict=True):
-        _record_one(job, store, clock, scanned_at, planned, report, result)
 
 
 def _record_one(
