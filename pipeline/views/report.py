@@ -1,19 +1,23 @@
 """The run report: ``outbox/<job>/report.json`` and ``report.html``, read from the state store.
 
-    data = build_report(job.job.name, summarize(store, job.job.name), job.job.outbox, store)
-    json_path, html_path = write_report(data, job.job.outbox)
+    subjects = summarize(store, job.job.name)
+    data = build_report(job.job.name, subjects, job.job.outbox, store)
+    json_path, html_path = write_report(data, job.job.outbox,
+                                        thumbnails=refused_thumbnails(subjects))
     # or, the same in one call:
     json_path, html_path = write_job_report(job, store)
 
 The JSON holds, per subject: its state, version, images, training (task, status, LoRA file),
-timings with durations, refused files with their reasons, warnings, error, and each prompt
-with its slug, text and pictures. Paths are relative to ``outbox/<job>/``, where both files
-are written, so the folder can be moved or served as it is.
+timings with durations, refused files with their reasons, the accepted photos (faces,
+sharpness, what the upload changed), warnings, error, and each prompt with its slug, text
+and pictures. Paths are relative to ``outbox/<job>/``, where both files are written, so the
+folder can be moved or served as it is.
 
 The HTML page shows the same data and needs nothing else: inline CSS, no script, every
-thumbnail embedded as a small JPEG data URI that links to the full picture by relative path.
-Thumbnails are made one at a time while the page is written, so memory stays flat however
-many pictures there are.
+thumbnail embedded as a small JPEG data URI. A generated picture's thumbnail links to the
+full picture by relative path and is made while the page is written, one at a time, so
+memory stays flat however many pictures there are. A refused photo's thumbnail was made at
+intake and kept in the store; it goes to the page only (``thumbnails=``), never to the JSON.
 """
 
 from __future__ import annotations
@@ -29,13 +33,16 @@ import structlog
 from ..files import write_atomic, write_json_atomic
 from ..store.protocol import StateStore, SubjectRow
 from ..store.states import SUBJECT_STATES
-from .report_html import render_html
+from .report_html import RefusedThumbnails, render_html
 from .summary import MILESTONES, SubjectSummary, summarize
 
 if TYPE_CHECKING:
     from ..jobfile.loading import JobConfig
 
-__all__ = ["build_report", "write_job_report", "write_report", "REPORT_HTML", "REPORT_JSON"]
+__all__ = [
+    "build_report", "refused_thumbnails", "write_job_report", "write_report", "REPORT_HTML",
+    "REPORT_JSON",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -105,12 +112,20 @@ def _subject_entry(
         "lora_file": _lora_file(s.lora_path, report_dir),
         "timings": _timings(s.timings),
         "rejected_files": [dict(r) for r in s.rejected_files],
+        "photos": [{**p, "changes": list(p.get("changes") or [])} for p in s.photos],
+        "good_face_photos": s.good_face_photos,
         "warnings": list(s.warnings),
         "error": s.error,
         "prompts_done": s.prompts_done,
         "prompts_total": s.prompts_total,
         "prompts": _prompts(s, row, store, report_dir),
     }
+
+
+def refused_thumbnails(subjects: list[SubjectSummary]) -> dict[tuple[str, int], dict[str, bytes]]:
+    """The refused photos' thumbnails of ``subjects``, for :func:`write_report`:
+    (subject, version) -> file name -> a small JPEG."""
+    return {(s.name, s.version): dict(s.thumbnails) for s in subjects if s.thumbnails}
 
 
 def _timings(timings: dict[str, float | None]) -> dict[str, Any]:
@@ -175,15 +190,21 @@ def _iso(epoch: float) -> str:
 # --- writing ---------------------------------------------------------------------------------
 
 
-def write_report(data: dict[str, Any], outbox_dir: Path) -> tuple[Path, Path]:
+def write_report(
+    data: dict[str, Any], outbox_dir: Path, *, thumbnails: RefusedThumbnails | None = None
+) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.html`` into ``outbox_dir / data["job"]``, each
-    atomically (temp file, then rename); return their paths (json, html)."""
+    atomically (temp file, then rename); return their paths (json, html).
+
+    ``thumbnails`` (from :func:`refused_thumbnails`) are shown with the refused photos in
+    the page only; without them each refused file gets a placeholder."""
     report_dir = outbox_dir / str(data["job"])
     report_dir.mkdir(parents=True, exist_ok=True)
     json_path = report_dir / REPORT_JSON
     html_path = report_dir / REPORT_HTML
     write_json_atomic(json_path, data)
-    write_atomic(html_path, (chunk.encode("utf-8") for chunk in render_html(data, report_dir)))
+    chunks = render_html(data, report_dir, thumbnails)
+    write_atomic(html_path, (chunk.encode("utf-8") for chunk in chunks))
     log.info("report.written", json=str(json_path), html=str(html_path))
     return json_path, html_path
 
@@ -193,6 +214,7 @@ def write_job_report(
 ) -> tuple[Path, Path]:
     """Summarize ``job`` from ``store`` and write both report files; return (json, html)."""
     name = job.job.name
-    data = build_report(name, summarize(store, name), job.job.outbox, store, now=now)
-    return write_report(data, job.job.outbox)
+    subjects = summarize(store, name)
+    data = build_report(name, subjects, job.job.outbox, store, now=now)
+    return write_report(data, job.job.outbox, thumbnails=refused_thumbnails(subjects))
 

@@ -1,14 +1,14 @@
 """The report page: one self-contained HTML file (inline CSS, no script, no external
-assets). Thumbnails are small JPEG data URIs made one at a time while the page is written,
-each linking to the full picture by a path relative to the report.
+assets). Thumbnails of the generated pictures are small JPEG data URIs made one at a time
+while the page is written, each linking to the full picture by a path relative to the
+report; those of refused photos come ready-made from the store (``report_photos``).
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -17,6 +17,7 @@ from urllib.parse import quote
 import structlog
 from PIL import Image
 
+from .report_photos import PHOTOS_CSS, converted_html, jpeg_data_uri, refused_html
 from .summary import MILESTONES
 
 log = structlog.get_logger(__name__)
@@ -71,7 +72,6 @@ vertical-align:top}
 th{color:var(--muted);font-weight:600}
 td.num{font-variant-numeric:tabular-nums;white-space:nowrap}
 .timings td,.timings th{white-space:nowrap}
-.rejected td.file{font-family:ui-monospace,"DejaVu Sans Mono",monospace;white-space:nowrap}
 .error{background:var(--red-bg);color:var(--red);border-radius:6px;padding:8px 12px;
 margin:12px 0 0}
 .warnings{margin:6px 0 0;padding-left:20px;color:var(--yellow);font-size:13px}
@@ -91,13 +91,21 @@ footer{color:var(--muted);font-size:12px;text-align:center;padding:0 0 24px}
 """
 
 
-def render_html(data: dict[str, Any], report_dir: Path) -> Iterator[str]:
-    """The page, in chunks; thumbnails are read from ``report_dir`` as they are reached."""
+#: Refused photos' thumbnails: (subject, version) -> file name -> a small JPEG.
+RefusedThumbnails = Mapping[tuple[str, int], Mapping[str, bytes]]
+
+
+def render_html(
+    data: dict[str, Any], report_dir: Path, thumbnails: RefusedThumbnails | None = None
+) -> Iterator[str]:
+    """The page, in chunks; thumbnails of the pictures are read from ``report_dir`` as they
+    are reached, those of refused photos taken from ``thumbnails``."""
     job = _e(data["job"])
     totals = data["totals"]
     yield ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-           f"<title>lora-pipeline report: {job}</title><style>{_CSS}</style></head><body>\n")
+           f"<title>lora-pipeline report: {job}</title><style>{_CSS}{PHOTOS_CSS}</style>"
+           "</head><body>\n")
     yield (f"<header><h1>Job <span id=\"job\">{job}</span></h1>"
            f"<p class=\"meta\">generated {_e(_human_time(data['generated_at']))}"
            f" &middot; <span id=\"total-subjects\">{totals['subjects']}</span> subjects"
@@ -113,7 +121,8 @@ def render_html(data: dict[str, Any], report_dir: Path) -> Iterator[str]:
     else:
         yield _overview_html(data["subjects"])
     for subject in data["subjects"]:
-        yield from _subject_html(subject, report_dir)
+        refused = (thumbnails or {}).get((subject["name"], subject["version"]), {})
+        yield from _subject_html(subject, report_dir, refused)
     yield ("</main><footer>lora-pipeline &middot; paths are relative to this page's folder"
            "</footer></body></html>\n")
 
@@ -145,7 +154,9 @@ def _overview_row(s: dict[str, Any]) -> str:
         for i, cell in enumerate(cells)) + "</tr>"
 
 
-def _subject_html(s: dict[str, Any], report_dir: Path) -> Iterator[str]:
+def _subject_html(
+    s: dict[str, Any], report_dir: Path, thumbnails: Mapping[str, bytes]
+) -> Iterator[str]:
     name, state = _e(s["name"]), _e(s["state"])
     yield (f"<section class=\"subject\" id=\"subject-{_e(_anchor(s['name']))}\""
            f" data-state=\"{state}\"><div class=\"subject-head\"><h2>{name}</h2>"
@@ -158,13 +169,8 @@ def _subject_html(s: dict[str, Any], report_dir: Path) -> Iterator[str]:
         yield "<ul class=\"warnings\">" + "".join(
             f"<li>{_e(w)}</li>" for w in s["warnings"]) + "</ul>"
     yield _timings_html(s["timings"])
-    if s["rejected_files"]:
-        yield ("<h3>Refused files</h3><table class=\"rejected\"><thead><tr><th>file</th>"
-               "<th>reason</th></tr></thead><tbody>")
-        for r in s["rejected_files"]:
-            yield (f"<tr><td class=\"file\">{_e(r.get('file', ''))}</td>"
-                   f"<td class=\"reason\">{_e(r.get('reason', ''))}</td></tr>")
-        yield "</tbody></table>\n"
+    yield from refused_html(s["rejected_files"], thumbnails)
+    yield converted_html(s.get("photos", []))
     if s["prompts"]:
         yield "<h3>Pictures</h3><div class=\"prompts\">"
         for prompt in s["prompts"]:
@@ -176,6 +182,9 @@ def _subject_html(s: dict[str, Any], report_dir: Path) -> Iterator[str]:
 def _facts_html(s: dict[str, Any]) -> str:
     training = s["training"]
     facts = [f"<li><b>{s['images']}</b> images</li>"]
+    if s.get("good_face_photos") is not None:
+        facts.append(f"<li class=\"good-faces\">good face photos <b>{_e(s['good_face_photos'])}</b>"
+                     "</li>")
     if training["task_id"]:
         status = f" &middot; {_e(training['status'])}" if training["status"] else ""
         progress = (f" {training['progress']}%"
@@ -260,7 +269,7 @@ def thumbnail_data_uri(path: Path, size: int = THUMB_SIZE) -> str | None:
     except Exception as exc:  # a missing, damaged or hostile file: a placeholder instead
         log.warning("report.thumbnail_failed", file=str(path), error=str(exc))
         return None
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return jpeg_data_uri(buffer.getvalue())
 
 
 def _flatten(image: Image.Image) -> Image.Image:

@@ -6,10 +6,8 @@ import base64
 import html
 import io
 import json
-import os
 import re
 import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from pipeline.views.report import build_report, write_job_report, write_report
 from pipeline.views.report_html import thumbnail_data_uri
 from pipeline.views.summary import summarize
 from tests.conftest import force_generation_state, force_state, write_job
+from tests.views.chromium import page_check, run_chromium
 
 JOB = "portraits"
 T0 = 1_700_000_000.0
@@ -286,7 +285,7 @@ window.addEventListener("load", () => {
     shown: imgs.filter(visible).length,
     widths: imgs.map((i) => i.naturalWidth),
     linked: imgs.filter((i) => i.closest("a") && i.closest("a").getAttribute("href")).length,
-    reasons: [...document.querySelectorAll("td.reason")]
+    reasons: [...document.querySelectorAll(".refused .reason")]
       .map((e) => ({text: e.innerText, visible: visible(e)})),
     counts: Object.fromEntries([...document.querySelectorAll(".count")]
       .map((e) => [e.dataset.state, e.querySelector("b").innerText])),
@@ -302,57 +301,22 @@ window.addEventListener("load", () => {
 """
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser"):
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.fail("chromium is not installed: `make test` installs it (apt-get install chromium)")
-
-
-def _run_chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    profile = tmp_path / "chromium-profile"
-    profile.mkdir(exist_ok=True)
-    command = [
-        _chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--disable-extensions", "--hide-scrollbars", "--mute-audio",
-        f"--user-data-dir={profile}", *args,
-    ]
-    env = {**os.environ, "HOME": str(tmp_path)}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=45, env=env,
-                            stdin=subprocess.DEVNULL, check=False)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result
-
-
 def test_report_in_headless_chromium(state: Fixture, tmp_path: Path) -> None:
     _, html_path = write_report(_report(state), state.outbox)
 
     # What a person sees: a screenshot, kept as a test artifact.
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = tmp_path / "report.png"
-    _run_chromium(tmp_path, f"--screenshot={screenshot}", "--window-size=1200,2000",
-                  html_path.as_uri())
+    run_chromium(tmp_path, f"--screenshot={screenshot}", "--window-size=1200,2000",
+                 html_path.as_uri())
     with Image.open(screenshot) as shot:
         assert shot.size == (1200, 2000)
         low, high = shot.convert("L").getextrema()
         assert high - low > 100  # not a blank page
     shutil.copyfile(screenshot, ARTIFACTS / "report.png")
 
-    # What the page holds once rendered: the report itself has no script, so a copy with a
-    # checking script added is loaded from the same folder, and its verdict read back.
-    probe = html_path.with_name(".report-probe.html")
-    page = html_path.read_text(encoding="utf-8")
-    probe.write_text(page.replace("</body>", _CHECK_SCRIPT + "</body>"), encoding="utf-8")
-    try:
-        dom = _run_chromium(tmp_path, "--dump-dom", "--virtual-time-budget=5000",
-                            probe.as_uri()).stdout
-    finally:
-        probe.unlink()
-    found = re.search(r'data-check="([^"]*)"', dom)
-    assert found, dom[-2000:]
-    check = json.loads(html.unescape(found.group(1)))
+    # What the page holds once rendered.
+    check = page_check(tmp_path, html_path, _CHECK_SCRIPT)
 
     assert check["images"] == 4
     assert check["decoded"] == 4  # every thumbnail decodes
