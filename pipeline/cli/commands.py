@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check folders without the network")
     validate.add_argument("path", type=Path, help="a subject folder, an inbox, or a job file")
     validate.add_argument("--kind", choices=("subject", "style"), default="subject")
+    validate.add_argument(
+        "--class-word", default="person",
+        help='what the subject is, as a job file says it (default "person": each photo '
+             "must show one face); ignored with a job file, which says it itself",
+    )
     for name, text in (("retry", "go again on a failed subject"),
                        ("cancel", "stop all further work on a subject"),
                        ("regenerate", "generate prompts again for a done subject")):
@@ -161,7 +166,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings, console: Console) ->
 
         return asyncio.run(run_demo(args.workdir, console))
     if command == "validate":
-        return _validate(args.path, args.kind, console)
+        return _validate(args.path, args.kind, args.class_word, console)
     job = load_job(args.job)
     if command in ("run", "watch"):
         max_wait = args.max_wait if command == "run" else None
@@ -253,7 +258,7 @@ def _report_run(
         console.print(line(f"report:  {html}"))
 
 
-def _validate(path: Path, kind: str, console: Console) -> int:
+def _validate(path: Path, kind: str, class_word: str, console: Console) -> int:
     if path.is_file() and path.suffix == ".toml":
         job = load_job(path)
         reports = [_validate_folder(job, f)
@@ -261,7 +266,8 @@ def _validate(path: Path, kind: str, console: Console) -> int:
     elif path.is_dir():
         subdirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
         folders = subdirs if subdirs and not _has_files(path) else [path]
-        reports = [validate_subject(f, kind=kind) for f in folders]  # type: ignore[arg-type]
+        reports = [validate_subject(f, kind=kind, class_word=class_word)  # type: ignore[arg-type]
+                   for f in folders]
     else:
         raise ConfigError(f"{path}: no such folder or job file")
     print_validation(console, reports)
@@ -273,13 +279,15 @@ def _validate_folder(job: JobConfig, folder: SubjectFolder) -> DatasetReport:
     problem = folder.refused
     if problem is None:
         try:
-            captions = job.subject_settings(folder.path).captions
+            settings = job.subject_settings(folder.path).readable()
         except ConfigError as exc:
             problem = str(exc)
     if problem is not None:
         return DatasetReport(folder.name, folder.path, (), (), (), problem)
-    return validate_subject(folder.path, kind=job.training.kind, root=job.job.inbox,
-                            captions=captions, max_images=job.job.max_images,
+    training = settings.training
+    return validate_subject(folder.path, kind=training.kind, class_word=training.class_word,
+                            root=job.job.inbox, captions=settings.captions,
+                            photos=settings.photo_settings(), max_images=job.job.max_images,
                             min_images_warning=job.job.min_images_warning)
 
 

@@ -26,6 +26,7 @@ from ..config import Settings
 from ..errors import BadCredentials, StateConflict
 from ..files import remove_partials
 from ..inputs.inbox import watch_inbox
+from ..inputs.photo_cache import CACHE_FILE, MeasureCache, PhotoCache
 from ..jobfile.loading import JobConfig
 from ..redact import Scrubber
 from ..store.location import open_store, state_dir
@@ -76,6 +77,7 @@ class Runner:
         self._handle_signals = handle_signals
         self._signal: int | None = None
         self._stop = asyncio.Event()
+        self._photo_cache: MeasureCache | None = None
 
     def stop(self, signum: int | None = None) -> None:
         """Stop taking new work; the current pass ends cleanly."""
@@ -128,7 +130,9 @@ class Runner:
         self, body: Callable[[Services, _Drivers], Awaitable[list[str]]]
     ) -> RunResult:
         started = self.clock.now()
-        with job_lock(state_dir(self.job, self.settings), self.job.job.name):
+        folder = state_dir(self.job, self.settings)
+        with job_lock(folder, self.job.job.name), PhotoCache.open(folder / CACHE_FILE) as cache:
+            self._photo_cache = cache
             store = self._store or open_store(
                 self.job, self.settings, scrub=Scrubber.for_key(self.settings.api_key)
             )
@@ -222,7 +226,7 @@ class Runner:
         as its folder is recorded, while the others are still being read."""
         taken = await intake_off_loop(
             self.job, services.ctx.store, self.clock, stopping=self._stop,
-            on_version=lambda row: drivers.start(services, row),
+            on_version=lambda row: drivers.start(services, row), cache=self._photo_cache,
         )
         for folder in taken.waiting:
             log.info("inbox.waiting", subject=folder.name, reason=folder.reason)

@@ -45,7 +45,8 @@ import json
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Final, Literal
 
@@ -57,13 +58,25 @@ from pipeline.api.contract import (
 )
 from pipeline.inputs.image_formats import (
     ACCEPTED_FORMATS,
+    CONVERTED_FORMATS,
     HEAD_BYTES,
     ImageFormat,
-    decode_problem,
     detect_format,
     format_label,
     header_size,
 )
+from pipeline.inputs.near_duplicates import HashedPhoto, find_near_duplicates
+from pipeline.inputs.photo_cache import MeasureCache
+from pipeline.inputs.photo_checks import (
+    PhotoAnalysis,
+    PhotoMeasures,
+    PhotoSettings,
+    Verdict,
+    faces_required,
+    judge_photo,
+    measure_photo,
+)
+from pipeline.inputs.photo_formats import open_photo
 from pipeline.inputs.safe_files import RefusedFile, open_inbox_file, read_beneath, size_text
 
 __all__ = [
@@ -75,6 +88,7 @@ __all__ = [
     "DatasetReport",
     "ImageFile",
     "ImageFormat",
+    "PhotoVerdict",
     "Rejection",
     "Stopped",
     "detect_format",
@@ -121,7 +135,12 @@ class Stopped(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ImageFile:
-    """One accepted image: where it is, what it is, and its caption."""
+    """One accepted image: where it is, what it is, and its caption.
+
+    ``format`` is what the service gets (a HEIC photo is sent as a jpeg); ``changes`` says
+    what the upload does to the file, empty when its exact bytes are sent. ``width`` and
+    ``height`` are as shown (EXIF orientation applied).
+    """
 
     path: Path
     name: str
@@ -131,6 +150,9 @@ class ImageFile:
     height: int
     size_bytes: int
     caption: str | None
+    faces: int | None = None
+    sharpness: float | None = None
+    changes: tuple[str, ...] = ()
 
     @property
     def content_type(self) -> str:
@@ -154,6 +176,20 @@ class Rejection:
     name: str
     reason: str
     transient: bool = False
+    thumbnail: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PhotoVerdict:
+    """One file of the folder as ``validate`` shows it: the verdict, what was measured (None
+    when the file was refused before it could be), what the upload changes, and why."""
+
+    name: str
+    verdict: Verdict
+    faces: int | None
+    sharpness: float | None
+    changes: tuple[str, ...]
+    reasons: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +202,10 @@ class DatasetReport:
     rejected_files: tuple[Rejection, ...]
     warnings: tuple[str, ...]
     error: str | None
+    photos: tuple[PhotoVerdict, ...] = ()
+    ignored: tuple[str, ...] = ()
+    good_face_photos: int | None = None
+    face_photos_needed: int = 0
 
     @property
     def ok(self) -> bool:
@@ -222,10 +262,24 @@ class _Candidate:
 @dataclass(frozen=True, slots=True)
 class _Content:
     sha256: str
-    format: ImageFormat
-    width: int
-    height: int
+    format: str  # as detected: png, jpeg, webp, heic or avif
     size_bytes: int
+    measures: PhotoMeasures
+
+    @property
+    def upload_format(self) -> ImageFormat:
+        return ACCEPTED_FORMATS.get(self.format, "jpeg")
+
+
+@dataclass(frozen=True, slots=True)
+class _Gate:
+    """How this folder's photos are judged: the settings, whether faces are required, where
+    measures are kept, and the pixel bound."""
+
+    settings: PhotoSettings
+    faces: bool
+    cache: MeasureCache | None
+    max_pixels: int
 
 
 def _open_for_read(path: Path) -> io.BufferedReader:
@@ -236,50 +290,86 @@ def _open_for_read(path: Path) -> io.BufferedReader:
     return open_inbox_file(path)
 
 
-def _hash_stream(fp: IO[bytes]) -> tuple[str, int]:
-    """sha256 hex digest and byte count of the rest of ``fp``, read in chunks; reading stops
-    past :data:`MAX_PHOTO_BYTES` (a file that grew while read: its count shows it)."""
-    digest = hashlib.sha256()
-    total = 0
-    while total <= MAX_PHOTO_BYTES and (chunk := fp.read(HASH_CHUNK_BYTES)):
-        digest.update(chunk)
-        total += len(chunk)
-    return digest.hexdigest(), total
+def _claimed_size(data: bytes, detected: str) -> tuple[int, int] | None:
+    """The size the file's header claims, before any pixel is decoded."""
+    if detected in CONVERTED_FORMATS:
+        try:
+            with open_photo(io.BytesIO(data)) as image:  # reads the header only
+                return image.size
+        except Exception:  # a damaged header is worded by the caller
+            return None
+    return header_size(io.BytesIO(data), data[:HEAD_BYTES], detected)
 
 
-def _read_content(fp: IO[bytes], name: str, max_pixels: int) -> _Content | Rejection:
-    head = fp.read(HEAD_BYTES)
-    detected = detect_format(head)
-    fmt = ACCEPTED_FORMATS.get(detected) if detected else None
-    if fmt is None:
+def _measured(data: bytes, sha256: str, gate: _Gate) -> PhotoMeasures:
+    if gate.cache is not None:
+        cached = gate.cache.get(sha256, find_faces=gate.faces)
+        if cached is not None:
+            return cached
+    measures = measure_photo(io.BytesIO(data), find_faces=gate.faces)
+    if gate.cache is not None:
+        gate.cache.put(sha256, find_faces=gate.faces, measures=measures)
+    return measures
+
+
+def _read_content(data: bytes, name: str, gate: _Gate) -> _Content | Rejection:
+    detected = detect_format(data[:HEAD_BYTES])
+    if detected is None or (detected not in ACCEPTED_FORMATS
+                            and detected not in CONVERTED_FORMATS):
         return Rejection(
             name,
-            f"{name} is {format_label(detected)}, not png/jpeg/webp: "
+            f"{name} is {format_label(detected)}, not png/jpeg/webp (or HEIC/AVIF): "
             "convert it to PNG or JPEG, or remove it",
         )
-    size = header_size(fp, head, fmt)
+    label = {"heic": "HEIC/HEIF"}.get(detected, detected.upper())
+    size = _claimed_size(data, detected)
     if size is None:
         return Rejection(
             name,
-            f"{name} is a damaged {fmt.upper()} file (no readable size in its header): "
+            f"{name} is a damaged {label} file (no readable size in its header): "
             "export or copy it again",
         )
     width, height = size
-    if width * height > max_pixels:
+    if width * height > gate.max_pixels:
         return Rejection(
             name,
             f"{name} is {width}x{height} ({width * height / 1e6:.0f} megapixels), over the "
-            f"{max_pixels / 1e6:g}-megapixel limit: scale it down (2048 px on the long side "
-            "is plenty)",
+            f"{gate.max_pixels / 1e6:g}-megapixel limit: scale it down (2048 px on the long "
+            "side is plenty)",
         )
-    fp.seek(0)
-    sha256, size_bytes = _hash_stream(fp)
-    problem = decode_problem(fp, fmt, size)
-    if problem is not None:
+    sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        measures = _measured(data, sha256, gate)
+    # A damaged file can make any decoder raise almost anything (OSError, SyntaxError,
+    # struct.error, ValueError, DecompressionBombError...): each is a reason to reject.
+    except Exception as exc:
+        problem = str(exc) or type(exc).__name__
         return Rejection(
-            name, f"{name} is a damaged {fmt.upper()} file ({problem}): export or copy it again"
+            name, f"{name} is a damaged {label} file ({problem}): export or copy it again"
         )
-    return _Content(sha256, fmt, width, height, size_bytes)
+    if measures.stored_size != size or _pillow_name(detected) != measures.format:
+        shown = f"{measures.stored_size[0]}x{measures.stored_size[1]}"
+        return Rejection(
+            name,
+            f"{name} is a damaged {label} file (its header says {width}x{height} but it "
+            f"decodes as a {measures.format} of {shown}): export or copy it again",
+        )
+    return _Content(sha256, detected, len(data), measures)
+
+
+def _pillow_name(detected: str) -> str:
+    return "heif" if detected == "heic" else detected
+
+
+def _read_bounded(fp: IO[bytes]) -> bytes:
+    """The rest of ``fp``, read in chunks; reading stops past :data:`MAX_PHOTO_BYTES` (a
+    file that grew while read: its length shows it)."""
+    chunks: list[bytes] = []
+    total = 0
+    while total <= MAX_PHOTO_BYTES and (chunk := fp.read(HASH_CHUNK_BYTES)):
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
 
 
 def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -313,7 +403,7 @@ def _unreadable(name: str, exc: OSError) -> Rejection:
     return Rejection(name, f"{name} cannot be read ({exc.strerror or exc}): copy it again")
 
 
-def _inspect(candidate: _Candidate, max_pixels: int) -> _Content | Rejection:
+def _inspect(candidate: _Candidate, gate: _Gate) -> _Content | Rejection:
     name = candidate.name
     try:
         with _open_for_read(candidate.path) as fp:
@@ -322,7 +412,7 @@ def _inspect(candidate: _Candidate, max_pixels: int) -> _Content | Rejection:
                 return Rejection(name, f"{name} is empty (0 bytes): copy the photo again")
             if opened.st_size > MAX_PHOTO_BYTES:
                 return _too_large(name, opened.st_size)
-            result = _read_content(fp, name, max_pixels)  # Pillow closes fp when done
+            data = _read_bounded(fp)
         after = os.stat(candidate.path)
     except RefusedFile as exc:
         return Rejection(
@@ -332,11 +422,10 @@ def _inspect(candidate: _Candidate, max_pixels: int) -> _Content | Rejection:
         return _changed(name)
     except OSError as exc:
         return _unreadable(name, exc)
-    # Checked after everything else: a half-copied file looks damaged, but that is not final.
-    size_read = result.size_bytes if isinstance(result, _Content) else opened.st_size
-    if _stamp(opened) != _stamp(after) or size_read != opened.st_size:
+    # Checked before the content: a half-copied file looks damaged, but that is not final.
+    if _stamp(opened) != _stamp(after) or len(data) != opened.st_size:
         return _changed(name)
-    return result
+    return _read_content(data, name, gate)
 
 
 # ----------------------------------------------------------------------------- the folder
@@ -348,6 +437,7 @@ class _Listing:
     rejected: list[Rejection] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     sidecars: dict[str, Path] = field(default_factory=dict)  # stem -> caption file
+    ignored: list[str] = field(default_factory=list)  # display names
 
 
 def _nested_folder_warning(subject: str, name: str) -> str:
@@ -357,7 +447,9 @@ def _nested_folder_warning(subject: str, name: str) -> str:
     )
 
 
-def _add_link(listing: _Listing, subject: str, entry: os.DirEntry[str], root: Path) -> None:
+def _add_link(
+    listing: _Listing, subject: str, entry: os.DirEntry[str], root: Path, folder: Path
+) -> None:
     name = display_name(entry.name)
     target = Path(os.path.realpath(entry.path))
     if not target.is_relative_to(root):
@@ -374,6 +466,15 @@ def _add_link(listing: _Listing, subject: str, entry: os.DirEntry[str], root: Pa
         )
     elif target.is_dir():
         listing.warnings.append(_nested_folder_warning(subject, name))
+    elif target.parent == folder:
+        sibling = display_name(target.name)
+        listing.rejected.append(
+            Rejection(
+                name,
+                f"{name} is a link to {sibling} in the same folder: {sibling} is used once; "
+                "delete the link",
+            )
+        )
     elif entry.name.lower().endswith(CAPTION_SUFFIX):
         listing.sidecars[Path(entry.name).stem] = target
     else:
@@ -390,19 +491,28 @@ def _list_folder(folder: Path, root: Path, subject: str) -> _Listing:
         listed = list(itertools.islice(entries, MAX_FOLDER_ENTRIES + 1))
     if len(listed) > MAX_FOLDER_ENTRIES:
         raise _TooManyEntries
-    ordered = sorted(listed, key=lambda entry: entry.name)
-    for entry in ordered:
+    real_folder = Path(os.path.realpath(folder))
+    for entry in sorted(listed, key=lambda entry: entry.name):
         name = display_name(entry.name)
         if is_ignored_name(entry.name):
+            if not entry.name.startswith(".") and entry.name.lower() != SUBJECT_FILE:
+                listing.ignored.append(f"{name} (a file the system leaves behind)")
             continue
         if entry.is_symlink():
-            _add_link(listing, subject, entry, root)
+            _add_link(listing, subject, entry, root, real_folder)
         elif entry.is_dir(follow_symlinks=False):
             listing.warnings.append(_nested_folder_warning(subject, name))
         elif entry.name.lower().endswith(CAPTION_SUFFIX):
             listing.sidecars[Path(entry.name).stem] = Path(entry.path)
         else:
             listing.candidates.append(_Candidate(name, entry.name, Path(entry.path)))
+    stems = {Path(candidate.real_name).stem for candidate in listing.candidates}
+    for stem, sidecar in sorted(listing.sidecars.items()):
+        if stem not in stems:
+            listing.ignored.append(
+                f"{display_name(sidecar.name)} (text, and no photo is named {display_name(stem)}"
+                " for it to caption)"
+            )
     return listing
 
 
@@ -485,17 +595,6 @@ def _subject_error(
     return None
 
 
-def _size_warnings(accepted: list[ImageFile], training_size: tuple[int, int]) -> list[str]:
-    min_width, min_height = training_size
-    return [
-        f"{image.name} is {image.width}x{image.height}, smaller than the "
-        f"{min_width}x{min_height} training size: it will be upscaled and may look soft; "
-        "use a larger photo if you have one"
-        for image in accepted
-        if image.width < min_width or image.height < min_height
-    ]
-
-
 def _unused_caption_warnings(captions: Mapping[str, str] | None, listing: _Listing) -> list[str]:
     if not captions:
         return []
@@ -508,50 +607,138 @@ def _unused_caption_warnings(captions: Mapping[str, str] | None, listing: _Listi
     ]
 
 
+#: Photos of one folder measured at once: OpenCV and libjpeg release the GIL while they work.
+MAX_MEASURE_THREADS: Final = 2
+
+
+def _inspect_all(
+    candidates: list[_Candidate], gate: _Gate, stop: threading.Event | None
+) -> list[_Content | Rejection]:
+    """:func:`_inspect` of every candidate, in order, on a few threads. Raises
+    :class:`Stopped` once ``stop`` is set (before the next file is read)."""
+
+    def one(candidate: _Candidate) -> _Content | Rejection:
+        if stop is not None and stop.is_set():
+            raise Stopped
+        return _inspect(candidate, gate)
+
+    workers = min(len(candidates), os.cpu_count() or 1, MAX_MEASURE_THREADS)
+    if workers <= 1:
+        return [one(candidate) for candidate in candidates]
+    with ThreadPoolExecutor(workers, thread_name_prefix="photos") as pool:
+        try:
+            return list(pool.map(one, candidates))
+        except Stopped:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+@dataclass
+class _Sorted:
+    """The folder's photos sorted into what is used and what is not."""
+
+    accepted: list[tuple[ImageFile, PhotoAnalysis]] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    verdicts: dict[str, PhotoVerdict] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def refuse(self, rejection: Rejection, analysis: PhotoAnalysis | None = None) -> None:
+        self.rejected.append(rejection)
+        self.verdicts[rejection.name] = _verdict_of(rejection.name, analysis, rejection.reason)
+
+
+def _verdict_of(name: str, analysis: PhotoAnalysis | None, refusal: str | None) -> PhotoVerdict:
+    if analysis is None:
+        return PhotoVerdict(name, "refused", None, None, (), (refusal or "",))
+    reasons = (refusal,) if refusal is not None else analysis.refusals + analysis.warnings
+    verdict: Verdict = "refused" if refusal is not None else analysis.verdict
+    return PhotoVerdict(name, verdict, analysis.face_count, analysis.sharpness,
+                        analysis.changes, reasons)
+
+
 def _accept(
     listing: _Listing,
     captions: Mapping[str, str] | None,
-    max_pixels: int,
+    gate: _Gate,
     root: Path,
     stop: threading.Event | None,
-) -> tuple[list[ImageFile], list[Rejection]]:
-    accepted: list[ImageFile] = []
-    rejected = list(listing.rejected)
+) -> _Sorted:
+    found = _Sorted()
+    for rejection in listing.rejected:
+        found.refuse(rejection)
     first_by_hash: dict[str, str] = {}
-    for candidate in listing.candidates:
-        if stop is not None and stop.is_set():
-            raise Stopped
-        content = _inspect(candidate, max_pixels)
+    inspected = _inspect_all(listing.candidates, gate, stop)
+    for candidate, content in zip(listing.candidates, inspected, strict=True):
         if isinstance(content, Rejection):
-            rejected.append(content)
+            found.refuse(content)
             continue
+        name = candidate.name
+        analysis = judge_photo(content.measures, name, gate.settings, faces_required=gate.faces)
+        thumbnail = content.measures.thumbnail
         caption = _caption_for(candidate, captions, listing.sidecars, root)
         if isinstance(caption, Rejection):
-            rejected.append(caption)
+            found.refuse(replace(caption, thumbnail=thumbnail), analysis)
             continue
-        original = first_by_hash.setdefault(content.sha256, candidate.name)
-        if original != candidate.name:
-            rejected.append(
-                Rejection(
-                    candidate.name,
-                    f"{candidate.name} is an exact copy of {original}: only {original} is "
-                    "used; delete the copy",
-                )
-            )
+        original = first_by_hash.setdefault(content.sha256, name)
+        if original != name:
+            reason = (f"{name} is an exact copy of {original}: only {original} is used; "
+                      "delete the copy")
+            found.refuse(Rejection(name, reason, thumbnail=thumbnail), analysis)
             continue
-        accepted.append(
-            ImageFile(
-                path=candidate.path,
-                name=candidate.name,
-                sha256=content.sha256,
-                format=content.format,
-                width=content.width,
-                height=content.height,
-                size_bytes=content.size_bytes,
-                caption=caption,
-            )
+        if analysis.refusals:
+            reason = "; ".join(analysis.refusals)
+            found.rejected.append(Rejection(name, reason, thumbnail=thumbnail))
+            found.verdicts[name] = _verdict_of(name, analysis, None)
+            continue
+        measures = content.measures
+        image = ImageFile(
+            path=candidate.path, name=name, sha256=content.sha256,
+            format=content.upload_format, width=measures.size[0], height=measures.size[1],
+            size_bytes=content.size_bytes, caption=caption, faces=analysis.face_count,
+            sharpness=measures.sharpness, changes=analysis.changes,
         )
-    return accepted, rejected
+        found.accepted.append((image, analysis))
+        found.verdicts[name] = _verdict_of(name, analysis, None)
+        found.warnings += analysis.warnings
+    _leave_out_near_duplicates(found, gate.settings.near_duplicate_bits)
+    return found
+
+
+def _leave_out_near_duplicates(found: _Sorted, max_distance: int) -> None:
+    hashed = [HashedPhoto(image.name, analysis.measures.phash, analysis.sharpness)
+              for image, analysis in found.accepted]
+    twins = {d.name: d for d in find_near_duplicates(hashed, max_distance)}
+    if not twins:
+        return
+    kept: list[tuple[ImageFile, PhotoAnalysis]] = []
+    for image, analysis in found.accepted:
+        twin = twins.get(image.name)
+        if twin is None:
+            kept.append((image, analysis))
+            continue
+        found.warnings = [w for w in found.warnings if w not in analysis.warnings]
+        found.refuse(Rejection(image.name, twin.reason, thumbnail=analysis.measures.thumbnail),
+                     analysis)
+    found.accepted = kept
+
+
+def _face_count_problem(
+    subject: str, gate: _Gate, accepted: list[tuple[ImageFile, PhotoAnalysis]]
+) -> tuple[int | None, str | None]:
+    """How many good face photos there are (None when faces are not looked for), and the
+    sentence when they are too few."""
+    if not gate.faces:
+        return None, None
+    good = sum(1 for _, analysis in accepted if analysis.good_face_photo)
+    needed = gate.settings.min_face_photos
+    if good >= needed:
+        return good, None
+    held = gate.settings.too_few_face_photos == "hold"
+    return good, (
+        f"only {good} good face photos in {subject}/ (one face, sharp, nothing refused), and "
+        f"the service asks for at least {needed}: add clear photos of the face"
+        + ("; held back until then (too_few_face_photos = \"hold\")" if held else "")
+    )
 
 
 def _failed(subject: str, folder: Path, error: str) -> DatasetReport:
@@ -571,8 +758,10 @@ def validate_subject(
     folder: Path,
     *,
     kind: Kind = "subject",
+    class_word: str | None = None,
     captions: Mapping[str, str] | None = None,
-    training_size: tuple[int, int] = (512, 512),
+    photos: PhotoSettings | None = None,
+    cache: MeasureCache | None = None,
     max_pixels: int = 40_000_000,
     max_images: int = MAX_TRAINING_IMAGES,
     min_images_warning: int = RECOMMENDED_TRAINING_IMAGES,
@@ -582,17 +771,22 @@ def validate_subject(
     """Check every file of one subject folder; never raises for a bad file or folder.
 
     ``captions`` maps file names to captions (from ``subject.toml``) and wins over a
-    ``<stem>.txt`` sidecar. ``root`` is the inbox (default: the folder's parent): a symlink
-    whose target leaves it is rejected without being read. ``max_pixels`` rejects images
-    whose header claims more pixels than that, before anything is decoded. A subject of
-    fewer than ``min_images_warning`` usable images (the job's setting of that name) is
-    accepted with a warning. Once ``stop`` is set, :class:`Stopped` is raised before the
-    next file is read.
+    ``<stem>.txt`` sidecar. ``photos`` holds the photo gate's thresholds (and the training
+    size); with its ``faces`` setting, ``kind`` and ``class_word`` decide whether each photo
+    must show one face (:func:`~pipeline.inputs.photo_checks.faces_required`). ``cache``
+    keeps what was measured by content hash. ``root`` is the inbox (default: the folder's
+    parent): a symlink whose target leaves it is rejected without being read. ``max_pixels``
+    rejects images whose header claims more pixels than that, before anything is decoded.
+    A subject of fewer than ``min_images_warning`` usable images (the job's setting of that
+    name) is accepted with a warning. Once ``stop`` is set, :class:`Stopped` is raised before
+    the next file is read.
 
         >>> report = validate_subject(Path("inbox/alice"))
         >>> [r.reason for r in report.rejected_files]
-        ['clip.jpg is a GIF image, not png/jpeg/webp: convert it to PNG or JPEG, or remove it']
+        ['clip.jpg is a GIF image, not png/jpeg/webp (or HEIC/AVIF): convert it to PNG or
+        JPEG, or remove it']
     """
+    settings = photos or PhotoSettings()
     subject = display_name(folder.name)
     given_root = folder.parent if root is None else root
     root_path = Path(os.path.realpath(given_root))
@@ -616,22 +810,34 @@ def validate_subject(
         return _failed(
             subject, folder, f"{folder} cannot be listed ({exc.strerror or exc}): make it readable"
         )
-    accepted, rejected = _accept(listing, captions, max_pixels, given_root, stop)
-    warnings = listing.warnings + _size_warnings(accepted, training_size)
+    gate = _Gate(settings, faces_required(settings.faces, kind, class_word), cache, max_pixels)
+    found = _accept(listing, captions, gate, given_root, stop)
+    accepted = [image for image, _ in found.accepted]
+    warnings = listing.warnings + found.warnings
     warnings += _unused_caption_warnings(captions, listing)
-    error = _subject_error(subject, kind, accepted, rejected, max_images)
+    error = _subject_error(subject, kind, accepted, found.rejected, max_images)
+    good_faces, face_problem = _face_count_problem(subject, gate, found.accepted)
     if error is None and len(accepted) < min_images_warning:
         warnings.append(
             f"only {len(accepted)} usable images in {subject}/: at least "
             f"{min_images_warning} are recommended for a good result; add photos, or lower "
             "min_images_warning in the job file"
         )
-    rejected.sort(key=lambda rejection: rejection.name)
+    if error is None and face_problem is not None:
+        if settings.too_few_face_photos == "hold":
+            error = face_problem
+        else:
+            warnings.append(face_problem)
+    found.rejected.sort(key=lambda rejection: rejection.name)
     return DatasetReport(
         subject=subject,
         folder=folder,
         accepted=tuple(accepted),
-        rejected_files=tuple(rejected),
+        rejected_files=tuple(found.rejected),
         warnings=tuple(warnings),
         error=error,
+        photos=tuple(found.verdicts[name] for name in sorted(found.verdicts)),
+        ignored=tuple(listing.ignored),
+        good_face_photos=good_faces,
+        face_photos_needed=settings.min_face_photos if gate.faces else 0,
     )

@@ -26,6 +26,7 @@ from PIL import JpegImagePlugin, PngImagePlugin, WebPImagePlugin
 
 __all__ = [
     "ACCEPTED_FORMATS",
+    "CONVERTED_FORMATS",
     "HEAD_BYTES",
     "JPEG_HEADER_SCAN_BYTES",
     "ImageFormat",
@@ -44,6 +45,8 @@ JPEG_HEADER_SCAN_BYTES: Final = 16 << 20
 
 #: The detected formats the training API takes, by :func:`detect_format`'s name.
 ACCEPTED_FORMATS: Final[dict[str, ImageFormat]] = {"png": "png", "jpeg": "jpeg", "webp": "webp"}
+#: Phone formats taken by converting them to a jpeg before the upload (``pillow-heif``).
+CONVERTED_FORMATS: Final = frozenset({"heic", "avif"})
 _PLUGINS: Final[dict[str, type[PilImageFile.ImageFile]]] = {
     "png": PngImagePlugin.PngImageFile,
     "jpeg": JpegImagePlugin.JpegImageFile,

@@ -1,16 +1,18 @@
 """Judging one photo the way the service and its users do, before any money is spent.
 
 The service's guide asks for png, jpeg or webp, "portrait in the center, no watermark, clear
-picture", and "at least 10 photos of faces that meet the requirements". :func:`analyse_photo`
-decodes a photo once, at reduced size where the format allows it (JPEG draft mode), with its
-EXIF orientation applied, and answers a :class:`PhotoAnalysis`: the size as shown, the faces
-(:mod:`pipeline.inputs.faces`), a sharpness score (variance of the Laplacian, on the face when
-there is one), the mean brightness, a perceptual hash for
-:mod:`pipeline.inputs.near_duplicates`, and sentences: refusals, warnings, and the conversions
-the photo needs before the service can take it (rotation, CMYK, 16 bits, a palette, an
-animation, HEIC/AVIF). :func:`pipeline.inputs.photo_formats.upload_bytes` produces those
-converted bytes, with EXIF and GPS stripped unless ``keep_metadata``; a photo that needs no
-change keeps its exact bytes.
+picture", and "at least 10 photos of faces that meet the requirements". Two steps:
+
+- :func:`measure_photo` decodes a photo once, at reduced size where the format allows it
+  (JPEG draft mode), with its EXIF orientation applied, and answers :class:`PhotoMeasures`,
+  facts about the content alone: the size as shown, the faces (:mod:`pipeline.inputs.faces`),
+  a sharpness score (variance of the Laplacian, on the face when there is one), the mean
+  brightness, a perceptual hash for :mod:`pipeline.inputs.near_duplicates`, the conversions
+  the service needs (rotation, CMYK, 16 bits, a palette, an animation, HEIC/AVIF) and a
+  thumbnail. They are kept by content hash, so a photo is decoded once.
+- :func:`judge_photo` words them under :class:`PhotoSettings`: refusals, warnings, and the
+  changes the upload makes (:func:`pipeline.inputs.photo_formats.upload_bytes` makes them;
+  a photo that needs no change keeps its exact bytes).
 
     >>> with open("alice/1.jpg", "rb") as fp:
     ...     analysis = analyse_photo(fp, "1.jpg", PhotoSettings(), faces_required=True)
@@ -23,6 +25,10 @@ sharp portrait scores in the hundreds; a blur of two pixels falls under 20).
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import io
+import json
 from dataclasses import dataclass
 from typing import IO, Final, Literal
 
@@ -33,9 +39,11 @@ from PIL import Image
 
 from pipeline.inputs.faces import FaceBox, detect_faces
 from pipeline.inputs.photo_formats import (
+    METADATA_REMOVED,
     PhotoFormat,
     bit_depth,
     conversions_needed,
+    metadata_strippable,
     open_photo,
     orientation_of,
     to_analysis_rgb,
@@ -43,16 +51,28 @@ from pipeline.inputs.photo_formats import (
 
 __all__ = [
     "PERSON_WORDS",
+    "RECOMMENDED_FACE_PHOTOS",
     "FacesSetting",
     "PhotoAnalysis",
+    "PhotoMeasures",
     "PhotoSettings",
     "analyse_photo",
     "faces_required",
+    "judge_photo",
+    "measure_photo",
+    "upload_changes",
 ]
 
 FacesSetting = Literal["auto", "require", "off"]
 AnimatedSetting = Literal["refuse", "first_frame"]
+TooFewSetting = Literal["warn", "hold"]
 Verdict = Literal["ok", "warning", "refused"]
+
+#: The guide's "at least 10 photos of faces that meet the requirements".
+RECOMMENDED_FACE_PHOTOS: Final = 10
+#: The report's thumbnail of a photo: long side in pixels, and JPEG quality.
+THUMBNAIL_SIDE: Final = 160
+THUMBNAIL_QUALITY: Final = 70
 
 #: Class words that name a person: with ``faces = "auto"`` their photos must show one face.
 PERSON_WORDS: Final = frozenset(
@@ -75,9 +95,10 @@ class PhotoSettings:
     1024 px, on the face when there is one). ``dark``/``bright`` warn on the mean brightness
     (0-255). A face narrower than ``min_face_share`` of the picture's short side, or whose
     centre is further than ``max_centre_offset`` (a share of the width; 1.5 times that of the
-    height, a face sits high in a portrait) from the centre, is warned about.
-    ``converts_on_upload`` says whether the upload sends :func:`upload_bytes`: without it, a
-    photo that needs converting is refused with what to do, as its bytes would go as they are.
+    height, a face sits high in a portrait) from the centre, is warned about. Photos within
+    ``near_duplicate_bits`` of each other's perceptual hash are one picture. Below
+    ``min_face_photos`` good face photos a subject is warned about, or held back when
+    ``too_few_face_photos = "hold"``.
     """
 
     faces: FacesSetting = "auto"
@@ -90,7 +111,9 @@ class PhotoSettings:
     training_size: tuple[int, int] = (512, 512)
     animated: AnimatedSetting = "refuse"
     keep_metadata: bool = False
-    converts_on_upload: bool = False
+    near_duplicate_bits: int = 10
+    min_face_photos: int = RECOMMENDED_FACE_PHOTOS
+    too_few_face_photos: TooFewSetting = "warn"
 
 
 def faces_required(setting: FacesSetting, kind: str, class_word: str | None) -> bool:
@@ -104,11 +127,13 @@ def faces_required(setting: FacesSetting, kind: str, class_word: str | None) -> 
 
 
 @dataclass(frozen=True, slots=True)
-class PhotoAnalysis:
-    """What :func:`analyse_photo` found in one photo. Sizes are as shown (orientation
-    applied); ``faces`` is None when faces were not looked for, boxes in shown pixels."""
+class PhotoMeasures:
+    """What decoding one photo measured: facts about its content alone, whatever the
+    settings, so they are kept by content hash (:mod:`pipeline.inputs.photo_cache`) and
+    judged again under other settings. Sizes are as shown (orientation applied); ``faces``
+    is None when faces were not looked for, boxes in shown pixels. ``thumbnail`` is a small
+    JPEG of the upright picture, for the report."""
 
-    name: str
     format: PhotoFormat
     stored_size: tuple[int, int]
     size: tuple[int, int]
@@ -122,6 +147,50 @@ class PhotoAnalysis:
     phash: str
     has_metadata: bool
     conversions: tuple[str, ...]
+    thumbnail: bytes
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["thumbnail"] = base64.b64encode(self.thumbnail).decode("ascii")
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> PhotoMeasures:
+        """Raises ``ValueError``/``KeyError``/``TypeError`` for a text :meth:`to_json` did not
+        write."""
+        data = json.loads(text)
+        faces = data["faces"]
+        return cls(
+            format=data["format"],
+            stored_size=_pair(data["stored_size"]),
+            size=_pair(data["size"]),
+            orientation=int(data["orientation"]),
+            mode=str(data["mode"]),
+            bit_depth=int(data["bit_depth"]),
+            frames=int(data["frames"]),
+            faces=None if faces is None else tuple(FaceBox(**face) for face in faces),
+            sharpness=float(data["sharpness"]),
+            brightness=float(data["brightness"]),
+            phash=str(data["phash"]),
+            has_metadata=bool(data["has_metadata"]),
+            conversions=tuple(str(change) for change in data["conversions"]),
+            thumbnail=base64.b64decode(data["thumbnail"], validate=True),
+        )
+
+
+def _pair(value: list[int]) -> tuple[int, int]:
+    first, second = value
+    return int(first), int(second)
+
+
+@dataclass(frozen=True, slots=True)
+class PhotoAnalysis:
+    """One photo judged: its measures, and the sentences (naming it) that refuse it or
+    warn about it. ``changes`` is what the upload does to it (:func:`upload_changes`)."""
+
+    name: str
+    measures: PhotoMeasures
+    changes: tuple[str, ...]
     refusals: tuple[str, ...]
     warnings: tuple[str, ...]
 
@@ -133,8 +202,12 @@ class PhotoAnalysis:
         return "warning" if self.warnings else "ok"
 
     @property
+    def faces(self) -> tuple[FaceBox, ...] | None:
+        return self.measures.faces
+
+    @property
     def face_count(self) -> int | None:
-        return None if self.faces is None else len(self.faces)
+        return None if self.measures.faces is None else len(self.measures.faces)
 
     @property
     def good_face_photo(self) -> bool:
@@ -142,24 +215,18 @@ class PhotoAnalysis:
         return self.face_count == 1 and not self.refusals
 
     @property
-    def hash(self) -> imagehash.ImageHash:
-        return imagehash.hex_to_hash(self.phash)
+    def sharpness(self) -> float:
+        return self.measures.sharpness
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.measures.size
 
 
-@dataclass(frozen=True, slots=True)
-class _Measures:
-    faces: tuple[FaceBox, ...] | None
-    sharpness: float
-    brightness: float
-    phash: str
-
-
-def analyse_photo(
-    fp: IO[bytes], name: str, settings: PhotoSettings, *, faces_required: bool
-) -> PhotoAnalysis:
-    """Decode ``fp`` once (reduced where possible) and judge it; ``name`` is used in the
-    sentences. Raises ``OSError``/``ValueError`` (any Pillow error) for a file that does
-    not decode: the caller words that as a damaged file."""
+def measure_photo(fp: IO[bytes], *, find_faces: bool) -> PhotoMeasures:
+    """Decode ``fp`` once (reduced where possible) and measure it. Raises ``OSError``,
+    ``ValueError``, ``SyntaxError`` (any Pillow error) for a file that does not decode: the
+    caller words that as a damaged file."""
     fp.seek(0)
     depth = bit_depth(fp.read(32))
     fp.seek(0)
@@ -170,21 +237,15 @@ def analyse_photo(
         orientation = orientation_of(image)
         frames = getattr(image, "n_frames", 1)
         mode = image.mode
-        has_metadata = _has_metadata(image)
         rgb = to_analysis_rgb(image, orientation, ANALYSIS_SIDE)
+        has_metadata = _has_metadata(fp, fmt, image)
     finally:
         image.close()
     shown = (stored[1], stored[0]) if orientation in (5, 6, 7, 8) else stored
-    measures = _measure(rgb, faces_required)
+    faces, sharpness, brightness = _measure(rgb, find_faces)
     # Pixel sizes in the analysis image map back to the shown size by this factor.
     factor = shown[0] / rgb.width
-    faces = None if measures.faces is None else tuple(b.scaled(factor) for b in measures.faces)
-    conversions = conversions_needed(fmt, mode, depth, orientation, frames)
-    refusals, warnings = _judge(
-        name, settings, shown, faces, measures, conversions, frames, faces_required
-    )
-    return PhotoAnalysis(
-        name=name,
+    return PhotoMeasures(
         format=fmt,
         stored_size=stored,
         size=shown,
@@ -192,28 +253,67 @@ def analyse_photo(
         mode=mode,
         bit_depth=depth,
         frames=frames,
-        faces=faces,
-        sharpness=measures.sharpness,
-        brightness=measures.brightness,
-        phash=measures.phash,
+        faces=None if faces is None else tuple(box.scaled(factor) for box in faces),
+        sharpness=sharpness,
+        brightness=brightness,
+        phash=str(imagehash.phash(rgb)),
         has_metadata=has_metadata,
-        conversions=conversions,
+        conversions=conversions_needed(fmt, mode, depth, orientation, frames),
+        thumbnail=_thumbnail(rgb),
+    )
+
+
+def upload_changes(measures: PhotoMeasures, keep_metadata: bool) -> tuple[str, ...]:
+    """What the upload does to the photo, in words: its conversions, then the metadata
+    removed (always when it is re-encoded, unless kept). Empty: its exact bytes are sent."""
+    strip = not keep_metadata and (measures.has_metadata or bool(measures.conversions))
+    return measures.conversions + ((METADATA_REMOVED,) if strip else ())
+
+
+def judge_photo(
+    measures: PhotoMeasures, name: str, settings: PhotoSettings, *, faces_required: bool
+) -> PhotoAnalysis:
+    """``measures`` judged under ``settings``; ``name`` is used in the sentences."""
+    refusals, warnings = _judge(name, settings, measures, faces_required)
+    return PhotoAnalysis(
+        name=name,
+        measures=measures,
+        changes=upload_changes(measures, settings.keep_metadata),
         refusals=tuple(refusals),
         warnings=tuple(warnings),
     )
 
 
-def _has_metadata(image: Image.Image) -> bool:
-    info = image.info
-    keys = {"exif", "xmp", "XML:com.adobe.xmp", "comment", "Raw profile type exif"}
-    return any(info.get(key) for key in keys) or bool(image.getexif())
+def analyse_photo(
+    fp: IO[bytes], name: str, settings: PhotoSettings, *, faces_required: bool
+) -> PhotoAnalysis:
+    """:func:`measure_photo` then :func:`judge_photo`."""
+    measures = measure_photo(fp, find_faces=faces_required)
+    return judge_photo(measures, name, settings, faces_required=faces_required)
 
 
-def _measure(rgb: Image.Image, faces_required: bool) -> _Measures:
+def _has_metadata(fp: IO[bytes], fmt: str, image: Image.Image) -> bool:
+    if fmt in ("png", "jpeg", "webp"):  # exactly when the upload would take something out
+        fp.seek(0)
+        return metadata_strippable(fp.read(), fmt)
+    return bool(image.getexif()) or any(image.info.get(key) for key in ("exif", "xmp"))
+
+
+def _thumbnail(rgb: Image.Image) -> bytes:
+    small = rgb.copy()
+    small.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    small.save(buffer, "JPEG", quality=THUMBNAIL_QUALITY)
+    return buffer.getvalue()
+
+
+def _measure(
+    rgb: Image.Image, find_faces: bool
+) -> tuple[tuple[FaceBox, ...] | None, float, float]:
     gray_full = np.asarray(rgb.convert("L"))
     faces: tuple[FaceBox, ...] | None = None
     region = gray_full
-    if faces_required:
+    if find_faces:
         scale = min(1.0, DETECTION_SIDE / max(rgb.size))
         small = gray_full
         if scale < 1.0:
@@ -224,24 +324,13 @@ def _measure(rgb: Image.Image, faces_required: bool) -> _Measures:
             box = faces[0]
             region = gray_full[box.y : box.y + box.height, box.x : box.x + box.width]
     sharpness = float(cv2.Laplacian(region, cv2.CV_64F).var()) if region.size else 0.0
-    return _Measures(
-        faces=faces,
-        sharpness=sharpness,
-        brightness=float(gray_full.mean()),
-        phash=str(imagehash.phash(rgb)),
-    )
+    return faces, sharpness, float(gray_full.mean())
 
 
 def _judge(
-    name: str,
-    settings: PhotoSettings,
-    shown: tuple[int, int],
-    faces: tuple[FaceBox, ...] | None,
-    measures: _Measures,
-    conversions: tuple[str, ...],
-    frames: int,
-    faces_required: bool,
+    name: str, settings: PhotoSettings, measures: PhotoMeasures, faces_required: bool
 ) -> tuple[list[str], list[str]]:
+    shown, faces = measures.size, measures.faces
     refusals: list[str] = []
     warnings: list[str] = []
     if faces_required and faces is not None:
@@ -276,7 +365,7 @@ def _judge(
             "training size: it will be upscaled and may look soft; use a larger photo if "
             "you have one"
         )
-    _judge_conversions(name, settings, conversions, frames, refusals, warnings)
+    _judge_animation(name, settings, measures, refusals, warnings)
     return refusals, warnings
 
 
@@ -316,35 +405,18 @@ def _face_warnings(
     return warnings
 
 
-def _judge_conversions(
+def _judge_animation(
     name: str,
     settings: PhotoSettings,
-    conversions: tuple[str, ...],
-    frames: int,
+    measures: PhotoMeasures,
     refusals: list[str],
     warnings: list[str],
 ) -> None:
+    frames = measures.frames
     if frames > 1 and settings.animated == "refuse":
         refusals.append(
             f"{name} is animated ({frames} frames): export the frame you want as a still "
-            "photo (png or jpeg), or remove it"
+            "photo (png or jpeg), or remove it; animated = \"first_frame\" uses the first"
         )
     elif frames > 1:
         warnings.append(f"{name} is animated ({frames} frames): only its first frame is used")
-    others = [change for change in conversions if not change.startswith("animated")]
-    if not others:
-        return
-    listed = "; ".join(others)
-    if settings.converts_on_upload:
-        warnings.append(f"{name} is converted before the upload ({listed})")
-    elif any(change.startswith("rotated") for change in others) and len(others) == 1:
-        warnings.append(
-            f"{name} is stored sideways with an EXIF orientation tag ({listed}): the service "
-            "may see it unrotated; save it upright to be sure"
-        )
-    else:
-        refusals.append(
-            f"{name} needs converting before the service can take it ({listed}): save it as "
-            "an 8-bit RGB jpeg or png"
-        )
-

@@ -26,10 +26,12 @@ import numpy as np
 from PIL import Image
 
 __all__ = [
+    "METADATA_REMOVED",
     "PhotoFormat",
     "UploadPhoto",
     "bit_depth",
     "conversions_needed",
+    "metadata_strippable",
     "open_photo",
     "orientation_of",
     "to_analysis_rgb",
@@ -55,6 +57,8 @@ _PLAIN_MODES: Final = frozenset({"RGB", "RGBA", "L", "LA"})
 #: JPEG draft mode asks for at least this long side: libjpeg then picks 1/2, 1/4 or 1/8.
 _DRAFT_SHARE: Final = 0.75
 JPEG_QUALITY: Final = 95
+#: The change named when a photo's EXIF, XMP and GPS blocks are taken out before the upload.
+METADATA_REMOVED: Final = "metadata removed"
 
 _heif_lock = threading.Lock()
 _heif_registered = False
@@ -162,6 +166,13 @@ class UploadPhoto:
     changes: tuple[str, ...]
 
 
+def metadata_strippable(data: bytes, fmt: str) -> bool:
+    """Whether ``data`` (a png, jpeg or webp) holds metadata :func:`upload_bytes` removes:
+    exactly when removing it changes the bytes."""
+    strip = _STRIPPERS.get(fmt)
+    return strip is not None and strip(data) != data
+
+
 def upload_bytes(data: bytes, *, keep_metadata: bool = False) -> UploadPhoto:
     """The bytes the service should get for the photo ``data`` (see the module's notes).
 
@@ -180,7 +191,7 @@ def upload_bytes(data: bytes, *, keep_metadata: bool = False) -> UploadPhoto:
     stripped = _STRIPPERS[target](data)
     if stripped == data:
         return UploadPhoto(data, target, ())
-    return UploadPhoto(stripped, target, ("metadata removed",))
+    return UploadPhoto(stripped, target, (METADATA_REMOVED,))
 
 
 def _reencoded(
@@ -206,7 +217,7 @@ def _reencoded(
         params["quality"] = JPEG_QUALITY
     buffer = io.BytesIO()
     pixels.save(buffer, target.upper(), **params)
-    removed = () if keep_metadata else ("metadata removed",)
+    removed = () if keep_metadata else (METADATA_REMOVED,)
     return UploadPhoto(buffer.getvalue(), target, changes + removed)
 
 

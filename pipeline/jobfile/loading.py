@@ -35,6 +35,7 @@ from pydantic_core import ErrorDetails
 from ..api.contract import BASE_MODELS, MAX_TEXT_LENGTH, SDXL_BASE_MODELS
 from ..errors import ConfigError
 from ..inputs.dataset import display_name
+from ..inputs.photo_checks import PhotoSettings
 from ..inputs.safe_files import RefusedFile, read_beneath, read_inbox_file, size_text
 from .schema import (
     Component,
@@ -42,6 +43,7 @@ from .schema import (
     GenerationSection,
     JobSection,
     NotifySection,
+    PhotosSection,
     StrictModel,
     SubjectOverrides,
     TrainingOverrides,
@@ -100,11 +102,16 @@ class SubjectSettings:
     generation: GenerationSection
     prompts: list[RenderedPrompt]
     captions: dict[str, str]
+    photos: PhotosSection = dataclasses.field(default_factory=PhotosSection)
 
     @property
     def instance_prompt(self) -> str:
         """The rendered instance prompt (``ohwx`` token and class word filled in)."""
         return self.training.render_instance_prompt(self.subject)
+
+    def photo_settings(self) -> PhotoSettings:
+        """The photo gate's thresholds for this subject, with its training size."""
+        return self.photos.settings((self.training.width, self.training.height))
 
     def expert_setting(self) -> dict[str, Any]:
         """The training request's ``expert_setting`` for this subject."""
@@ -134,6 +141,7 @@ class SubjectSettings:
             "generation": self.generation.model_dump(mode="json"),
             "prompts": [dataclasses.asdict(prompt) for prompt in self.prompts],
             "captions": self.captions,
+            "photos": self.photos.model_dump(mode="json"),
         }
         # Keys stay in their order (a component's args are sent in it). Every "?" is spelt
         # \u003f: the state store cuts what follows a "?" in anything that looks like a URL
@@ -154,6 +162,8 @@ class SubjectSettings:
                 generation=GenerationSection.model_validate(data["generation"]),
                 prompts=[RenderedPrompt(**prompt) for prompt in data["prompts"]],
                 captions={str(k): str(v) for k, v in data["captions"].items()},
+                # Versions frozen before the photo gate had settings were judged by defaults.
+                photos=PhotosSection.model_validate(data.get("photos", {})),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -166,6 +176,7 @@ class JobConfig(StrictModel):
     job: JobSection
     training: TrainingSection = Field(default_factory=TrainingSection)
     generation: GenerationSection
+    photos: PhotosSection = Field(default_factory=PhotosSection)
     on_complete: NotifySection | None = None
     path: SkipJsonSchema[Path] = Field(default=Path("job.toml"), exclude=True)
 
@@ -193,8 +204,9 @@ class JobConfig(StrictModel):
         ]
         source = (f"{folder / SUBJECT_FILE} (over {self.path})" if found
                   else f"{self.path} (subject {subject!r})")
+        photos = self.photos.model_dump() | overrides.photos_updates()
         data = {"job": self.job, "training": training, "generation": generation,
-                "on_complete": self.on_complete, "path": self.path}
+                "photos": photos, "on_complete": self.on_complete, "path": self.path}
         try:
             merged = JobConfig.model_validate(data)
         except ValidationError as exc:
@@ -208,6 +220,7 @@ class JobConfig(StrictModel):
             generation=merged.generation,
             prompts=render_prompts(merged.training, merged.generation, subject),
             captions=dict(merged.training.captions),
+            photos=merged.photos,
         )
 
 

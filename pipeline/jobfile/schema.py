@@ -53,6 +53,7 @@ from ..api.models import (
     WarmupSteps,
 )
 from ..errors import ConfigError
+from ..inputs.photo_checks import RECOMMENDED_FACE_PHOTOS, PhotoSettings
 from .templates import (
     TemplateError,
     check_instance_template,
@@ -279,6 +280,45 @@ class GenerationSection(StrictModel):
         return [*self.prompts, *self.extra_prompts]
 
 
+class PhotosSection(StrictModel):
+    """``[photos]``: how the photo gate judges each photo before anything is paid for.
+
+    The defaults follow the service's guide (one face, centred, clear, at least 10 good
+    face photos) and pass sharp, well-lit phone and camera photos; see ``jobs/README.md``.
+    """
+
+    faces: Literal["auto", "require", "off"] = "auto"
+    min_face_photos: int = Field(default=RECOMMENDED_FACE_PHOTOS, ge=0, le=MAX_TRAINING_IMAGES)
+    too_few_face_photos: Literal["warn", "hold"] = "warn"
+    min_sharpness: float = Field(default=35.0, ge=0)
+    soft_sharpness: float = Field(default=80.0, ge=0)
+    dark: float = Field(default=40.0, ge=0, le=255)
+    bright: float = Field(default=215.0, ge=0, le=255)
+    min_face_share: float = Field(default=0.12, ge=0, le=1)
+    max_centre_offset: float = Field(default=0.25, ge=0, le=0.5)
+    near_duplicate_bits: int = Field(default=10, ge=0, le=32)
+    animated: Literal["refuse", "first_frame"] = "refuse"
+    keep_metadata: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.soft_sharpness < self.min_sharpness:
+            raise ValueError(
+                f"soft_sharpness ({self.soft_sharpness:g}) is below min_sharpness "
+                f"({self.min_sharpness:g}): a soft photo warns above the refusal line; "
+                "raise soft_sharpness or lower min_sharpness"
+            )
+        if self.bright <= self.dark:
+            raise ValueError(
+                f"bright ({self.bright:g}) must be above dark ({self.dark:g})"
+            )
+        return self
+
+    def settings(self, training_size: tuple[int, int]) -> PhotoSettings:
+        """These thresholds as the photo gate takes them."""
+        return PhotoSettings(training_size=training_size, **self.model_dump())
+
+
 class NotifySection(StrictModel):
     """``[on_complete]``: who to tell when a run finishes (a webhook, a command, or both)."""
 
@@ -324,6 +364,13 @@ TrainingOverrides = create_model(
     __doc__="``[training]`` of a ``subject.toml``: any training field, each optional.",
     **_all_optional(TrainingSection),
 )
+PhotosOverrides = create_model(
+    "PhotosOverrides",
+    __base__=StrictModel,
+    __module__=__name__,
+    __doc__="``[photos]`` of a ``subject.toml``: any photo gate field, each optional.",
+    **_all_optional(PhotosSection),
+)
 GenerationOverrides = create_model(
     "GenerationOverrides",
     __base__=StrictModel,
@@ -346,6 +393,7 @@ class SubjectOverrides(StrictModel):
     captions: Captions = Field(default_factory=dict)
     training: TrainingOverrides = Field(default_factory=TrainingOverrides)
     generation: GenerationOverrides = Field(default_factory=GenerationOverrides)
+    photos: PhotosOverrides = Field(default_factory=PhotosOverrides)
 
     @model_validator(mode="after")
     def _one_class_word(self) -> Self:
@@ -369,6 +417,10 @@ class SubjectOverrides(StrictModel):
         """``[training] captions`` then the top-level ``captions`` (the latter win)."""
         return {**self.training.model_dump(exclude_unset=True).get("captions", {}),
                 **self.captions}
+
+    def photos_updates(self) -> dict[str, Any]:
+        """Photo gate fields to replace."""
+        return self.photos.model_dump(exclude_unset=True)
 
     def generation_updates(self) -> dict[str, Any]:
         """Generation fields to replace (``extra_prompts`` excluded: they add up)."""

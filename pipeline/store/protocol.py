@@ -70,10 +70,18 @@ class ImageRow:
     format: str
     caption: str | None
     assets_id: str | None
+    faces: int | None = None
+    sharpness: float | None = None
+    changes: str | None = None  # JSON list: what the upload does to the file
 
     @property
     def path(self) -> Path:
         return Path(os.fsdecode(self.file))
+
+    @property
+    def change_list(self) -> list[str]:
+        """What the upload does to the file; empty when its exact bytes are sent."""
+        return [str(change) for change in json.loads(self.changes)] if self.changes else []
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,7 @@ class RejectionRow:
     subject_id: SubjectId
     name: str
     reason: str
+    thumbnail: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +147,13 @@ class NewImage:
     sha256: str
     format: str
     caption: str | None
+    faces: int | None = None
+    sharpness: float | None = None
+    changes: tuple[str, ...] = ()
+
+
+#: A refused file: ``(file, reason)``, or with a thumbnail (a small JPEG) of the photo.
+NewRejection = tuple[str, str] | tuple[str, str, bytes | None]
 
 
 class StateStore(Protocol):
@@ -145,7 +161,7 @@ class StateStore(Protocol):
 
     def add_version(
         self, job: str, name: str, fingerprint: str, kind: str, *, state: str, now: float,
-        images: Sequence[NewImage] = (), rejections: Sequence[tuple[str, str]] = (),
+        images: Sequence[NewImage] = (), rejections: Sequence[NewRejection] = (),
         warnings: Sequence[str] = (), error: str | None = None, frozen: str | None = None,
     ) -> SubjectRow: ...
     def latest(self, job: str, name: str) -> SubjectRow | None: ...

@@ -33,6 +33,7 @@ from .protocol import (
     GenerationRow,
     ImageRow,
     NewImage,
+    NewRejection,
     OutputRow,
     RejectionRow,
     RequestRow,
@@ -140,8 +141,15 @@ CREATE TABLE requests (
 CREATE INDEX requests_open ON requests (job, done_at);
 """
 
+_SCHEMA_V3 = """
+ALTER TABLE images ADD COLUMN faces INTEGER;
+ALTER TABLE images ADD COLUMN sharpness REAL;
+ALTER TABLE images ADD COLUMN changes TEXT;
+ALTER TABLE rejections ADD COLUMN thumbnail BLOB;
+"""
+
 #: MIGRATIONS[n] takes a database from schema version n to n + 1.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2)
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 R = TypeVar("R")
@@ -358,15 +366,18 @@ class SqliteStore:
 
     def add_version(
         self, job: str, name: str, fingerprint: str, kind: str, *, state: str, now: float,
-        images: Sequence[NewImage] = (), rejections: Sequence[tuple[str, str]] = (),
+        images: Sequence[NewImage] = (), rejections: Sequence[NewRejection] = (),
         warnings: Sequence[str] = (), error: str | None = None, frozen: str | None = None,
     ) -> SubjectRow:
         """Record a new version of a subject; earlier versions are marked superseded.
-        ``frozen`` is the version's resolved settings (JSON), kept with it for good."""
+        ``frozen`` is the version's resolved settings (JSON), kept with it for good.
+        A rejection is ``(file, reason)``, or ``(file, reason, thumbnail)`` with a small JPEG
+        of the photo for the report."""
         scrub = self._scrub
         error = scrub(error) if error is not None else None
         warnings = [scrub(w) for w in warnings]
-        rejections = [(scrub(file), scrub(reason)) for file, reason in rejections]
+        refused = [(scrub(r[0]), scrub(r[1]), r[2] if len(r) > 2 else None)
+                   for r in rejections]
         with self.atomic() as db:
             row = db.execute(
                 "SELECT COALESCE(MAX(version), 0) FROM subjects WHERE job = ? AND name = ?",
@@ -385,14 +396,15 @@ class SqliteStore:
             )
             subject_id = int(cursor.lastrowid or 0)
             db.executemany(
-                "INSERT OR IGNORE INTO images (subject_id, name, file, sha256, format, caption)"
-                " VALUES (?,?,?,?,?,?)",
-                [(subject_id, i.name, os.fsencode(i.path), i.sha256, i.format, i.caption)
+                "INSERT OR IGNORE INTO images (subject_id, name, file, sha256, format, caption,"
+                " faces, sharpness, changes) VALUES (?,?,?,?,?,?,?,?,?)",
+                [(subject_id, i.name, os.fsencode(i.path), i.sha256, i.format, i.caption,
+                  i.faces, i.sharpness, json.dumps(list(i.changes)) if i.changes else None)
                  for i in images],
             )
             db.executemany(
-                "INSERT INTO rejections (subject_id, name, reason) VALUES (?,?,?)",
-                [(subject_id, file, reason) for file, reason in rejections],
+                "INSERT INTO rejections (subject_id, name, reason, thumbnail) VALUES (?,?,?,?)",
+                [(subject_id, file, reason, thumbnail) for file, reason, thumbnail in refused],
             )
         return self.subject(subject_id)
 

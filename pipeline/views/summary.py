@@ -45,19 +45,28 @@ class SubjectSummary:
     error: str | None
     timings: dict[str, float | None] = field(default_factory=dict)
     updated_at: float = 0.0
+    photos: list[dict[str, Any]] = field(default_factory=list)
+    good_face_photos: int | None = None
+    #: A small JPEG of each refused photo, by file name, for the HTML report (not in JSON).
+    thumbnails: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        del data["thumbnails"]
+        return data
 
 
 def summarize_subject(store: StateStore, row: SubjectRow) -> SubjectSummary:
     generations = store.generations(row.id)
+    images = store.images(row.id)
+    rejections = store.rejections(row.id)
+    counted = [image.faces for image in images if image.faces is not None]
     return SubjectSummary(
         name=row.name,
         version=row.version,
         state=row.state,
         images=row.image_count,
-        rejected_files=[{"file": r.name, "reason": r.reason} for r in store.rejections(row.id)],
+        rejected_files=[{"file": r.name, "reason": r.reason} for r in rejections],
         warnings=row.warning_list,
         training_name=row.training_name,
         task_id=row.task_id,
@@ -78,6 +87,10 @@ def summarize_subject(store: StateStore, row: SubjectRow) -> SubjectSummary:
             "finished": row.finished_at,
         },
         updated_at=row.updated_at,
+        photos=[{"file": image.name, "faces": image.faces, "sharpness": image.sharpness,
+                 "changes": image.change_list} for image in images],
+        good_face_photos=sum(1 for faces in counted if faces == 1) if counted else None,
+        thumbnails={r.name: r.thumbnail for r in rejections if r.thumbnail},
     )
 
 

@@ -43,7 +43,8 @@ async def fetch_lora(
     """Download the subject's trained LoRA unless the same model is already in the outbox.
 
     The file is named for the subject (``alice.safetensors``), never by the service's model
-    name; its sidecar records which model it is. ``limit`` is the run's download bound,
+    name; its sidecar records which model it is, and the photos it was trained on with what
+    the upload changed in each. ``limit`` is the run's download bound,
     shared with the pictures.
     """
     assert subject.model_name is not None
@@ -63,6 +64,11 @@ async def fetch_lora(
             "subject_version": subject.version, "model_name": subject.model_name,
             "sha256": download.sha256, "bytes": download.size,
             "training_task_id": subject.task_id,
+            "photos": [
+                {"file": image.name, "sha256": image.sha256, "sent_as": image.format,
+                 "changes": image.change_list}
+                for image in ctx.store.images(subject.id)
+            ],
         })
         log.info("fetch.lora", subject=subject.name, file=str(dest), bytes=download.size)
     return ctx.store.update_subject(subject.id, now=ctx.clock.now(), lora_path=str(dest))

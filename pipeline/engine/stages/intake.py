@@ -40,6 +40,7 @@ from ...clock import Clock
 from ...errors import ConfigError
 from ...inputs.dataset import DatasetReport, Stopped, validate_subject
 from ...inputs.inbox import SubjectFolder, scan_inbox
+from ...inputs.photo_cache import MeasureCache
 from ...jobfile.loading import JobConfig, SubjectSettings
 from ...store.protocol import NewImage, StateStore, SubjectRow
 from ...store.states import COMMITTED_STATES, REJECTED, VALIDATED
@@ -76,12 +77,15 @@ class IntakeResult:
 _Todo = list[tuple[SubjectFolder, "SubjectRow | None"]]
 
 
-def intake(job: JobConfig, store: StateStore, clock: Clock) -> IntakeResult:
+def intake(
+    job: JobConfig, store: StateStore, clock: Clock, *, cache: MeasureCache | None = None
+) -> IntakeResult:
     """Scan the job's inbox once and record every subject version that is new."""
     result = IntakeResult()
     scanned_at = clock.now()
     todo = _plan(job, store, clock, _scan(job, scanned_at), result)
-    for planned, checked in zip(todo, _check_all(job, [f for f, _ in todo]), strict=True):
+    checked_all = _check_all(job, [f for f, _ in todo], cache)
+    for planned, checked in zip(todo, checked_all, strict=True):
         _record_one(job, store, clock, scanned_at, planned, checked, result)
     return result
 
@@ -89,6 +93,7 @@ def intake(job: JobConfig, store: StateStore, clock: Clock) -> IntakeResult:
 async def intake_off_loop(
     job: JobConfig, store: StateStore, clock: Clock, *, stopping: asyncio.Event,
     on_version: Callable[[SubjectRow], None] | None = None,
+    cache: MeasureCache | None = None,
 ) -> IntakeResult:
     """:func:`intake` with its reading done in worker threads; the store is written here.
 
@@ -110,7 +115,7 @@ async def intake_off_loop(
     arrived: asyncio.Queue[tuple[int, _Checked]] = asyncio.Queue()
 
     def check_each() -> bool:
-        for index, checked in enumerate(_check_all(job, [f for f, _ in todo], stop)):
+        for index, checked in enumerate(_check_all(job, [f for f, _ in todo], cache, stop)):
             loop.call_soon_threadsafe(arrived.put_nowait, (index, checked))
         return True
 
@@ -231,7 +236,8 @@ _Checked = tuple[SubjectSettings, DatasetReport] | ConfigError
 
 
 def _check(
-    job: JobConfig, folder: SubjectFolder, stop: threading.Event | None = None
+    job: JobConfig, folder: SubjectFolder, cache: MeasureCache | None,
+    stop: threading.Event | None = None,
 ) -> _Checked:
     """A folder's settings and validation report: local reads and decoding, no state.
     Raises :class:`~pipeline.inputs.dataset.Stopped` once ``stop`` is set."""
@@ -241,25 +247,27 @@ def _check(
         return exc
     training = settings.training
     report = validate_subject(
-        folder.path, kind=training.kind, captions=settings.captions,
-        training_size=(training.width, training.height), max_images=job.job.max_images,
-        min_images_warning=job.job.min_images_warning, root=job.job.inbox, stop=stop,
+        folder.path, kind=training.kind, class_word=training.class_word,
+        captions=settings.captions, photos=settings.photo_settings(), cache=cache,
+        max_images=job.job.max_images, min_images_warning=job.job.min_images_warning,
+        root=job.job.inbox, stop=stop,
     )
     return settings, report
 
 
 def _check_all(
-    job: JobConfig, folders: list[SubjectFolder], stop: threading.Event | None = None
+    job: JobConfig, folders: list[SubjectFolder], cache: MeasureCache | None,
+    stop: threading.Event | None = None,
 ) -> Iterator[_Checked]:
     """:func:`_check` of every folder, in order, on a few threads: decoding the photos is
     most of an intake's time, and Pillow and hashlib release the GIL while they work."""
     workers = min(len(folders), os.cpu_count() or 1, MAX_CHECK_THREADS)
     if workers <= 1:
-        yield from (_check(job, folder, stop) for folder in folders)
+        yield from (_check(job, folder, cache, stop) for folder in folders)
         return
     pool = ThreadPoolExecutor(workers, thread_name_prefix="intake")
     try:
-        yield from pool.map(lambda folder: _check(job, folder, stop), folders)
+        yield from pool.map(lambda folder: _check(job, folder, cache, stop), folders)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -342,13 +350,14 @@ def _record(
     job: JobConfig, store: StateStore, clock: Clock, name: str, report: DatasetReport,
     fingerprint: str, settings: SubjectSettings,
 ) -> SubjectRow:
-    images = [NewImage(i.name, i.path, i.sha256, i.format, i.caption) for i in report.accepted]
+    images = [NewImage(i.name, i.path, i.sha256, i.format, i.caption, i.faces, i.sharpness,
+                       i.changes) for i in report.accepted]
     error = report.error if report.error else (None if report.accepted else "no usable image")
     row = store.add_version(
         job.job.name, name, fingerprint, settings.training.kind,
         state=VALIDATED if report.ok else REJECTED, now=clock.now(),
         images=images if report.ok else (),
-        rejections=[(r.name, r.reason) for r in report.rejected_files],
+        rejections=[(r.name, r.reason, r.thumbnail) for r in report.rejected_files],
         warnings=report.warnings, error=error, frozen=settings.freeze(),
     )
     log.info("intake.version", subject=name, version=row.version, state=row.state,

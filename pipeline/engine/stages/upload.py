@@ -3,6 +3,11 @@
 An image's ``assets_id`` is cached by content hash, so a re-run, a second version of a
 subject or another job with the same photo never sends the bytes again.
 
+A photo the gate found needs no change is sent exactly as it is on disk. One that needs one
+(turned upright, converted from HEIC, its EXIF and GPS removed: the ``changes`` intake
+recorded) is sent as the bytes :func:`~pipeline.inputs.photo_formats.upload_bytes` derives
+from the checked file, cached under its hash and the changes (:func:`asset_key`).
+
 A photo is opened once, from the inbox down with no link followed on the way
 (:func:`~pipeline.inputs.safe_files.open_beneath`); its hash is checked on that descriptor
 and the same descriptor is sent, on every attempt. A subject folder swapped for a link
@@ -13,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
+import tempfile
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -22,6 +29,7 @@ import structlog
 from ...api.models import ImageExtension
 from ...errors import DatasetError
 from ...inputs.dataset import MAX_PHOTO_BYTES
+from ...inputs.photo_formats import UploadPhoto, upload_bytes
 from ...inputs.safe_files import RefusedFile, open_beneath, open_inbox_file, size_text
 from ...store.protocol import ImageRow, SubjectRow
 from ...store.states import UPLOADED, UPLOADING, VALIDATED
@@ -76,13 +84,44 @@ def _unreadable(subject: SubjectRow, image: ImageRow, exc: OSError) -> DatasetEr
     )
 
 
+def asset_key(sha256: str, changes: list[str]) -> str:
+    """The asset cache's key for a photo sent with ``changes``: its own hash when it is sent
+    as it is, else a hash of both (the same file sent converted is another asset)."""
+    if not changes:
+        return sha256
+    return hashlib.sha256(json.dumps([sha256, changes]).encode()).hexdigest()
+
+
+def derived_upload(handle: BinaryIO, image: ImageRow, keep_metadata: bool) -> UploadPhoto:
+    """The bytes to send for a photo with changes, made from the checked descriptor.
+    Raises :class:`DatasetError` when it changed since it was validated."""
+    size = os.fstat(handle.fileno()).st_size
+    if size > MAX_PHOTO_BYTES:
+        raise RefusedFile(image.path, f"is larger than {size_text(MAX_PHOTO_BYTES)}")
+    handle.seek(0)
+    data = handle.read(size)
+    if hashlib.sha256(data).hexdigest() != image.sha256:
+        raise _changed(image)
+    return upload_bytes(data, keep_metadata=keep_metadata)
+
+
+def _changed(image: ImageRow) -> DatasetError:
+    return DatasetError(
+        f"{image.name} changed after it was validated: it will be checked again on the next "
+        "pass"
+    )
+
+
 async def _upload_image(
     ctx: StageContext, subject: SubjectRow, image: ImageRow, limit: asyncio.Semaphore
 ) -> None:
-    cached = ctx.store.cached_asset(image.sha256)
+    changes = image.change_list
+    key = asset_key(image.sha256, changes)
+    cached = ctx.store.cached_asset(key)
     if cached is not None:
         ctx.store.set_image_asset(subject.id, image.sha256, cached)
         return
+    keep_metadata = ctx.subject_settings(subject).photos.keep_metadata
     async with limit:
         try:
             # Opened here, not in a thread: a cancelled await would leak the descriptor.
@@ -91,16 +130,30 @@ async def _upload_image(
             raise _unreadable(subject, image, exc) from exc
         with handle:
             try:
-                actual = await asyncio.to_thread(opened_sha256, handle, image.path)
+                if changes:
+                    photo = await asyncio.to_thread(derived_upload, handle, image, keep_metadata)
+                else:
+                    actual = await asyncio.to_thread(opened_sha256, handle, image.path)
+                    if actual != image.sha256:
+                        raise _changed(image)
             except OSError as exc:
                 raise _unreadable(subject, image, exc) from exc
-            if actual != image.sha256:
+            except DatasetError as exc:
+                raise DatasetError(f"{subject.name}/{exc}") from None
+            except Exception as exc:  # Pillow's errors: the file is no longer what was checked
                 raise DatasetError(
-                    f"{subject.name}/{image.name} changed after it was validated: "
-                    "it will be checked again on the next pass"
+                    f"{subject.name}/{image.name} cannot be converted for the upload "
+                    f"({exc or type(exc).__name__}): it will be checked again on the next pass"
+                ) from exc
+            if not changes:
+                assets_id = await ctx.api.upload_training_image(
+                    handle, cast(ImageExtension, image.format)
                 )
-            assets_id = await ctx.api.upload_training_image(
-                handle, cast(ImageExtension, image.format)
-            )
-    ctx.store.remember_asset(image.sha256, assets_id, now=ctx.clock.now())
+            else:
+                with tempfile.TemporaryFile() as derived:
+                    await asyncio.to_thread(derived.write, photo.data)
+                    assets_id = await ctx.api.upload_training_image(
+                        cast(BinaryIO, derived), photo.format
+                    )
+    ctx.store.remember_asset(key, assets_id, now=ctx.clock.now())
     ctx.store.set_image_asset(subject.id, image.sha256, assets_id)
