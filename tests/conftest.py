@@ -110,6 +110,9 @@ kind = "{kind}"
 [generation]
 image_num = {image_num}
 prompts = [{prompt_list}]
+
+[photos]
+faces = "off"  # tests.pictures are sharp and distinct, but no one's face
 """, encoding="utf-8")
     (folder / "inbox").mkdir(exist_ok=True)
     return job
