@@ -96,3 +96,27 @@ def palette_png(image: Image.Image) -> bytes:
 
 def upscaled(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def on_background(background: Image.Image, position: tuple[int, int], scale: float) -> Image.Image:
+    """The astronaut's portrait, ``scale`` times its size, on ``background`` (900x700)."""
+    canvas = background.resize((900, 700))
+    side = int(512 * scale)
+    canvas.paste(astronaut().resize((side, side)), position)
+    return canvas
+
+
+def distinct_portraits() -> dict[str, Image.Image]:
+    """Six photos of the one person, each with one face found, none a near-duplicate of
+    another (their perceptual hashes differ by 16 bits or more; measured)."""
+    from PIL import ImageOps
+
+    face = astronaut()
+    return {
+        "plain": face,
+        "mirror": ImageOps.mirror(face),
+        "kitchen": on_background(coffee(), (200, 100), 1.0),
+        "sofa": on_background(chelsea(), (350, 150), 0.9),
+        "grey": ImageOps.grayscale(face).convert("RGB").rotate(8),
+        "close": face.crop((100, 0, 400, 300)).resize((512, 512)),
+    }

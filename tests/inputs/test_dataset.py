@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from PIL import Image
 
 from pipeline.inputs import dataset
 from pipeline.inputs.dataset import (
@@ -22,6 +21,8 @@ from pipeline.inputs.dataset import (
     display_name,
     validate_subject,
 )
+from pipeline.inputs.photo_checks import PhotoMeasures, PhotoSettings
+from tests.pictures import picture_bytes
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -29,13 +30,8 @@ from pipeline.inputs.dataset import (
 def image_bytes(
     fmt: str = "PNG", size: tuple[int, int] = (512, 512), seed: int = 0, **save: object
 ) -> bytes:
-    """A small picture whose content is unique per seed."""
-    mode = "RGBA" if save.pop("alpha", False) else "RGB"
-    image = Image.new(mode, size, ((seed * 37) % 256, (seed * 91) % 256, (seed * 53) % 256))
-    image.putpixel((seed % size[0], (seed // size[0]) % size[1]), (255, 255, 255))
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **save)
-    return buffer.getvalue()
+    """A sharp picture whose content is unique per seed (see :mod:`tests.pictures`)."""
+    return picture_bytes(fmt, size, seed, **save)
 
 
 def png_claiming(width: int, height: int) -> bytes:
@@ -252,9 +248,6 @@ AVIF = b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf" + bytes(40)
         (image_bytes("GIF", seed=3), "a GIF image"),
         (image_bytes("BMP", seed=3), "a BMP image"),
         (image_bytes("TIFF", seed=3), "a TIFF image"),
-        (HEIC, "a HEIC/HEIF image"),
-        (HEIF_MIF1, "a HEIC/HEIF image"),
-        (AVIF, "an AVIF image"),
         (b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2mp41" + bytes(40), "an MP4"),
         (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>', "an SVG drawing"),
         (b"%PDF-1.7\n", "a PDF document"),
@@ -270,7 +263,25 @@ def test_wrong_format_named_jpg_is_rejected_naming_the_format(
     reason = reasons(validate_subject(subject))["photo.jpg"]
 
     assert reason.startswith(f"photo.jpg is {label}")
-    assert "not png/jpeg/webp: convert it to PNG or JPEG" in reason
+    assert "not png/jpeg/webp (or HEIC/AVIF): convert it to PNG or JPEG" in reason
+
+
+@pytest.mark.parametrize(
+    ("data", "label"),
+    [(HEIC, "HEIC/HEIF"), (HEIF_MIF1, "HEIC/HEIF"), (AVIF, "AVIF")],
+)
+def test_a_phone_format_that_does_not_decode_is_refused_as_damaged(
+    subject: Path, data: bytes, label: str
+) -> None:
+    fill(subject, 1)
+    (subject / "IMG_0001.jpg").write_bytes(data)
+
+    reason = reasons(validate_subject(subject))["IMG_0001.jpg"]
+
+    assert reason == (
+        f"IMG_0001.jpg is a damaged {label} file (no readable size in its header): export or "
+        "copy it again"
+    )
 
 
 def test_text_named_png(subject: Path) -> None:
@@ -278,7 +289,8 @@ def test_text_named_png(subject: Path) -> None:
     (subject / "notes.png").write_text("remember to buy milk\nand eggs\n", encoding="utf-8")
 
     assert reasons(validate_subject(subject))["notes.png"] == (
-        "notes.png is a text file, not png/jpeg/webp: convert it to PNG or JPEG, or remove it"
+        "notes.png is a text file, not png/jpeg/webp (or HEIC/AVIF): convert it to PNG or "
+        "JPEG, or remove it"
     )
 
 
@@ -287,14 +299,15 @@ def test_huge_pixel_count_is_rejected_from_the_header_without_decoding(
 ) -> None:
     fill(subject, 1)
     (subject / "bomb.png").write_bytes(png_claiming(100_000, 100_000))
-    decoded: list[str] = []
-    original = dataset.decode_problem
+    decoded: list[tuple[int, int]] = []
+    original = dataset.measure_photo
 
-    def spy(fp: IO[bytes], fmt: str, size: tuple[int, int]) -> str | None:
-        decoded.append(f"{size}")
-        return original(fp, fmt, size)
+    def spy(fp: IO[bytes], *, find_faces: bool) -> PhotoMeasures:
+        measures = original(fp, find_faces=find_faces)
+        decoded.append(measures.stored_size)
+        return measures
 
-    monkeypatch.setattr(dataset, "decode_problem", spy)
+    monkeypatch.setattr(dataset, "measure_photo", spy)
 
     report = validate_subject(subject)  # filterwarnings=error: no DecompressionBombWarning
 
@@ -302,7 +315,7 @@ def test_huge_pixel_count_is_rejected_from_the_header_without_decoding(
         "bomb.png is 100000x100000 (10000 megapixels), over the 40-megapixel limit: "
         "scale it down (2048 px on the long side is plenty)"
     )
-    assert decoded == ["(512, 512)"]  # only the good photo was decoded
+    assert decoded == [(512, 512)]  # only the good photo was decoded
 
 
 def test_max_pixels_applies_to_real_images(subject: Path) -> None:
@@ -424,16 +437,16 @@ def test_fifo_is_rejected_without_blocking(subject: Path) -> None:
 def test_file_changed_during_the_scan(subject: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fill(subject, 2)
     growing = subject / "photo_001.png"
-    original = dataset._hash_stream
+    original = dataset._read_bounded
 
-    def hash_while_writing(fp: IO[bytes]) -> tuple[str, int]:
+    def read_while_writing(fp: IO[bytes]) -> bytes:
         result = original(fp)
         if os.fstat(fp.fileno()).st_ino == growing.stat().st_ino:
             with growing.open("ab") as out:
                 out.write(b"more bytes arriving")
         return result
 
-    monkeypatch.setattr(dataset, "_hash_stream", hash_while_writing)
+    monkeypatch.setattr(dataset, "_read_bounded", read_while_writing)
 
     report = validate_subject(subject)
 
@@ -474,7 +487,7 @@ def test_file_vanishing_during_the_scan_is_transient(
 def test_more_than_50_images_rejects_the_subject(subject: Path) -> None:
     fill(subject, 51, size=(32, 32))
 
-    report = validate_subject(subject, training_size=(32, 32))
+    report = validate_subject(subject, photos=PhotoSettings(training_size=(32, 32)))
 
     assert not report.ok
     assert report.error == (
@@ -486,7 +499,7 @@ def test_more_than_50_images_rejects_the_subject(subject: Path) -> None:
 def test_max_images_is_configurable(subject: Path) -> None:
     fill(subject, 12, size=(32, 32))
 
-    report = validate_subject(subject, training_size=(32, 32), max_images=5)
+    report = validate_subject(subject, photos=PhotoSettings(training_size=(32, 32)), max_images=5)
 
     assert report.error is not None and report.error.startswith("12 images, at most 5 per")
     assert "move 7 out" in report.error
@@ -509,9 +522,9 @@ def test_fewer_than_ten_images_warns(subject: Path) -> None:
 def test_the_job_decides_how_few_images_warn(subject: Path) -> None:
     fill(subject, 12, size=(32, 32))
 
-    fewer = validate_subject(subject, training_size=(32, 32), min_images_warning=15)
-    quiet = validate_subject(subject, training_size=(32, 32), min_images_warning=5)
-    never = validate_subject(subject, training_size=(32, 32), min_images_warning=0)
+    fewer = validate_subject(subject, photos=PhotoSettings(training_size=(32, 32)), min_images_warning=15)
+    quiet = validate_subject(subject, photos=PhotoSettings(training_size=(32, 32)), min_images_warning=5)
+    never = validate_subject(subject, photos=PhotoSettings(training_size=(32, 32)), min_images_warning=0)
 
     assert fewer.ok and fewer.warnings == (
         "only 12 usable images in alice/: at least 15 are recommended for a good result; add "
@@ -531,7 +544,7 @@ def test_small_images_warn_naming_file_and_size(subject: Path) -> None:
         "tiny.jpg is 300x600, smaller than the 512x512 training size: it will be upscaled "
         "and may look soft; use a larger photo if you have one",
     )
-    assert validate_subject(subject, training_size=(256, 256)).warnings == ()
+    assert validate_subject(subject, photos=PhotoSettings(training_size=(256, 256))).warnings == ()
 
 
 def test_empty_folder_and_no_usable_photo(subject: Path, inbox: Path) -> None:
@@ -700,9 +713,9 @@ def test_hashing_streams_in_chunks(subject: Path, monkeypatch: pytest.MonkeyPatc
     data = image_bytes("PNG", size=(300, 300), seed=3, compress_level=0)
     (subject / "a.png").write_bytes(data)
     reads: list[int] = []
-    original: Callable[[IO[bytes]], tuple[str, int]] = dataset._hash_stream
+    original: Callable[[IO[bytes]], bytes] = dataset._read_bounded
 
-    def spy(fp: IO[bytes]) -> tuple[str, int]:
+    def spy(fp: IO[bytes]) -> bytes:
         real_read = fp.read
 
         def read(size: int = -1) -> bytes:
@@ -715,7 +728,7 @@ def test_hashing_streams_in_chunks(subject: Path, monkeypatch: pytest.MonkeyPatc
         finally:
             del fp.read
 
-    monkeypatch.setattr(dataset, "_hash_stream", spy)
+    monkeypatch.setattr(dataset, "_read_bounded", spy)
 
     (image,) = validate_subject(subject).accepted
 

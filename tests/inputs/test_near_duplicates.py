@@ -13,7 +13,7 @@ from tests.inputs import photos
 
 def hashed(name: str, data: bytes) -> HashedPhoto:
     result = analyse_photo(io.BytesIO(data), name, PhotoSettings(), faces_required=False)
-    return HashedPhoto(name, result.phash, result.sharpness)
+    return HashedPhoto(name, result.measures.phash, result.sharpness)
 
 
 def test_re_save_crop_and_burst_shot_are_named_with_the_sharpest_twin() -> None:

@@ -5,8 +5,15 @@ from __future__ import annotations
 import io
 
 import pytest
+from PIL import Image
 
-from pipeline.inputs.photo_checks import PhotoAnalysis, PhotoSettings, analyse_photo, faces_required
+from pipeline.inputs.photo_checks import (
+    PhotoAnalysis,
+    PhotoMeasures,
+    PhotoSettings,
+    analyse_photo,
+    faces_required,
+)
 from tests.inputs import photos
 
 
@@ -101,13 +108,18 @@ def test_a_photo_smaller_than_the_training_size_is_warned_about() -> None:
 def test_exif_orientation_is_applied_and_the_shown_size_reported() -> None:
     portrait = photos.astronaut().crop((64, 0, 448, 512))  # 384 wide, 512 high
     result = analyse(photos.sideways_jpeg(portrait), name="phone.jpg")
-    assert result.stored_size == (512, 384)
+    assert result.measures.stored_size == (512, 384)
     assert result.size == (384, 512)
-    assert result.orientation == 6
+    assert result.measures.orientation == 6
     assert result.face_count == 1  # found only once the picture is upright
-    assert result.conversions == ("rotated upright (EXIF orientation 6)",)
-    assert result.has_metadata
-    assert any("stored sideways" in w for w in result.warnings)
+    assert result.measures.conversions == ("rotated upright (EXIF orientation 6)",)
+    assert result.measures.has_metadata
+    assert result.changes == ("rotated upright (EXIF orientation 6)", "metadata removed")
+    # Turned upright on the upload: nothing for the user to do (only its size is small).
+    assert result.refusals == ()
+    assert not any("EXIF" in warning or "sideways" in warning for warning in result.warnings)
+    kept = analyse(photos.sideways_jpeg(portrait), PhotoSettings(keep_metadata=True))
+    assert kept.changes == ("rotated upright (EXIF orientation 6)",)
 
 
 def test_a_large_jpeg_is_analysed_reduced_with_its_face_box_in_full_size_pixels() -> None:
@@ -122,7 +134,7 @@ def test_a_large_jpeg_is_analysed_reduced_with_its_face_box_in_full_size_pixels(
 def test_an_animated_webp_is_refused_or_its_first_frame_used() -> None:
     data = photos.animated_webp(photos.astronaut())
     refused = analyse(data, name="anim.webp")
-    assert refused.frames == 2
+    assert refused.measures.frames == 2
     assert any(r.startswith("anim.webp is animated (2 frames)") for r in refused.refusals)
     first = analyse(data, PhotoSettings(animated="first_frame"), name="anim.webp")
     assert first.refusals == ()
@@ -138,21 +150,37 @@ def test_an_animated_webp_is_refused_or_its_first_frame_used() -> None:
     ],
     ids=["cmyk", "16-bit", "palette"],
 )
-def test_photos_the_service_cannot_take_as_they_are_are_flagged(data: bytes, change: str) -> None:
+def test_photos_the_service_cannot_take_as_they_are_are_converted(data: bytes, change: str) -> None:
     result = analyse(data, name="odd")
-    assert result.conversions == (change,)
+    assert result.measures.conversions == (change,)
     assert result.face_count == 1
-    assert any(r.startswith("odd needs converting") and change in r for r in result.refusals)
-    converted = analyse(data, PhotoSettings(converts_on_upload=True), name="odd")
-    assert converted.refusals == ()
-    assert any(change in w and "converted before the upload" in w for w in converted.warnings)
+    assert result.verdict == "ok", result.refusals + result.warnings
+    assert result.changes == (change, "metadata removed")
+    kept = analyse(data, PhotoSettings(keep_metadata=True), name="odd")
+    assert kept.changes == (change,)
 
 
 def test_a_heic_photo_is_decoded_and_flagged_for_conversion() -> None:
     result = analyse(photos.encode(photos.astronaut(), "HEIF", quality=90), name="a.heic")
-    assert result.format == "heif"
+    assert result.measures.format == "heif"
     assert result.face_count == 1
-    assert result.conversions == ("HEIC to jpeg",)
+    assert result.changes == ("HEIC to jpeg", "metadata removed")
+
+
+def test_a_photo_that_needs_no_change_is_sent_as_it_is_and_metadata_is_noticed() -> None:
+    plain = analyse(photos.jpeg(photos.astronaut()))
+    assert plain.changes == ()
+    exif = Image.Exif()
+    exif[0x8825] = {2: (48.0, 51.0, 30.0)}  # GPS
+    tagged = analyse(photos.jpeg(photos.astronaut(), exif=exif.tobytes()))
+    assert tagged.changes == ("metadata removed",)
+    assert analyse(photos.jpeg(photos.astronaut(), exif=exif.tobytes()),
+                   PhotoSettings(keep_metadata=True)).changes == ()
+
+
+def test_measures_survive_the_cache_round_trip() -> None:
+    measures = analyse(photos.sideways_jpeg(photos.astronaut())).measures
+    assert PhotoMeasures.from_json(measures.to_json()) == measures
 
 
 def test_a_damaged_photo_raises_for_the_caller_to_word() -> None:
