@@ -50,6 +50,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Final, Literal
 
+from PIL import UnidentifiedImageError
+
 from pipeline.api.contract import (
     CONTENT_TYPES,
     MAX_TEXT_LENGTH,
@@ -64,6 +66,7 @@ from pipeline.inputs.image_formats import (
     detect_format,
     format_label,
     header_size,
+    open_problem,
 )
 from pipeline.inputs.near_duplicates import HashedPhoto, find_near_duplicates
 from pipeline.inputs.photo_cache import MeasureCache
@@ -344,6 +347,8 @@ def _read_content(data: bytes, name: str, gate: _Gate) -> _Content | Rejection:
     # struct.error, ValueError, DecompressionBombError...): each is a reason to reject.
     except Exception as exc:
         problem = str(exc) or type(exc).__name__
+        if isinstance(exc, UnidentifiedImageError):  # its message names a BytesIO object
+            problem = open_problem(io.BytesIO(data), detected)
         return Rejection(
             name, f"{name} is a damaged {label} file ({problem}): export or copy it again"
         )

@@ -3,8 +3,8 @@
 :func:`detect_format` names what a file is from its first :data:`HEAD_BYTES` bytes, so a
 rejection can say "a HEIC/HEIF image" rather than "bad file". :func:`header_size` reads width
 and height from a PNG, WebP or JPEG header before any pixel is decoded (a decompression bomb
-is refused on its claimed size), and :func:`decode_problem` then decodes the whole image
-with the one Pillow plugin of its detected format.
+is refused on its claimed size), and :func:`open_problem` says in the plugin's own words why
+a file of its detected format does not open.
 
     >>> detect_format(b"GIF89a...")
     'gif'
@@ -30,7 +30,7 @@ __all__ = [
     "HEAD_BYTES",
     "JPEG_HEADER_SCAN_BYTES",
     "ImageFormat",
-    "decode_problem",
+    "open_problem",
     "detect_format",
     "format_label",
     "header_size",
@@ -238,23 +238,17 @@ def _jpeg_size(fp: IO[bytes]) -> tuple[int, int] | None:
 # ----------------------------------------------------------------------------- decoding
 
 
-def decode_problem(fp: IO[bytes], fmt: str, size: tuple[int, int]) -> str | None:
-    """Fully decode the image as ``fmt``; None when it decodes, else what went wrong.
-
-    ``size`` is what :func:`header_size` read: a decoder that disagrees is a problem too.
-    """
+def open_problem(fp: IO[bytes], fmt: str) -> str:
+    """Why ``fp`` does not open as ``fmt`` (png, jpeg or webp), in the plugin's own words:
+    what Pillow's generic "cannot identify image file" hides."""
     fp.seek(0)
+    plugin = _PLUGINS.get(fmt)
+    if plugin is None:
+        return "its header cannot be read"
     try:
-        image = _PLUGINS[fmt](fp)
-        try:
-            if image.size != size:
-                return f"its header says {size[0]}x{size[1]} but it decodes as {image.size}"
-            image.load()
-        finally:
-            image.close()
-    # A damaged file can make any decoder raise almost anything (OSError, SyntaxError,
-    # struct.error, ValueError, DecompressionBombError...): each is a reason to reject.
+        plugin(fp).close()
+    # A damaged header can make a plugin raise almost anything (SyntaxError, OSError,
+    # struct.error, ValueError...): its message is the reason.
     except Exception as exc:
         return str(exc) or type(exc).__name__
-    return None
-
+    return "its header cannot be read"
