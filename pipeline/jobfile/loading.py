@@ -58,6 +58,7 @@ __all__ = [
     "JobConfig",
     "JobSection",
     "NotifySection",
+    "PhotosSection",
     "RenderedPrompt",
     "SubjectOverrides",
     "SubjectSettings",

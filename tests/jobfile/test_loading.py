@@ -17,6 +17,7 @@ from pipeline.jobfile.loading import (
     GenerationOverrides,
     GenerationSection,
     JobConfig,
+    PhotosSection,
     SubjectOverrides,
     SubjectSettings,
     TrainingOverrides,
@@ -612,3 +613,25 @@ def test_expert_setting_for_a_style_leaves_the_prompts_out() -> None:
     expert = TrainingSection(kind="style").expert_setting("watercolor")
     assert set(expert) == {"max_train_steps", "learning_rate", "lr_scheduler",
                            "lr_warmup_steps", "train_batch_size"}
+
+
+def test_every_photo_gate_setting_is_documented_and_can_be_set_per_subject(tmp_path: Path) -> None:
+    readme = (PROJECT / "jobs" / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## [photos]", 1)[1].split("\n## ", 1)[0]
+    for field in PhotosSection.model_fields:
+        assert f"`{field}`" in section, field
+    job = tmp_path / "job.toml"
+    job.write_text(
+        '[job]\nname = "j"\n[generation]\nprompts = ["{instance_prompt}"]\n'
+        '[photos]\nmin_sharpness = 50\nsoft_sharpness = 90\n', encoding="utf-8")
+    folder = tmp_path / "inbox" / "alice"
+    folder.mkdir(parents=True)
+    (folder / "subject.toml").write_text(
+        '[photos]\nfaces = "off"\nkeep_metadata = true\n', encoding="utf-8")
+    settings = load_job(job).subject_settings(folder)
+    gate = settings.photo_settings()
+    assert (gate.faces, gate.keep_metadata, gate.min_sharpness) == ("off", True, 50)
+    assert SubjectSettings.thaw(settings.freeze()).photos == settings.photos
+    (folder / "subject.toml").write_text('[photos]\nsoft_sharpness = 10\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="soft_sharpness"):
+        load_job(job).subject_settings(folder)
