@@ -614,6 +614,11 @@ def _unused_caption_warnings(captions: Mapping[str, str] | None, listing: _Listi
 
 #: Photos of one folder measured at once: OpenCV and libjpeg release the GIL while they work.
 MAX_MEASURE_THREADS: Final = 2
+#: Photos read and decoded at once in the whole process, whatever the number of folders and
+#: threads: a photo is held whole (up to MAX_PHOTO_BYTES), and a 40-megapixel PNG, which
+#: cannot be decoded reduced, takes some 120 MB more while it is measured.
+MAX_READS: Final = 2
+_reading = threading.BoundedSemaphore(MAX_READS)
 
 
 def _inspect_all(
@@ -623,9 +628,10 @@ def _inspect_all(
     :class:`Stopped` once ``stop`` is set (before the next file is read)."""
 
     def one(candidate: _Candidate) -> _Content | Rejection:
-        if stop is not None and stop.is_set():
-            raise Stopped
-        return _inspect(candidate, gate)
+        with _reading:
+            if stop is not None and stop.is_set():
+                raise Stopped
+            return _inspect(candidate, gate)
 
     workers = min(len(candidates), os.cpu_count() or 1, MAX_MEASURE_THREADS)
     if workers <= 1:
