@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli.commands import main
-from pipeline.cli.samples import create_samples
 from pipeline.emulator import EmulatorConfig, EmulatorHandle, serve_emulator
 from pipeline.store.lock import job_lock
 from pipeline.store.sqlite import MIGRATIONS, SqliteStore
@@ -31,6 +30,7 @@ from pipeline.views.summary import (
     EXIT_USAGE,
 )
 from tests.conftest import EMULATOR_KEY, FAST_EMULATOR, write_job
+from tests.engine.folders import write_bad_subjects, write_subjects
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def config_file(tmp_path: Path, base_url: str, key: str = EMULATOR_KEY, *,
 def project(tmp_path: Path, served: EmulatorHandle) -> tuple[Path, Path]:
     """A job with two good subjects, and settings pointing at the emulator."""
     job = write_job(tmp_path)
-    create_samples(tmp_path / "inbox", count=2, images_per_subject=3, include_bad=False)
+    write_subjects(tmp_path / "inbox", 2, 3)
     return job, config_file(tmp_path, served.base_url)
 
 
@@ -104,7 +104,7 @@ def test_logs_are_json_lines_without_the_key(project, capsys) -> None:
 
 def test_rejected_input_exits_3(tmp_path, served, capsys) -> None:
     job = write_job(tmp_path)
-    create_samples(tmp_path / "inbox", count=0, include_bad=True)
+    write_bad_subjects(tmp_path / "inbox")
     assert cli(config_file(tmp_path, served.base_url), "run", str(job)) == EXIT_REJECTED
     assert "51 images" in capsys.readouterr().out
 
@@ -117,7 +117,7 @@ def test_failed_training_exits_4(project, served) -> None:
 
 def test_bad_key_exits_5_with_one_clear_message(tmp_path, served, capsys) -> None:
     job = write_job(tmp_path)
-    create_samples(tmp_path / "inbox", count=1, images_per_subject=3, include_bad=False)
+    write_subjects(tmp_path / "inbox", 1, 3)
     config = config_file(tmp_path, served.base_url, key="sk-not-the-key-000")
     assert cli(config, "run", str(job)) == EXIT_BAD_CREDENTIALS
     out = capsys.readouterr()
@@ -127,7 +127,7 @@ def test_bad_key_exits_5_with_one_clear_message(tmp_path, served, capsys) -> Non
 
 def test_missing_key_exits_5(tmp_path, served) -> None:
     job = write_job(tmp_path)
-    create_samples(tmp_path / "inbox", count=1, images_per_subject=3, include_bad=False)
+    write_subjects(tmp_path / "inbox", 1, 3)
     config = config_file(tmp_path, served.base_url)
     config.write_text(config.read_text().replace(f"LORA_API_KEY={EMULATOR_KEY}\n", ""))
     assert cli(config, "run", str(job)) == EXIT_BAD_CREDENTIALS
@@ -157,16 +157,29 @@ def test_bad_setting_exits_2(tmp_path, capsys) -> None:
 
 
 def test_validate_folder_inbox_and_job(tmp_path, capsys) -> None:
-    create_samples(tmp_path / "inbox", count=1, images_per_subject=10, include_bad=False)
+    write_subjects(tmp_path / "inbox", 1, 10)
     config = tmp_path / "none.env"
-    assert main(["--config", str(config), "validate", str(tmp_path / "inbox" / "alice")]) == EXIT_OK
-    assert "alice: accepted, 10 image(s)" in capsys.readouterr().out
-    create_samples(tmp_path / "inbox", count=0, include_bad=True)
-    assert main(["--config", str(config), "validate", str(tmp_path / "inbox")]) == EXIT_REJECTED
+    alice = str(tmp_path / "inbox" / "alice")
+    # a person by default: each photo must show a face, and these pictures show none
+    assert main(["--config", str(config), "validate", alice]) == EXIT_REJECTED
     out = capsys.readouterr().out
-    assert "too_many: rejected" in out and "empty.jpg" in out
-    job = write_job(tmp_path)
+    assert "alice: rejected: 0 photos used, 10 refused" in out and "no face found" in out
+    assert main(["--config", str(config), "validate", alice, "--class-word", "thing"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "alice: accepted: 10 photos used, 0 refused" in out
+    assert "  ok       alice_01.png  (sharpness " in out and "total:" not in out
+    write_bad_subjects(tmp_path / "inbox")
+    assert main(["--config", str(config), "validate", str(tmp_path / "inbox"),
+                 "--class-word", "thing"]) == EXIT_REJECTED
+    out = capsys.readouterr().out
+    assert "too_many: rejected" in out and "51 images, at most 50" in out
+    assert "mixed_bag: accepted: 3 photos used, 2 refused" in out
+    assert "refused  empty.jpg" in out and "empty.jpg is empty" in out
+    assert "total: 3 subjects, 2 accepted, 1 rejected" in out
+    job = write_job(tmp_path)  # its [photos] look for no faces
     assert main(["--config", str(config), "validate", str(job)]) == EXIT_REJECTED
+    out = capsys.readouterr().out
+    assert "alice: accepted: 10 photos used" in out and "51 images, at most 50" in out
     assert main(["--config", str(config), "validate", str(tmp_path / "nowhere")]) == EXIT_USAGE
 
 
@@ -310,8 +323,7 @@ def test_runs_from_two_folders_share_one_state_and_one_report(tmp_path, served, 
                                                               capsys) -> None:
     """The user's report: cron and a shell in another folder ran the same job."""
     job = write_job(tmp_path / "project")
-    create_samples(tmp_path / "project" / "inbox", count=2, images_per_subject=3,
-                   include_bad=False)
+    write_subjects(tmp_path / "project" / "inbox", 2, 3)
     config = config_file(tmp_path, served.base_url, state_dir=False)
     for folder in ("cron", "shell"):
         (tmp_path / folder).mkdir()
@@ -391,7 +403,7 @@ def test_status_of_an_older_state_file_says_to_run_a_pass(tmp_path, capsys) -> N
 def test_a_lost_state_file_beside_results_is_refused_and_nothing_is_paid(tmp_path, served,
                                                                          capsys, lost) -> None:
     job = write_job(tmp_path)
-    create_samples(tmp_path / "inbox", count=1, images_per_subject=3, include_bad=False)
+    write_subjects(tmp_path / "inbox", 1, 3)
     config = config_file(tmp_path, served.base_url, state_dir=False)
     assert cli(config, "run", str(job)) == EXIT_OK
     state = tmp_path / "outbox" / "test" / ".lora-pipeline"
@@ -413,7 +425,7 @@ def test_a_lost_state_file_beside_results_is_refused_and_nothing_is_paid(tmp_pat
 
 def test_a_corrupt_state_file_gives_a_message_not_a_traceback(tmp_path, served, capsys) -> None:
     job = write_job(tmp_path)
-    create_samples(tmp_path / "inbox", count=1, images_per_subject=3, include_bad=False)
+    write_subjects(tmp_path / "inbox", 1, 3)
     config = config_file(tmp_path, served.base_url)
     path = tmp_path / "state" / "state.db"
     path.parent.mkdir()

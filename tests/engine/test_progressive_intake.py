@@ -9,28 +9,28 @@ from typing import Any
 import pytest
 
 from pipeline.api import ApiClient
-from pipeline.cli.samples import create_samples
 from pipeline.emulator import EmulatorHandle
 from pipeline.engine.runner import Runner
 from pipeline.engine.stages import intake
 from pipeline.jobfile.loading import load_job
 from pipeline.store.states import DONE
 from tests.conftest import fast_settings, write_job
+from tests.engine.folders import write_subjects
 
 
 async def test_the_first_folder_uploads_before_the_last_is_checked(
     tmp_path: Path, emulator: EmulatorHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job = load_job(write_job(tmp_path, prompts=1))
-    names = create_samples(tmp_path / "inbox", count=2, images_per_subject=2, include_bad=False)
+    names = write_subjects(tmp_path / "inbox", 2, 2)
     uploading = threading.Event()
     check, upload_url = intake._check, ApiClient.request_upload_url
     waited: list[bool] = []
 
-    def check_after_the_first_upload(job: Any, folder: Any, stop: Any = None) -> Any:
+    def check_after_the_first_upload(job: Any, folder: Any, *rest: Any) -> Any:
         if folder.name == names[-1]:  # the last folder waits for the first one's upload
             waited.append(uploading.wait(timeout=10))
-        return check(job, folder, stop)
+        return check(job, folder, *rest)
 
     async def noting(client: ApiClient, extension: Any) -> Any:
         uploading.set()

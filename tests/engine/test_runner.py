@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from pipeline.api import ApiClient
-from pipeline.cli.samples import create_samples
 from pipeline.emulator import EmulatorHandle
 from pipeline.engine.runner import Runner
 from pipeline.engine.stages.train import training_name
@@ -34,13 +33,15 @@ from tests.conftest import (
     force_state,
     write_job,
 )
+from tests.engine.folders import write_bad_subjects, write_photos, write_subjects
 
 
 def setup_job(tmp_path: Path, *, subjects: int = 2, images: int = 3, bad: bool = False,
               **job_args) -> tuple:
     job_file = write_job(tmp_path, **job_args)
-    names = create_samples(tmp_path / "inbox", count=subjects, images_per_subject=images,
-                           include_bad=bad)
+    names = write_subjects(tmp_path / "inbox", subjects, images)
+    if bad:
+        names += write_bad_subjects(tmp_path / "inbox")
     return load_job(job_file), names
 
 
@@ -118,8 +119,7 @@ async def test_bad_input_is_refused_and_the_rest_proceeds(tmp_path, emulator) ->
 async def test_style_job_sends_captions(tmp_path, emulator) -> None:
     job_file = write_job(tmp_path, kind="style", prompts=1)
     folder = tmp_path / "inbox" / "watercolour"
-    create_samples(tmp_path / "scratch", count=1, images_per_subject=3, include_bad=False)
-    (tmp_path / "scratch" / "alice").rename(folder)
+    write_photos(folder, 3)
     for image in sorted(folder.iterdir()):
         image.with_suffix(".txt").write_text(f"watercolour study of {image.stem}")
     result = await run(load_job(job_file), emulator, tmp_path)
@@ -316,7 +316,7 @@ async def test_watch_takes_in_folders_as_they_appear(tmp_path, emulator) -> None
     job, _ = setup_job(tmp_path, subjects=0)
     runner = Runner(job, fast_settings(emulator.base_url, tmp_path / "state"))
     watching = asyncio.create_task(runner.watch())
-    create_samples(tmp_path / "inbox", count=1, images_per_subject=3, include_bad=False)
+    write_subjects(tmp_path / "inbox", 1, 3)
     db = store(tmp_path)
     for _ in range(200):  # the watcher reacts to the file system: bounded real wait
         subject = db.latest("test", "alice")

@@ -6,7 +6,6 @@ intake compares (the folder's newest change, the scan's time) is decided by the 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Callable
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 
 from pipeline.clock import ManualClock
 from pipeline.engine.stages import intake as intake_module
@@ -25,14 +23,12 @@ from pipeline.store.protocol import SubjectRow
 from pipeline.store.sqlite import SqliteStore
 from pipeline.store.states import DONE, VALIDATED
 from tests.conftest import closed_after_test, force_state, write_job
+from tests.pictures import picture_bytes
 
 
 def png(seed: int) -> bytes:
-    """A small picture whose content is unique per seed."""
-    image = Image.new("RGB", (512, 512), ((seed * 37) % 256, (seed * 91) % 256, (seed * 53) % 256))
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
+    """A sharp picture whose content is unique per seed (a flat one is refused as blurry)."""
+    return picture_bytes("PNG", seed=seed)
 
 
 def stamp(path: Path, at: float) -> None:
