@@ -281,7 +281,10 @@ class _Drivers:
             self.start(services, subject)
 
     def start(self, services: Services, subject: SubjectRow) -> None:
-        """Start the driver of ``subject`` unless it runs already or is held."""
+        """Start the driver of ``subject`` unless it runs already or is held, or the key
+        has been refused (every request would be refused too: nothing starts again)."""
+        if self._failed.is_set():
+            return
         task = self._tasks.get(subject.id)
         if subject.id not in self._held and (task is None or task.done()):
             task = asyncio.create_task(drive(services, subject), name=f"drive:{subject.name}")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from pipeline.api import ApiClient
 from pipeline.emulator import EmulatorHandle
-from pipeline.engine.runner import Runner
+from pipeline.engine.runner import Runner, _Drivers
 from pipeline.engine.stages.train import training_name
 from pipeline.errors import BadCredentials, LockHeld, StoreError
 from pipeline.jobfile.loading import load_job
@@ -430,3 +432,25 @@ async def test_leftovers_are_not_cleaned_through_a_link_at_outbox_job(
     assert "is a link or a file where the pipeline keeps a folder" in (
         result.subjects[0].error or " ".join(result.subjects[0].warnings)
     )
+
+
+async def test_no_driver_starts_again_once_the_key_is_refused() -> None:
+    drivers = _Drivers()
+
+    async def refused() -> None:
+        raise BadCredentials(401, "UNAUTHORIZED", "the key is refused", "/v3/assets")
+
+    task = asyncio.create_task(refused())
+    drivers.watch_task(task)
+    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.sleep(0)  # the done callback runs
+    assert drivers.failed.is_set()
+
+    started: list[str] = []
+    services = SimpleNamespace()
+    subject = SimpleNamespace(id=1, name="alice")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("pipeline.engine.runner.drive",
+                      lambda *_: started.append("alice") or asyncio.sleep(0))
+        drivers.start(services, subject)  # type: ignore[arg-type]
+    assert started == []

@@ -112,7 +112,7 @@ async def intake_off_loop(
     if not todo:
         return result
     loop = asyncio.get_running_loop()
-    arrived: asyncio.Queue[tuple[int, _Checked]] = asyncio.Queue()
+    arrived: asyncio.Queue[tuple[int, _Checked | None]] = asyncio.Queue()
 
     def check_each() -> bool:
         for index, checked in enumerate(_check_all(job, [f for f, _ in todo], cache, stop)):
@@ -137,6 +137,7 @@ async def intake_off_loop(
         if not reading.done():
             stop.set()
         await asyncio.gather(reading, return_exceptions=True)
+    reading.result()  # a failure of the reading itself is not swallowed
     return result
 
 
@@ -218,10 +219,13 @@ def _looked_at(latest: SubjectRow, folder: SubjectFolder, retrain_on_change: boo
 
 def _record_one(
     job: JobConfig, store: StateStore, clock: Clock, scanned_at: float,
-    planned: tuple[SubjectFolder, SubjectRow | None], checked: _Checked, result: IntakeResult,
+    planned: tuple[SubjectFolder, SubjectRow | None], checked: _Checked | None,
+    result: IntakeResult,
 ) -> SubjectRow | None:
     """Record one checked folder; the new version, if it made one."""
     folder, latest = planned
+    if checked is None:
+        return None  # not checked: not seen either, so looked at again on the next pass
     row = _take_in(job, store, clock, folder, latest, checked, _seen_stamp(folder, scanned_at))
     if row is None:
         return None
@@ -255,19 +259,35 @@ def _check(
     return settings, report
 
 
+def _check_or_skip(
+    job: JobConfig, folder: SubjectFolder, cache: MeasureCache | None,
+    stop: threading.Event | None,
+) -> _Checked | None:
+    """:func:`_check`, or None when it failed unexpectedly: that folder is logged as an
+    error and looked at again on the next pass; the other folders go on."""
+    try:
+        return _check(job, folder, cache, stop)
+    except Stopped:
+        raise
+    except Exception as exc:
+        log.error("intake.check_failed", subject=folder.name, error=repr(exc),
+                  hint="the folder is looked at again on the next pass")
+        return None
+
+
 def _check_all(
     job: JobConfig, folders: list[SubjectFolder], cache: MeasureCache | None,
     stop: threading.Event | None = None,
-) -> Iterator[_Checked]:
-    """:func:`_check` of every folder, in order, on a few threads: decoding the photos is
-    most of an intake's time, and Pillow and hashlib release the GIL while they work."""
+) -> Iterator[_Checked | None]:
+    """:func:`_check_or_skip` of every folder, in order, on a few threads: decoding the
+    photos is most of an intake's time, and Pillow and hashlib release the GIL meanwhile."""
     workers = min(len(folders), os.cpu_count() or 1, MAX_CHECK_THREADS)
     if workers <= 1:
-        yield from (_check(job, folder, cache, stop) for folder in folders)
+        yield from (_check_or_skip(job, folder, cache, stop) for folder in folders)
         return
     pool = ThreadPoolExecutor(workers, thread_name_prefix="intake")
     try:
-        yield from pool.map(lambda folder: _check(job, folder, cache, stop), folders)
+        yield from pool.map(lambda folder: _check_or_skip(job, folder, cache, stop), folders)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

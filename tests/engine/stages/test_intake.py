@@ -233,3 +233,35 @@ def test_a_new_version_freezes_the_settings_of_its_time(tmp_path: Path) -> None:
     assert (old.training.class_word, new.training.class_word) == ("woman", "dancer")
     assert (old.generation.lora_strength, new.generation.lora_strength) == (0.55, 0.8)
     assert inbox.store.subject(first.id).frozen == first.frozen  # the old one stays as it was
+
+
+async def test_a_folder_whose_check_fails_unexpectedly_is_logged_and_the_others_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    import structlog
+
+    inbox = Inbox(tmp_path)
+    inbox.photos("alice", 1, 2)
+    inbox.photos("bob", 3, 4)
+    real = intake_module.validate_subject
+    broken = {"alice"}
+
+    def validate(folder: Path, **kwargs: Any) -> DatasetReport:
+        if folder.name in broken:
+            raise RuntimeError("a decoder bug")
+        return real(folder, **kwargs)
+
+    monkeypatch.setattr(intake_module, "validate_subject", validate)
+    inbox.clock.advance(90)
+    with structlog.testing.capture_logs() as events:
+        taken = await intake_module.intake_off_loop(
+            inbox.job, inbox.store, inbox.clock, stopping=asyncio.Event())
+
+    assert [row.name for row in taken.new_versions] == ["bob"]
+    (failed,) = [e for e in events if e["event"] == "intake.check_failed"]
+    assert failed["subject"] == "alice" and "a decoder bug" in failed["error"]
+    assert failed["log_level"] == "error"
+    broken.clear()
+    assert [row.name for row in inbox.run().new_versions] == ["alice"]  # looked at again
