@@ -83,6 +83,13 @@ async def test_subjects_go_from_inbox_to_pictures(tmp_path, emulator) -> None:
     assert sidecar["prompt"] == "a close photo of ohwx person, take 1"
     assert sidecar["lora"]["model_name"].startswith("model_")
     assert sidecar["generation_task_id"] and sidecar["training_task_id"]
+    lora = json.loads((tmp_path / "outbox/test/alice/alice.json").read_text())
+    assert lora["trigger_phrase"] == "a close photo of ohwx person"  # how to use it
+    assert (lora["class_word"], lora["base_model"]) == ("person", "v1-5-pruned-emaonly")
+    assert lora["training"]["max_train_steps"] == 500 and lora["training"]["width"] == 512
+    assert lora["model_name"].startswith("model_") and len(lora["sha256"]) == 64
+    assert [photo["file"] for photo in lora["photos"]] == sorted(
+        p.name for p in (tmp_path / "inbox/alice").iterdir())
 
 
 async def test_uploaded_bytes_are_the_files_on_disk(tmp_path, emulator) -> None:

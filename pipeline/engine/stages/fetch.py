@@ -43,8 +43,9 @@ async def fetch_lora(
     """Download the subject's trained LoRA unless the same model is already in the outbox.
 
     The file is named for the subject (``alice.safetensors``), never by the service's model
-    name; its sidecar records which model it is, and the photos it was trained on with what
-    the upload changed in each. ``limit`` is the run's download bound,
+    name; its sidecar says how to use it (the trigger phrase, the class word, the base model,
+    the training settings), which model of the service it is, and the photos it was trained
+    on with what the upload changed in each. ``limit`` is the run's download bound,
     shared with the pictures.
     """
     assert subject.model_name is not None
@@ -59,9 +60,16 @@ async def fetch_lora(
             )
         async with limit:
             download = await ctx.api.download_model(model, dest)
+        settings = ctx.subject_settings(subject)
+        training = settings.training
         write_json_atomic(sidecar_of(dest), {
             "file": dest.name, "job": ctx.job_name, "subject": subject.name,
-            "subject_version": subject.version, "model_name": subject.model_name,
+            "subject_version": subject.version,
+            "trigger_phrase": settings.instance_prompt, "class_word": training.class_word,
+            "kind": training.kind, "base_model": training.base_model,
+            "training": {"width": training.width, "height": training.height,
+                         **settings.expert_setting()},
+            "model_name": subject.model_name,
             "sha256": download.sha256, "bytes": download.size,
             "training_task_id": subject.task_id,
             "photos": [
