@@ -1,40 +1,72 @@
 """Sample subject folders for the demo: drawn faces and objects, plus deliberately bad files.
 
     >>> create_samples(Path("demo/inbox"), count=3)
-    ['alice', 'bob', 'teapot', 'mixed_bag', 'too_many']
+    ['alice', 'bob', 'teapot', 'mixed_bag', 'photo_gate', 'too_many']
 
 Everything is drawn with Pillow from a seeded random generator, so the same arguments give
 byte-identical folders (and so the same dataset fingerprints). Pictures are 512x512 flat
-drawings, a few kilobytes each, saved as a mix of PNG, JPEG and WebP; some carry a
-misleading extension (a PNG named ``.jpg``) to show that formats are judged by content.
+drawings (:mod:`pipeline.cli.drawings`), 5 to 20 KB each, saved as a mix of PNG, JPEG and
+WebP; some carry a misleading extension (a PNG named ``.jpg``) to show that formats are
+judged by content.
 
-``mixed_bag`` holds one file for each way a photo can be rejected next to a few good ones, so
-it still trains, with warnings; ``too_many`` holds 51 images and is rejected as a whole.
+The good subjects pass the photo gate as they are: each portrait shows one face the detector
+finds, and the photos of one subject differ in pose, framing, clothes and background enough
+that none is taken for a re-save of another (a drawing too close to an earlier one is drawn
+again). The objects' folders hold a ``subject.toml`` naming what they are
+(``class_word = "teapot"``), so no face is asked of them.
+
+``mixed_bag`` holds one file for each way a file can be rejected next to a few good ones, so
+it still trains, with warnings; ``photo_gate`` does the same for the photo gate's verdicts
+(blurry, two faces, no face, animated, a near-duplicate, a link, a stray text file) and its
+conversions (a photo stored sideways, a CMYK photo); ``too_many`` holds 51 photos of one
+person and is rejected as a whole.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import random
 import struct
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from PIL import Image, ImageDraw
+import imagehash
+from PIL import Image, ImageDraw, ImageFilter
 
 from pipeline.api.contract import MAX_TRAINING_IMAGES
+from pipeline.cli.drawings import Drawing, Look, background, draw_face, draw_object, draw_person
 from pipeline.errors import ConfigError
+from pipeline.inputs.near_duplicates import MAX_DISTANCE
 
-__all__ = ["BAD_SUBJECT", "TOO_MANY_SUBJECT", "create_samples"]
+__all__ = [
+    "BAD_SUBJECT",
+    "GATE_SUBJECT",
+    "OBJECT_SUBJECTS",
+    "SUBJECT_NAMES",
+    "TOO_MANY_SUBJECT",
+    "create_samples",
+]
 
 SUBJECT_NAMES: Final = ("alice", "bob", "teapot", "carol", "dave", "vase", "erin", "frank", "mug")
 OBJECT_SUBJECTS: Final = frozenset({"teapot", "vase", "mug"})
 BAD_SUBJECT: Final = "mixed_bag"
+GATE_SUBJECT: Final = "photo_gate"
 TOO_MANY_SUBJECT: Final = "too_many"
 SAMPLE_SIZE: Final = 512
-TINY_SIZE: Final = 64
+#: Under the 512x512 training size (a warning), with the face still large enough to find.
+SMALL_SIZE: Final = 200
+#: Drawings of one subject stay this many bits of perceptual hash further apart than the
+#: photo gate's near-duplicate line, so that JPEG and WebP artefacts cannot bring them under.
+_HASH_MARGIN: Final = 6
+#: Tries for a distinct drawing; then the last is kept. About one drawing in four is drawn
+#: again, mostly late in ``too_many`` (at most 13 tries seen, seeds 0-2 with count=12).
+_MAX_REDRAWS: Final = 30
+#: A Gaussian blur of this radius takes a drawn face under the gate's sharpness floor.
+_BLUR_RADIUS: Final = 5
+#: libwebp's effort: 2 encodes about twice as fast as the default 4, a few percent larger.
+_WEBP_METHOD: Final = 2
 
 #: (format written, extension used): the second and fifth lie about what they are.
 _SAVE_PLAN: Final = (
@@ -46,127 +78,45 @@ _SAVE_PLAN: Final = (
     ("jpeg", "jpeg"),
 )
 
-RGB = tuple[int, int, int]
-_SKIN_TONES: Final[tuple[RGB, ...]] = (
-    (255, 224, 196),
-    (241, 194, 160),
-    (224, 172, 125),
-    (198, 134, 90),
-    (141, 85, 54),
-    (92, 59, 40),
-)
-_HAIR_COLORS: Final[tuple[RGB, ...]] = (
-    (30, 25, 20),
-    (80, 50, 30),
-    (150, 100, 50),
-    (220, 190, 120),
-    (170, 60, 30),
-    (120, 120, 120),
-)
-Drawing = Callable[[random.Random, random.Random, int], Image.Image]
 
-
-def _color(rng: random.Random, low: int = 0, high: int = 255) -> RGB:
-    return (rng.randint(low, high), rng.randint(low, high), rng.randint(low, high))
-
-
-def _jitter(rng: random.Random, color: RGB, amount: int = 12) -> RGB:
-    r, g, b = (max(0, min(255, c + rng.randint(-amount, amount))) for c in color)
-    return (r, g, b)
-
-
-def _background(rng: random.Random, size: int) -> Image.Image:
-    image = Image.new("RGB", (size, size), _color(rng, 60, 230))
-    draw = ImageDraw.Draw(image)
-    for _ in range(rng.randint(1, 4)):
-        x, y = rng.randrange(size), rng.randrange(size)
-        radius = rng.randint(size // 16, size // 4)
-        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=_color(rng, 40, 240))
-    return image
-
-
-def _draw_face(identity: random.Random, rng: random.Random, size: int) -> Image.Image:
-    """A cartoon face: the identity (skin, hair, eyes) is fixed, the pose and light vary."""
-    skin = _jitter(rng, identity.choice(_SKIN_TONES), 10)
-    hair = _jitter(rng, identity.choice(_HAIR_COLORS), 8)
-    iris = _color(identity, 20, 160)
-    image = _background(rng, size)
-    draw = ImageDraw.Draw(image)
-    unit = size / 512 * rng.uniform(0.8, 1.1)
-    cx = size / 2 + rng.uniform(-40, 40) * size / 512
-    cy = size / 2 + rng.uniform(-30, 30) * size / 512
-    rx, ry = 120 * unit, 155 * unit
-    draw.ellipse(
-        (cx - rx - 14 * unit, cy - ry - 24 * unit, cx + rx + 14 * unit, cy + ry / 3), fill=hair
-    )
-    draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=skin)
-    look = rng.uniform(-6, 6) * unit
-    for side in (-1, 1):
-        ex, ey = cx + side * 48 * unit, cy - 30 * unit
-        draw.ellipse(
-            (ex - 22 * unit, ey - 13 * unit, ex + 22 * unit, ey + 13 * unit), fill=(250, 250, 250)
-        )
-        draw.ellipse(
-            (ex + look - 9 * unit, ey - 9 * unit, ex + look + 9 * unit, ey + 9 * unit), fill=iris
-        )
-        brow = ey - 28 * unit - rng.uniform(0, 8) * unit
-        draw.line((ex - 24 * unit, brow, ex + 24 * unit, brow), fill=hair, width=int(6 * unit))
-    draw.line(
-        (cx, cy - 5 * unit, cx - 10 * unit, cy + 35 * unit, cx + 6 * unit, cy + 38 * unit),
-        fill=_jitter(rng, skin, 40),
-        width=int(4 * unit),
-    )
-    smile = rng.uniform(10, 40) * unit
-    draw.arc(
-        (cx - 45 * unit, cy + 45 * unit - smile, cx + 45 * unit, cy + 75 * unit + smile),
-        start=15,
-        end=165,
-        fill=(150, 40, 50),
-        width=int(6 * unit),
-    )
-    return image
-
-
-def _draw_object(identity: random.Random, rng: random.Random, size: int) -> Image.Image:
-    """A teapot-like object: the colour and shape are fixed, the place and size vary."""
-    body = _jitter(rng, _color(identity, 30, 220), 10)
-    trim = _color(identity, 0, 255)
-    image = _background(rng, size)
-    draw = ImageDraw.Draw(image)
-    unit = size / 512 * rng.uniform(0.75, 1.1)
-    cx = size / 2 + rng.uniform(-50, 50) * size / 512
-    cy = size / 2 + rng.uniform(-40, 40) * size / 512
-    draw.arc(
-        (cx + 90 * unit, cy - 60 * unit, cx + 190 * unit, cy + 60 * unit),
-        start=270,
-        end=90,
-        fill=trim,
-        width=int(18 * unit),
-    )
-    draw.polygon(
-        [
-            (cx - 110 * unit, cy),
-            (cx - 200 * unit, cy - 80 * unit),
-            (cx - 185 * unit, cy - 90 * unit),
-            (cx - 90 * unit, cy + 30 * unit),
-        ],
-        fill=body,
-    )
-    draw.ellipse((cx - 130 * unit, cy - 100 * unit, cx + 130 * unit, cy + 110 * unit), fill=body)
-    draw.ellipse((cx - 55 * unit, cy - 125 * unit, cx + 55 * unit, cy - 80 * unit), fill=trim)
-    draw.ellipse((cx - 14 * unit, cy - 150 * unit, cx + 14 * unit, cy - 118 * unit), fill=trim)
-    return image
-
-
-def _encode(image: Image.Image, fmt: str) -> bytes:
+def _encode(image: Image.Image, fmt: str, *, quality: int | None = None) -> bytes:
     buffer = io.BytesIO()
     if fmt == "jpeg":
-        image.save(buffer, "JPEG", quality=85)
+        image.save(buffer, "JPEG", quality=quality or 85)
     elif fmt == "webp":
-        image.save(buffer, "WEBP", quality=80)
+        image.save(buffer, "WEBP", quality=quality or 80, method=_WEBP_METHOD)
     else:
         image.save(buffer, "PNG")
     return buffer.getvalue()
+
+
+class _Album:
+    """Drawings of one subject, each kept far (in perceptual hash) from those before it."""
+
+    def __init__(self, name: str, seed: int, drawing: Drawing) -> None:
+        self._identity = random.Random(f"{seed}:{name}:identity")
+        self._traits = self._identity.getstate()
+        self._seed = f"{seed}:{name}"
+        self._drawing = drawing
+        self._hashes: list[imagehash.ImageHash] = []
+
+    @property
+    def identity(self) -> random.Random:
+        """The subject's identity generator, reset: for a drawing made outside the album."""
+        self._identity.setstate(self._traits)
+        return self._identity
+
+    def draw(self, key: str | int, size: int = SAMPLE_SIZE) -> Image.Image:
+        """The drawing for ``key``; drawn again (deterministically) while it is within reach
+        of the gate's near-duplicate line from one drawn before."""
+        for attempt in range(_MAX_REDRAWS):
+            rng = random.Random(f"{self._seed}:{key}" + (f":{attempt}" if attempt else ""))
+            image = self._drawing(self.identity, rng, size)
+            phash = imagehash.phash(image)
+            if all(phash - other > MAX_DISTANCE + _HASH_MARGIN for other in self._hashes):
+                break
+        self._hashes.append(phash)
+        return image
 
 
 def _subject_names(count: int) -> list[str]:
@@ -176,30 +126,38 @@ def _subject_names(count: int) -> list[str]:
 
 
 def _drawing_for(name: str) -> Drawing:
-    return _draw_object if name in OBJECT_SUBJECTS else _draw_face
+    return draw_object if name in OBJECT_SUBJECTS else draw_face
 
 
-def _write_subject(folder: Path, name: str, images: int, seed: int) -> list[Path]:
-    identity = random.Random(f"{seed}:{name}:identity")
-    traits = identity.getstate()
-    draw = _drawing_for(name)
+def _write_subject(
+    folder: Path,
+    name: str,
+    images: int,
+    seed: int,
+    album: _Album | None = None,
+    plan: tuple[tuple[str, str], ...] = _SAVE_PLAN,
+) -> list[Path]:
+    album = album or _Album(name, seed, _drawing_for(name))
     folder.mkdir(parents=True, exist_ok=True)
+    if name in OBJECT_SUBJECTS:
+        (folder / "subject.toml").write_text(
+            f'# An object, not a person: no face is asked of its photos.\nclass_word = "{name}"\n',
+            encoding="utf-8",
+        )
     written = []
     for index in range(images):
-        identity.setstate(traits)
-        rng = random.Random(f"{seed}:{name}:{index}")
-        fmt, extension = _SAVE_PLAN[index % len(_SAVE_PLAN)]
+        fmt, extension = plan[index % len(plan)]
         path = folder / f"{name}_{index + 1:02d}.{extension}"
-        path.write_bytes(_encode(draw(identity, rng, SAMPLE_SIZE), fmt))
+        path.write_bytes(_encode(album.draw(index), fmt))
         written.append(path)
     return written
 
 
 def _write_bad_subject(folder: Path, seed: int) -> None:
-    good = _write_subject(folder, BAD_SUBJECT, 3, seed)
+    album = _Album(BAD_SUBJECT, seed, draw_face)
+    good = _write_subject(folder, BAD_SUBJECT, 3, seed, album)
     rng = random.Random(f"{seed}:{BAD_SUBJECT}:bad")
-    identity = random.Random(f"{seed}:{BAD_SUBJECT}:identity")
-    face = _draw_face(identity, rng, SAMPLE_SIZE)
+    face = draw_face(album.identity, rng, SAMPLE_SIZE)
     jpeg = _encode(face, "jpeg")
     gif = io.BytesIO()
     face.convert("P").save(gif, "GIF")
@@ -212,7 +170,7 @@ def _write_bad_subject(folder: Path, seed: int) -> None:
     )
     (folder / "panorama.png").write_bytes(_png_header(30_000, 20_000))
     (folder / f"{good[0].stem}_copy{good[0].suffix}").write_bytes(good[0].read_bytes())
-    (folder / "tiny.png").write_bytes(_encode(_draw_face(identity, rng, TINY_SIZE), "png"))
+    (folder / "small.png").write_bytes(_encode(album.draw("small", SMALL_SIZE), "png"))
     (folder / "old").mkdir(exist_ok=True)
     (folder / "old" / "old_photo.png").write_bytes(_encode(face, "png"))
     (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
@@ -231,15 +189,51 @@ def _png_header(width: int, height: int) -> bytes:
     )
 
 
-def _write_too_many(folder: Path, seed: int) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(f"{seed}:{TOO_MANY_SUBJECT}")
-    for index in range(MAX_TRAINING_IMAGES + 1):
-        image = Image.new("RGB", (SAMPLE_SIZE, SAMPLE_SIZE), _color(rng, 40, 220))
-        draw = ImageDraw.Draw(image)
-        x, y = (index % 8) * 60 + 20, (index // 8) * 60 + 20
-        draw.rectangle((x, y, x + 40, y + 40), fill=_color(rng))
-        (folder / f"frame_{index + 1:03d}.png").write_bytes(_encode(image, "png"))
+def _two_people(album: _Album, seed: int) -> Image.Image:
+    rng = random.Random(f"{seed}:{GATE_SUBJECT}:two")
+    image = background(rng, SAMPLE_SIZE)
+    draw = ImageDraw.Draw(image)
+    friend = Look.of(random.Random(f"{seed}:{GATE_SUBJECT}:friend"))
+    for look, cx in ((Look.of(album.identity), 150), (friend, 362)):
+        draw_person(draw, look, rng, cx, 220, 0.58)
+    return image
+
+
+def _write_gate_subject(folder: Path, seed: int) -> None:
+    """Six good photos, and one photo for each verdict of the photo gate."""
+    album = _Album(GATE_SUBJECT, seed, draw_face)
+    good = _write_subject(folder, GATE_SUBJECT, 6, seed, album)
+    (folder / "blurred.jpg").write_bytes(
+        _encode(album.draw("blurred").filter(ImageFilter.GaussianBlur(_BLUR_RADIUS)), "jpeg")
+    )
+    (folder / "two_faces.png").write_bytes(_encode(_two_people(album, seed), "png"))
+    back = random.Random(f"{seed}:{GATE_SUBJECT}:back")
+    (folder / "no_face.png").write_bytes(
+        _encode(draw_face(album.identity, back, SAMPLE_SIZE, facing=False), "png")
+    )
+    frames = [album.draw(f"frame{index}") for index in range(3)]
+    animated = io.BytesIO()
+    frames[0].save(animated, "WEBP", save_all=True, append_images=frames[1:], duration=400,
+                   quality=80)
+    (folder / "animated.webp").write_bytes(animated.getvalue())
+    # A PNG: re-saving a JPEG adds artefacts that the gate's sharpness takes for detail.
+    twin = good[0]
+    with Image.open(twin) as picture:
+        resaved = _encode(picture.convert("RGB"), "jpeg", quality=70)
+    (folder / f"{twin.stem}_resaved.jpg").write_bytes(resaved)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: turn 90 degrees clockwise to show it
+    sideways = io.BytesIO()
+    album.draw("sideways").transpose(Image.Transpose.ROTATE_90).save(
+        sideways, "JPEG", quality=85, exif=exif.tobytes()
+    )
+    (folder / "sideways.jpg").write_bytes(sideways.getvalue())
+    (folder / "cmyk.jpg").write_bytes(_encode(album.draw("cmyk").convert("CMYK"), "jpeg"))
+    (folder / "notes.txt").write_text("shot at the lake, June\n", encoding="utf-8")
+    try:
+        os.symlink(good[2].name, folder / f"link_to_{good[2].name}")
+    except (OSError, NotImplementedError):
+        pass  # no symlinks here (Windows without the privilege): the folder shows the rest
 
 
 def create_samples(
@@ -250,14 +244,14 @@ def create_samples(
     seed: int = 0,
     include_bad: bool = True,
 ) -> list[str]:
-    """Create ``count`` good subject folders (and, with ``include_bad``, two bad ones).
+    """Create ``count`` good subject folders (and, with ``include_bad``, three bad ones).
 
     Returns the names of the folders created, good ones first. Refuses (``ConfigError``) to
     write into a subject folder that already exists and is not empty, so it never mixes its
     pictures with real ones.
     """
     names = _subject_names(count)
-    extra = [BAD_SUBJECT, TOO_MANY_SUBJECT] if include_bad else []
+    extra = [BAD_SUBJECT, GATE_SUBJECT, TOO_MANY_SUBJECT] if include_bad else []
     for name in names + extra:
         folder = inbox / name
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
@@ -270,5 +264,8 @@ def create_samples(
         _write_subject(inbox / name, name, images_per_subject, seed)
     if include_bad:
         _write_bad_subject(inbox / BAD_SUBJECT, seed)
-        _write_too_many(inbox / TOO_MANY_SUBJECT, seed)
+        _write_gate_subject(inbox / GATE_SUBJECT, seed)
+        # One photo over the limit, all JPEG: the quickest to write, and formats are shown above.
+        _write_subject(inbox / TOO_MANY_SUBJECT, TOO_MANY_SUBJECT, MAX_TRAINING_IMAGES + 1, seed,
+                       plan=(("jpeg", "jpg"),))
     return names + extra
