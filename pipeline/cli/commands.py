@@ -31,7 +31,7 @@ from ..engine.runner import Runner, RunResult
 from ..errors import BadCredentials, ConfigError, LockHeld, PipelineError, StateConflict, StoreError
 from ..inputs.dataset import DatasetReport, validate_subject
 from ..inputs.inbox import SubjectFolder, scan_inbox
-from ..jobfile.loading import JobConfig, load_job
+from ..jobfile.loading import JobConfig, PhotosSection, load_job, load_subject_overrides
 from ..logs import configure_logging
 from ..notify.pass_hooks import PassHooks
 from ..store.location import open_reader, open_store, state_dir, state_file
@@ -266,8 +266,7 @@ def _validate(path: Path, kind: str, class_word: str, console: Console) -> int:
     elif path.is_dir():
         subdirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
         folders = subdirs if subdirs and not _has_files(path) else [path]
-        reports = [validate_subject(f, kind=kind, class_word=class_word)  # type: ignore[arg-type]
-                   for f in folders]
+        reports = [_validate_plain(f, kind, class_word) for f in folders]
     else:
         raise ConfigError(f"{path}: no such folder or job file")
     print_validation(console, reports)
@@ -289,6 +288,22 @@ def _validate_folder(job: JobConfig, folder: SubjectFolder) -> DatasetReport:
                             root=job.job.inbox, captions=settings.captions,
                             photos=settings.photo_settings(), max_images=job.job.max_images,
                             min_images_warning=job.job.min_images_warning)
+
+
+def _validate_plain(folder: Path, kind: str, class_word: str) -> DatasetReport:
+    """One folder without a job file: the command line's kind and class word, unless the
+    folder's ``subject.toml`` says otherwise (its ``[photos]`` settings apply too)."""
+    try:
+        overrides = load_subject_overrides(folder)
+        training = overrides.training_updates()
+        photos = PhotosSection(**overrides.photos_updates())
+    except (ConfigError, ValidationError) as exc:
+        return DatasetReport(folder.name, folder, (), (), (), str(exc))
+    size = (int(training.get("width", 512)), int(training.get("height", 512)))
+    return validate_subject(
+        folder, kind=training.get("kind", kind), class_word=training.get("class_word", class_word),
+        captions=overrides.all_captions(), photos=photos.settings(size),
+    )
 
 
 def _has_files(folder: Path) -> bool:

@@ -97,7 +97,7 @@ def _measured(photo: PhotoVerdict) -> str:
 
 def _subject_counts(report: DatasetReport) -> str:
     notes = sum(1 for photo in report.photos if photo.verdict == "warning")
-    parts = [f"{len(report.accepted)} photos used", f"{len(report.rejected_files)} refused",
+    parts = [f"{len(report.accepted)} photos accepted", f"{len(report.rejected_files)} refused",
              f"{notes} with warnings"]
     if report.good_face_photos is not None:
         parts.append(f"good face photos {report.good_face_photos} of "
@@ -142,4 +142,4 @@ def _total(reports: Sequence[DatasetReport]) -> str:
     notes = sum(1 for report in reports for photo in report.photos
                 if photo.verdict == "warning")
     return (f"{len(reports)} subjects, {accepted} accepted, {len(reports) - accepted} "
-            f"rejected; {used} photos used, {refused} refused, {notes} with warnings")
+            f"rejected; {used} photos accepted, {refused} refused, {notes} with warnings")

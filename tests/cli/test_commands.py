@@ -163,23 +163,23 @@ def test_validate_folder_inbox_and_job(tmp_path, capsys) -> None:
     # a person by default: each photo must show a face, and these pictures show none
     assert main(["--config", str(config), "validate", alice]) == EXIT_REJECTED
     out = capsys.readouterr().out
-    assert "alice: rejected: 0 photos used, 10 refused" in out and "no face found" in out
+    assert "alice: rejected: 0 photos accepted, 10 refused" in out and "no face found" in out
     assert main(["--config", str(config), "validate", alice, "--class-word", "thing"]) == EXIT_OK
     out = capsys.readouterr().out
-    assert "alice: accepted: 10 photos used, 0 refused" in out
+    assert "alice: accepted: 10 photos accepted, 0 refused" in out
     assert "  ok       alice_01.png  (sharpness " in out and "total:" not in out
     write_bad_subjects(tmp_path / "inbox")
     assert main(["--config", str(config), "validate", str(tmp_path / "inbox"),
                  "--class-word", "thing"]) == EXIT_REJECTED
     out = capsys.readouterr().out
     assert "too_many: rejected" in out and "51 images, at most 50" in out
-    assert "mixed_bag: accepted: 3 photos used, 2 refused" in out
+    assert "mixed_bag: accepted: 3 photos accepted, 2 refused" in out
     assert "refused  empty.jpg" in out and "empty.jpg is empty" in out
     assert "total: 3 subjects, 2 accepted, 1 rejected" in out
     job = write_job(tmp_path)  # its [photos] look for no faces
     assert main(["--config", str(config), "validate", str(job)]) == EXIT_REJECTED
     out = capsys.readouterr().out
-    assert "alice: accepted: 10 photos used" in out and "51 images, at most 50" in out
+    assert "alice: accepted: 10 photos accepted" in out and "51 images, at most 50" in out
     assert main(["--config", str(config), "validate", str(tmp_path / "nowhere")]) == EXIT_USAGE
 
 
@@ -440,3 +440,22 @@ def test_a_corrupt_state_file_gives_a_message_not_a_traceback(tmp_path, served, 
         assert "Restore it from a backup" in out
         assert "Traceback" not in captured.out + captured.err
     assert served.emulator.counters_snapshot()["requests"] == {}
+
+
+def test_validate_without_a_job_reads_each_folders_subject_toml(tmp_path, capsys) -> None:
+    from tests.pictures import picture_bytes
+
+    for name in ("teapot", "alice"):
+        folder = tmp_path / "inbox" / name
+        folder.mkdir(parents=True)
+        for seed in range(3):
+            (folder / f"{name}_{seed}.png").write_bytes(picture_bytes(seed=seed + len(name)))
+    (tmp_path / "inbox" / "teapot" / "subject.toml").write_text('class_word = "teapot"\n')
+    config = tmp_path / "none.env"
+
+    code = main(["--config", str(config), "validate", str(tmp_path / "inbox")])
+
+    out = capsys.readouterr().out
+    assert code == EXIT_REJECTED  # alice is a person: her faceless pictures are refused
+    assert "teapot: accepted: 3 photos accepted, 0 refused" in out
+    assert "alice: rejected: 0 photos accepted, 3 refused" in out
