@@ -27,6 +27,7 @@ before the run's handlers were in place (interpreter start-up), which is counted
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -54,6 +55,7 @@ from pipeline.store.protocol import SubjectRow
 from pipeline.store.sqlite import SqliteStore
 from pipeline.store.states import CANCELED, DONE, FAILED, GEN_DONE, REJECTED, SETTLED_STATES
 from pipeline.views.summary import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_SIGINT, EXIT_SIGTERM
+from tests.pictures import picture
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "sk-soak-harness-key"
@@ -63,6 +65,8 @@ JOB = "soak"
 #: Exit codes a pass that was not killed may end with (see the README).
 CLEAN_EXITS = frozenset({EXIT_OK, EXIT_REJECTED, EXIT_FAILED})
 GRACEFUL = {signal.SIGTERM: EXIT_SIGTERM, signal.SIGINT: EXIT_SIGINT}
+#: The photos of a subject: small, to keep uploads quick (the gate warns, it does not refuse).
+PHOTO_SIZE = (96, 96)
 
 #: Emulator flags of the soak: fast tasks, every request-level fault, FAILED trainings.
 DEFAULT_FAULTS: dict[str, float] = {
@@ -296,6 +300,9 @@ image_num = {config.image_num}
 width = 128
 height = 128
 prompts = [{prompts}]
+
+[photos]
+faces = "off"  # tests.pictures are sharp and distinct, but no one's face
 """)
     (workdir / "inbox").mkdir(exist_ok=True)
     return job
@@ -305,19 +312,23 @@ def subject_names(count: int) -> list[str]:
     return [f"s{index:03d}" for index in range(count)]
 
 
+def picture_seed(seed: int, name: str, index: int) -> int:
+    """The :func:`tests.pictures.picture` seed of one photo: its own for every soak seed,
+    subject and photo, so that no two photos of the inbox are near-duplicates."""
+    digest = hashlib.sha256(f"{seed}:{name}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
 def add_subjects(workdir: Path, names: list[str], images: int, seed: int) -> None:
-    """Draw small distinct photos for each subject and move each folder in at once."""
+    """Small, sharp, distinct photos for each subject (:mod:`tests.pictures`, which the
+    photo gate passes), each folder moved in at once."""
     staging = workdir / "staging"
     for name in names:
         folder = staging / name
         folder.mkdir(parents=True)
         for index in range(images):
-            rng = random.Random(f"{seed}:{name}:{index}")
-            image = Image.new("RGB", (96, 96), tuple(rng.randrange(256) for _ in range(3)))
-            for _ in range(12):
-                x, y = rng.randrange(96), rng.randrange(96)
-                image.paste(tuple(rng.randrange(256) for _ in range(3)), (x, y, x + 12, y + 12))
-            image.save(folder / f"{name}_{index}.png")
+            picture(picture_seed(seed, name, index), PHOTO_SIZE).save(
+                folder / f"{name}_{index}.png")
         os.rename(folder, workdir / "inbox" / name)
 
 

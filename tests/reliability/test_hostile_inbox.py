@@ -8,7 +8,6 @@ emulator runs in another process, so its own files stay out of the record.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import struct
@@ -18,13 +17,13 @@ import zlib
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from pipeline.cli.samples import create_samples
 from pipeline.engine.outbox import SubjectOutbox
 from pipeline.store.sqlite import SqliteStore
 from pipeline.store.states import DONE, REJECTED
 from pipeline.views.summary import EXIT_OK, EXIT_REJECTED
+from tests.pictures import picture_bytes
 
 from .conftest import record
 from .harness import EmulatorProcess, clean_env
@@ -86,16 +85,16 @@ if os.geteuid() == 0:  # root reads anything: refuse the way a chmod 000 file wo
     dataset._open_for_read = refuse
 
 if os.environ.get("HOSTILE_GROW"):  # a photo still being copied while it is checked
-    hasher, growing = dataset._hash_stream, os.environ["HOSTILE_GROW"]
-    def hash_while_writing(fp):
-        result = hasher(fp)
+    reader, growing = dataset._read_bounded, os.environ["HOSTILE_GROW"]
+    def read_while_writing(fp):
+        result = reader(fp)
         if os.fstat(fp.fileno()).st_ino == os.stat(growing).st_ino:
             simulating.on = True
             with open(growing, "ab") as out:
                 out.write(b"more bytes arriving")
             simulating.on = False
         return result
-    dataset._hash_stream = hash_while_writing
+    dataset._read_bounded = read_while_writing
 
 from pipeline.cli.commands import main
 sys.exit(main(sys.argv[2:]))
@@ -103,11 +102,9 @@ sys.exit(main(sys.argv[2:]))
 
 
 def picture(fmt: str = "PNG", seed: int = 0, size: tuple[int, int] = (128, 128)) -> bytes:
-    image = Image.new("RGB", size, ((seed * 37) % 256, (seed * 91) % 256, (seed * 53) % 256))
-    image.putpixel((seed % size[0], 0), (255, 255, 255))
-    buffer = io.BytesIO()
-    image.save(buffer, fmt)
-    return buffer.getvalue()
+    """A sharp picture of its own per seed (:mod:`tests.pictures`): the photo gate passes the
+    good ones, so every refusal below is for the hostile thing about a file."""
+    return picture_bytes(fmt, size, seed)
 
 
 def png_claiming(width: int, height: int) -> bytes:
@@ -207,6 +204,9 @@ kind = "subject"
 width = 128
 height = 128
 prompts = ["{instance_prompt}, portrait"]
+
+[photos]
+faces = "off"  # tests.pictures are sharp and distinct, but no one's face
 """)
     return job
 
@@ -320,7 +320,7 @@ def test_a_hostile_inbox_is_refused_file_by_file(tmp_path) -> None:
     assert facts["secret"].stat().st_atime_ns == facts["secret_atime"]
     writes = [e for e in events if e[0] == "write"
               and not e[2].startswith((str(root / "outbox"), str(root / "state"), "/dev/"))]
-    assert writes == []
+    assert writes == [], writes
     assert not [e for e in events if e[0] == "write" and e[2].startswith(inbox_dir)]
     allowed = allowed_reads(root, audit.parent)
     reads = [e for e in events if not e[2].startswith(allowed) and not import_listing(e)]

@@ -11,16 +11,15 @@ memory or sockets is counted.
 from __future__ import annotations
 
 import os
-import random
 import threading
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from pipeline.engine.stages.intake import MAX_CHECK_THREADS
 from pipeline.views.summary import EXIT_OK
+from tests.pictures import picture
 
 from .conftest import record
 from .harness import EmulatorProcess, SoakConfig, start_pipeline, write_workspace
@@ -32,16 +31,17 @@ SIDE = (640, 480)  # 0.9 MB per photo (stored uncompressed)
 
 
 def photos(inbox: Path, subjects: int, seed: int) -> int:
-    """``subjects`` folders of noise photos; returns the bytes written."""
+    """``subjects`` folders of sharp, distinct photos (:mod:`tests.pictures`, one seed each
+    across both runs, so none is a near-duplicate or an asset sent once for two); returns
+    the bytes written."""
     total = 0
     for index in range(subjects):
         folder = inbox / f"r{seed}_{index:03d}"
         folder.mkdir(parents=True)
         for number in range(IMAGES):
-            rng = random.Random(f"{seed}:{index}:{number}")
-            image = Image.frombytes("RGB", SIDE, rng.randbytes(SIDE[0] * SIDE[1] * 3))
             path = folder / f"p{number}.png"
-            image.save(path, "PNG", compress_level=0)
+            picture(seed * 1000 + index * IMAGES + number, SIDE).save(
+                path, "PNG", compress_level=0)
             total += path.stat().st_size
     return total
 

@@ -192,10 +192,10 @@ async def test_two_inbox_folders_with_one_display_name_never_share_a_subject(
     os.rename(alice, os.fsdecode(raw))
     literal = inbox / "caf\\xe9"
     literal.mkdir()
-    from PIL import Image
+    from tests.pictures import picture
 
-    for n in range(2):  # other photos: another person
-        Image.new("RGB", (600, 600), (40 * n, 200, 90)).save(literal / f"other{n}.png")
+    for n in range(2):  # other photos: another person (sharp and distinct: the gate takes them)
+        picture(600 + n, (600, 600)).save(literal / f"other{n}.png")
         os.utime(literal / f"other{n}.png", (time.time() - 60, time.time() - 60))
     os.utime(literal, (time.time() - 60, time.time() - 60))
     result = await workspace.run(hostile.base_url)
@@ -277,15 +277,11 @@ def test_compression_bombs_are_counted_inflated(encoding: str, what: str) -> Non
 
 
 def _sparse_photo(path: Path, size: int) -> None:
-    """A valid 512x512 PNG followed by ``size`` bytes of (sparse) nothing: Pillow stops at
-    IEND, so it is a good photo; intake hashes all of it."""
-    import io as _io
+    """A valid 600x600 PNG (:mod:`tests.pictures`, which the photo gate passes) followed by
+    ``size`` bytes of (sparse) nothing: Pillow stops at IEND, so only its size is wrong."""
+    from tests.pictures import picture_bytes
 
-    from PIL import Image
-
-    buffer = _io.BytesIO()
-    Image.new("RGB", (600, 600), (10, 120, 200)).save(buffer, "PNG")
-    path.write_bytes(buffer.getvalue())
+    path.write_bytes(picture_bytes("PNG", (600, 600), seed=700))
     os.truncate(path, size)
     past = time.time() - 120
     os.utime(path, (past, past))

@@ -22,7 +22,6 @@ from typing import IO, Any
 
 import pytest
 from aiohttp import web
-from PIL import Image
 
 from pipeline.cli.commands import main
 from pipeline.emulator import EmulatorHandle
@@ -45,6 +44,7 @@ from pipeline.store.sqlite import SqliteStore
 from pipeline.store.states import DONE, REJECTED, VALIDATED
 from pipeline.views.summary import EXIT_REJECTED
 from tests.conftest import RecordingClock, fast_settings, write_job
+from tests.pictures import picture_bytes
 
 from .conftest import Workspace
 from .hostile import Hostile
@@ -127,11 +127,9 @@ def _no_guard_left() -> Iterator[None]:
 
 
 def photo(seed: int) -> bytes:
-    image = Image.new("RGB", (128, 128), ((seed * 37) % 256, (seed * 91) % 256, 120))
-    image.putpixel((seed % 128, 0), (255, 255, 255))
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
+    """A sharp PNG of its own per seed (:mod:`tests.pictures`): the photo gate takes it, so
+    what these tests see refused is refused for the hazard, not for the picture."""
+    return picture_bytes("PNG", (128, 128), seed)
 
 
 def subject_with_photos(inbox: Path, name: str, *seeds: int) -> Path:
@@ -462,14 +460,14 @@ def test_a_photo_over_the_byte_cap_is_refused_from_its_size_unread(
     huge = folder / "huge.png"
     huge.write_bytes(photo(3))
     os.truncate(huge, dataset.MAX_PHOTO_BYTES + 1)  # a good PNG, then a sparse tail
-    hashed: list[int] = []
-    hasher = dataset._hash_stream
+    read: list[int] = []
+    reader = dataset._read_bounded
 
-    def spy(fp: IO[bytes]) -> tuple[str, int]:
-        hashed.append(os.fstat(fp.fileno()).st_ino)
-        return hasher(fp)
+    def spy(fp: IO[bytes]) -> bytes:
+        read.append(os.fstat(fp.fileno()).st_ino)
+        return reader(fp)
 
-    monkeypatch.setattr(dataset, "_hash_stream", spy)
+    monkeypatch.setattr(dataset, "_read_bounded", spy)
 
     report = validate_subject(folder)
 
@@ -478,7 +476,7 @@ def test_a_photo_over_the_byte_cap_is_refused_from_its_size_unread(
         "(a JPEG of 2048 px on the long side is a few MiB), or remove it",
     }
     assert [i.name for i in report.accepted] == ["p1.png", "p2.png"]
-    assert huge.stat().st_ino not in hashed
+    assert read and huge.stat().st_ino not in read  # the others were read, it was not
     with pytest.raises(RefusedFile, match="is larger than 50 MiB"):
         file_sha256(huge)  # and the upload refuses it the same way
 
@@ -487,9 +485,12 @@ def test_a_hash_stops_reading_past_the_byte_cap(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(dataset, "MAX_PHOTO_BYTES", 10)
     monkeypatch.setattr(dataset, "HASH_CHUNK_BYTES", 4)
 
-    _digest, count = dataset._hash_stream(io.BytesIO(b"x" * 1000))  # a file still growing
+    stream = io.BytesIO(b"x" * 1000)  # a file still growing
 
-    assert count == 12  # three chunks: past the cap, and read no further
+    data = dataset._read_bounded(stream)  # what is hashed and decoded
+
+    assert len(data) == 12  # three chunks: past the cap (its length shows it)
+    assert stream.tell() == 12  # and read no further
 
 
 # ----------------------------------------------------------------------------- subject.toml
