@@ -289,22 +289,32 @@ class ApiClient:
             UploadTicket, "POST", "/v3/assets/training_dataset", body={"file_extension": extension}
         )
 
-    async def put_file(self, url: str, source: Path | BinaryIO, content_type: str) -> int:
+    async def put_file(
+        self, url: str, source: Path | BinaryIO | bytes, content_type: str
+    ) -> int:
         """PUT a file's exact bytes, streamed, to a presigned URL (no auth); return the size.
 
         ``source`` is an open binary file, sent whole from its first byte (so a retry sends
-        the same descriptor again, never whatever the name leads to by then), or a path,
-        opened for this request as :func:`~pipeline.inputs.safe_files.open_inbox_file` does.
+        the same descriptor again, never whatever the name leads to by then), a path,
+        opened for this request as :func:`~pipeline.inputs.safe_files.open_inbox_file` does,
+        or bytes already in memory (a photo converted for the upload).
         """
         if isinstance(source, Path):
             with open_inbox_file(source) as handle:
                 return await self.put_file(url, handle, content_type)
         target = self._urls.service_url(url, what="upload")
-        source.seek(0)
-        size = os.fstat(source.fileno()).st_size
+        if isinstance(source, bytes):
+            size = len(source)
+        else:
+            source.seek(0)
+            size = os.fstat(source.fileno()).st_size
         headers = {"Content-Type": content_type, "Content-Length": str(size)}
 
         async def chunks() -> AsyncGenerator[bytes, None]:
+            if isinstance(source, bytes):
+                for start in range(0, size, CHUNK_SIZE):
+                    yield source[start : start + CHUNK_SIZE]
+                return
             left = size  # exactly what Content-Length promised, however the file grows
             while left > 0 and (chunk := await asyncio.to_thread(
                 source.read, min(CHUNK_SIZE, left)
@@ -326,9 +336,10 @@ class ApiClient:
         return size
 
     async def upload_training_image(
-        self, source: Path | BinaryIO, extension: ImageExtension
+        self, source: Path | BinaryIO | bytes, extension: ImageExtension
     ) -> str:
-        """Upload one image (an open binary file, or a path) and return its ``assets_id``.
+        """Upload one image (an open binary file, a path, or bytes) and return its
+        ``assets_id``.
 
         The URL is requested right before the PUT; an expired URL is replaced by a new one
         (at most ``MAX_URL_RENEWALS`` times). Every attempt sends an open file from its start.

@@ -119,9 +119,12 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
     bodies: dict[str, bytes] = {}
     put_file = ApiClient.put_file
 
-    async def keeping(client: ApiClient, url: str, source: Path | BinaryIO,
+    async def keeping(client: ApiClient, url: str, source: Path | BinaryIO | bytes,
                       content_type: str) -> int:
-        data = source.read_bytes() if isinstance(source, Path) else _whole(source)
+        if isinstance(source, bytes):
+            data = source
+        else:
+            data = source.read_bytes() if isinstance(source, Path) else _whole(source)
         bodies[hashlib.sha256(data).hexdigest()] = data
         return await put_file(client, url, source, content_type)
 

@@ -20,7 +20,6 @@ import asyncio
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -149,11 +148,7 @@ async def _upload_image(
                 assets_id = await ctx.api.upload_training_image(
                     handle, cast(ImageExtension, image.format)
                 )
-            else:
-                with tempfile.TemporaryFile() as derived:
-                    await asyncio.to_thread(derived.write, photo.data)
-                    assets_id = await ctx.api.upload_training_image(
-                        cast(BinaryIO, derived), photo.format
-                    )
+            else:  # from memory: nothing is written anywhere but the inbox, outbox and state
+                assets_id = await ctx.api.upload_training_image(photo.data, photo.format)
     ctx.store.remember_asset(key, assets_id, now=ctx.clock.now())
     ctx.store.set_image_asset(subject.id, image.sha256, assets_id)
