@@ -13,7 +13,7 @@ from typing import IO
 
 import pytest
 
-from pipeline.inputs import dataset
+from pipeline.inputs import photo_files
 from pipeline.inputs.dataset import (
     DatasetReport,
     Rejection,
@@ -300,14 +300,14 @@ def test_huge_pixel_count_is_rejected_from_the_header_without_decoding(
     fill(subject, 1)
     (subject / "bomb.png").write_bytes(png_claiming(100_000, 100_000))
     decoded: list[tuple[int, int]] = []
-    original = dataset.measure_photo
+    original = photo_files.measure_photo
 
     def spy(fp: IO[bytes], *, find_faces: bool) -> PhotoMeasures:
         measures = original(fp, find_faces=find_faces)
         decoded.append(measures.stored_size)
         return measures
 
-    monkeypatch.setattr(dataset, "measure_photo", spy)
+    monkeypatch.setattr(photo_files, "measure_photo", spy)
 
     report = validate_subject(subject)  # filterwarnings=error: no DecompressionBombWarning
 
@@ -360,13 +360,13 @@ def test_symlink_outside_the_inbox_is_rejected_and_never_read(
     outside.write_bytes(image_bytes(seed=9))
     (subject / "link.png").symlink_to(outside)
     opened: list[Path] = []
-    original = dataset._open_for_read
+    original = photo_files._open_for_read
 
     def spy(path: Path) -> io.BufferedReader:
         opened.append(path)
         return original(path)
 
-    monkeypatch.setattr(dataset, "_open_for_read", spy)
+    monkeypatch.setattr(photo_files, "_open_for_read", spy)
 
     report = validate_subject(subject)
 
@@ -405,14 +405,14 @@ def test_unreadable_file(subject: Path, monkeypatch: pytest.MonkeyPatch) -> None
     locked.write_bytes(image_bytes(seed=11))
     locked.chmod(0)
     if os.access(locked, os.R_OK):  # running as root: permissions do not stop reads
-        original = dataset._open_for_read
+        original = photo_files._open_for_read
 
         def refuse(path: Path) -> io.BufferedReader:
             if path.name == "locked.png":
                 raise PermissionError(13, "Permission denied", str(path))
             return original(path)
 
-        monkeypatch.setattr(dataset, "_open_for_read", refuse)
+        monkeypatch.setattr(photo_files, "_open_for_read", refuse)
 
     report = validate_subject(subject)
     locked.chmod(0o644)
@@ -437,7 +437,7 @@ def test_fifo_is_rejected_without_blocking(subject: Path) -> None:
 def test_file_changed_during_the_scan(subject: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fill(subject, 2)
     growing = subject / "photo_001.png"
-    original = dataset._read_bounded
+    original = photo_files._read_bounded
 
     def read_while_writing(fp: IO[bytes]) -> bytes:
         result = original(fp)
@@ -446,7 +446,7 @@ def test_file_changed_during_the_scan(subject: Path, monkeypatch: pytest.MonkeyP
                 out.write(b"more bytes arriving")
         return result
 
-    monkeypatch.setattr(dataset, "_read_bounded", read_while_writing)
+    monkeypatch.setattr(photo_files, "_read_bounded", read_while_writing)
 
     report = validate_subject(subject)
 
@@ -467,14 +467,14 @@ def test_file_vanishing_during_the_scan_is_transient(
     subject: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fill(subject, 2)
-    original = dataset._open_for_read
+    original = photo_files._open_for_read
 
     def vanish(path: Path) -> io.BufferedReader:
         if path.name == "photo_001.png":
             path.unlink()
         return original(path)
 
-    monkeypatch.setattr(dataset, "_open_for_read", vanish)
+    monkeypatch.setattr(photo_files, "_open_for_read", vanish)
 
     (rejection,) = validate_subject(subject).rejected_files
 
@@ -709,11 +709,11 @@ def test_detect_format(head: bytes, expected: str | None) -> None:
 
 
 def test_hashing_streams_in_chunks(subject: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dataset, "HASH_CHUNK_BYTES", 1000)
+    monkeypatch.setattr(photo_files, "HASH_CHUNK_BYTES", 1000)
     data = image_bytes("PNG", size=(300, 300), seed=3, compress_level=0)
     (subject / "a.png").write_bytes(data)
     reads: list[int] = []
-    original: Callable[[IO[bytes]], bytes] = dataset._read_bounded
+    original: Callable[[IO[bytes]], bytes] = photo_files._read_bounded
 
     def spy(fp: IO[bytes]) -> bytes:
         real_read = fp.read
@@ -728,7 +728,7 @@ def test_hashing_streams_in_chunks(subject: Path, monkeypatch: pytest.MonkeyPatc
         finally:
             del fp.read
 
-    monkeypatch.setattr(dataset, "_read_bounded", spy)
+    monkeypatch.setattr(photo_files, "_read_bounded", spy)
 
     (image,) = validate_subject(subject).accepted
 

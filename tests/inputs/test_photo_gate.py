@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.inputs import dataset
+from pipeline.inputs import photo_files
 from pipeline.inputs.dataset import DatasetReport, validate_subject
 from pipeline.inputs.photo_cache import PhotoCache
 from pipeline.inputs.photo_checks import PhotoMeasures, PhotoSettings
@@ -173,13 +173,13 @@ def test_each_photo_is_measured_once_and_judged_again_under_new_settings(
 ) -> None:
     write_portraits(folder)
     measured: list[int] = []
-    original = dataset.measure_photo
+    original = photo_files.measure_photo
 
     def counting(fp: io.BytesIO, *, find_faces: bool) -> PhotoMeasures:
         measured.append(1)
         return original(fp, find_faces=find_faces)
 
-    monkeypatch.setattr(dataset, "measure_photo", counting)
+    monkeypatch.setattr(photo_files, "measure_photo", counting)
     with PhotoCache.open(tmp_path / "state" / "photo-checks.db") as cache:
         first = validate_subject(folder, class_word="person", cache=cache)
         strict = validate_subject(folder, class_word="person", cache=cache,

@@ -74,18 +74,18 @@ def hook(event, args):
 
 sys.addaudithook(hook)
 
-from pipeline.inputs import dataset
+from pipeline.inputs import dataset, photo_files
 
 if os.geteuid() == 0:  # root reads anything: refuse the way a chmod 000 file would be
-    opener = dataset._open_for_read
+    opener = photo_files._open_for_read
     def refuse(path):
         if path.name == "unreadable.png":
             raise PermissionError(13, "Permission denied", str(path))
         return opener(path)
-    dataset._open_for_read = refuse
+    photo_files._open_for_read = refuse
 
 if os.environ.get("HOSTILE_GROW"):  # a photo still being copied while it is checked
-    reader, growing = dataset._read_bounded, os.environ["HOSTILE_GROW"]
+    reader, growing = photo_files._read_bounded, os.environ["HOSTILE_GROW"]
     def read_while_writing(fp):
         result = reader(fp)
         if os.fstat(fp.fileno()).st_ino == os.stat(growing).st_ino:
@@ -94,7 +94,7 @@ if os.environ.get("HOSTILE_GROW"):  # a photo still being copied while it is che
                 out.write(b"more bytes arriving")
             simulating.on = False
         return result
-    dataset._read_bounded = read_while_writing
+    photo_files._read_bounded = read_while_writing
 
 from pipeline.cli.commands import main
 sys.exit(main(sys.argv[2:]))

@@ -30,7 +30,7 @@ from pipeline.engine.stages.intake import intake
 from pipeline.engine.stages.upload import file_sha256
 from pipeline.errors import ConfigError
 from pipeline.files import open_reader
-from pipeline.inputs import dataset, inbox
+from pipeline.inputs import dataset, inbox, photo_files
 from pipeline.inputs.dataset import validate_subject
 from pipeline.inputs.inbox import scan_inbox
 from pipeline.inputs.safe_files import (
@@ -434,7 +434,7 @@ def test_a_caption_read_after_its_folder_became_a_link_is_refused(
     folder = subject_with_photos(inbox_dir, "alice", 1)
     (folder / "p1.txt").write_text("a fine caption")
     (outside / "p1.txt").write_text("TOP SECRET")
-    inspect = dataset._inspect
+    inspect = photo_files._inspect
 
     def swap_after_the_photo(*args: Any) -> Any:
         result = inspect(*args)
@@ -442,7 +442,7 @@ def test_a_caption_read_after_its_folder_became_a_link_is_refused(
         folder.symlink_to(outside)  # the caption is read next, through the swapped folder
         return result
 
-    monkeypatch.setattr(dataset, "_inspect", swap_after_the_photo)
+    monkeypatch.setattr(photo_files, "_inspect", swap_after_the_photo)
 
     report = validate_subject(folder)
 
@@ -459,15 +459,15 @@ def test_a_photo_over_the_byte_cap_is_refused_from_its_size_unread(
     folder = subject_with_photos(inbox_dir, "alice", 1, 2)
     huge = folder / "huge.png"
     huge.write_bytes(photo(3))
-    os.truncate(huge, dataset.MAX_PHOTO_BYTES + 1)  # a good PNG, then a sparse tail
+    os.truncate(huge, photo_files.MAX_PHOTO_BYTES + 1)  # a good PNG, then a sparse tail
     read: list[int] = []
-    reader = dataset._read_bounded
+    reader = photo_files._read_bounded
 
     def spy(fp: IO[bytes]) -> bytes:
         read.append(os.fstat(fp.fileno()).st_ino)
         return reader(fp)
 
-    monkeypatch.setattr(dataset, "_read_bounded", spy)
+    monkeypatch.setattr(photo_files, "_read_bounded", spy)
 
     report = validate_subject(folder)
 
@@ -482,12 +482,12 @@ def test_a_photo_over_the_byte_cap_is_refused_from_its_size_unread(
 
 
 def test_a_hash_stops_reading_past_the_byte_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dataset, "MAX_PHOTO_BYTES", 10)
-    monkeypatch.setattr(dataset, "HASH_CHUNK_BYTES", 4)
+    monkeypatch.setattr(photo_files, "MAX_PHOTO_BYTES", 10)
+    monkeypatch.setattr(photo_files, "HASH_CHUNK_BYTES", 4)
 
     stream = io.BytesIO(b"x" * 1000)  # a file still growing
 
-    data = dataset._read_bounded(stream)  # what is hashed and decoded
+    data = photo_files._read_bounded(stream)  # what is hashed and decoded
 
     assert len(data) == 12  # three chunks: past the cap (its length shows it)
     assert stream.tell() == 12  # and read no further

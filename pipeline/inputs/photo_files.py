@@ -1,0 +1,290 @@
+"""Reading one photo of a subject folder: bounded, checked while it is read, measured once.
+
+:func:`inspect_all` reads every candidate photo of a folder on a few threads, at most
+:data:`MAX_READS` at once in the whole process, and answers for each either its
+:class:`Content` (hash, detected format, size, and the photo gate's measures, from the cache
+when it has them) or a :class:`Rejection` with a sentence naming the file and what to do.
+A photo is opened the one safe way (:func:`~pipeline.inputs.safe_files.open_inbox_file`),
+refused from its size before a byte is read when it is over :data:`MAX_PHOTO_BYTES`, read
+whole, and refused as changing when its size, time or inode moved while it was read. Its
+header's claimed size is checked against the pixel bound before anything is decoded.
+:mod:`pipeline.inputs.dataset` sorts the answers into what is used and what is not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Final
+
+from PIL import UnidentifiedImageError
+
+from pipeline.inputs.image_formats import (
+    ACCEPTED_FORMATS,
+    CONVERTED_FORMATS,
+    HEAD_BYTES,
+    ImageFormat,
+    detect_format,
+    format_label,
+    header_size,
+    open_problem,
+)
+from pipeline.inputs.photo_cache import MeasureCache
+from pipeline.inputs.photo_checks import PhotoMeasures, PhotoSettings, measure_photo
+from pipeline.inputs.photo_formats import open_photo
+from pipeline.inputs.safe_files import RefusedFile, open_inbox_file, size_text
+
+__all__ = [
+    "HASH_CHUNK_BYTES",
+    "MAX_PHOTO_BYTES",
+    "Candidate",
+    "Content",
+    "Gate",
+    "Rejection",
+    "Stopped",
+    "inspect_all",
+]
+
+HASH_CHUNK_BYTES: Final = 1 << 20
+#: A photo's size on disk; one larger is refused from its size, unread. A 40-megapixel PNG
+#: is about 30 MiB and the service wants far less, so only a mistake or a trick is refused.
+MAX_PHOTO_BYTES: Final = 50 << 20
+
+
+class Stopped(Exception):
+    """Validation was asked to stop (the pass is ending): nothing it found is kept."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A file left out of the training, with a sentence naming it and what to do.
+
+    ``transient`` marks a file that changed while being read: it says nothing about the
+    photo itself, and the next pass will look at it again.
+    """
+
+    name: str
+    reason: str
+    transient: bool = False
+    thumbnail: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A file of the folder that may be a photo."""
+
+    name: str  # display name
+    real_name: str
+    path: Path  # what to read: the file, or a symlink's checked target
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """What reading one photo found: its hash, format, size and the gate's measures."""
+
+    sha256: str
+    format: str  # as detected: png, jpeg, webp, heic or avif
+    size_bytes: int
+    measures: PhotoMeasures
+
+    @property
+    def upload_format(self) -> ImageFormat:
+        return ACCEPTED_FORMATS.get(self.format, "jpeg")
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """How this folder's photos are judged: the settings, whether faces are required, where
+    measures are kept, and the pixel bound."""
+
+    settings: PhotoSettings
+    faces: bool
+    cache: MeasureCache | None
+    max_pixels: int
+
+
+def _open_for_read(path: Path) -> io.BufferedReader:
+    """A photo, opened the one safe way (:func:`~pipeline.inputs.safe_files.open_inbox_file`).
+
+    ``path`` is never a link here: a link was resolved and checked when the folder was listed.
+    """
+    return open_inbox_file(path)
+
+
+def _claimed_size(data: bytes, detected: str) -> tuple[int, int] | None:
+    """The size the file's header claims, before any pixel is decoded."""
+    if detected in CONVERTED_FORMATS:
+        try:
+            with open_photo(io.BytesIO(data)) as image:  # reads the header only
+                return image.size
+        except Exception:  # a damaged header is worded by the caller
+            return None
+    return header_size(io.BytesIO(data), data[:HEAD_BYTES], detected)
+
+
+def _measured(data: bytes, sha256: str, gate: Gate) -> PhotoMeasures:
+    if gate.cache is not None:
+        cached = gate.cache.get(sha256, find_faces=gate.faces)
+        if cached is not None:
+            return cached
+    measures = measure_photo(io.BytesIO(data), find_faces=gate.faces)
+    if gate.cache is not None:
+        gate.cache.put(sha256, find_faces=gate.faces, measures=measures)
+    return measures
+
+
+def _read_content(data: bytes, name: str, gate: Gate) -> Content | Rejection:
+    detected = detect_format(data[:HEAD_BYTES])
+    if detected is None or (detected not in ACCEPTED_FORMATS
+                            and detected not in CONVERTED_FORMATS):
+        return Rejection(
+            name,
+            f"{name} is {format_label(detected)}, not png/jpeg/webp (or HEIC/AVIF): "
+            "convert it to PNG or JPEG, or remove it",
+        )
+    label = {"heic": "HEIC/HEIF"}.get(detected, detected.upper())
+    size = _claimed_size(data, detected)
+    if size is None:
+        return Rejection(
+            name,
+            f"{name} is a damaged {label} file (no readable size in its header): "
+            "export or copy it again",
+        )
+    width, height = size
+    if width * height > gate.max_pixels:
+        return Rejection(
+            name,
+            f"{name} is {width}x{height} ({width * height / 1e6:.0f} megapixels), over the "
+            f"{gate.max_pixels / 1e6:g}-megapixel limit: scale it down (2048 px on the long "
+            "side is plenty)",
+        )
+    sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        measures = _measured(data, sha256, gate)
+    # A damaged file can make any decoder raise almost anything (OSError, SyntaxError,
+    # struct.error, ValueError, DecompressionBombError...): each is a reason to reject.
+    except Exception as exc:
+        problem = str(exc) or type(exc).__name__
+        if isinstance(exc, UnidentifiedImageError):  # its message names a BytesIO object
+            problem = open_problem(io.BytesIO(data), detected)
+        return Rejection(
+            name, f"{name} is a damaged {label} file ({problem}): export or copy it again"
+        )
+    if measures.stored_size != size or _pillow_name(detected) != measures.format:
+        shown = f"{measures.stored_size[0]}x{measures.stored_size[1]}"
+        return Rejection(
+            name,
+            f"{name} is a damaged {label} file (its header says {width}x{height} but it "
+            f"decodes as a {measures.format} of {shown}): export or copy it again",
+        )
+    return Content(sha256, detected, len(data), measures)
+
+
+def _pillow_name(detected: str) -> str:
+    return "heif" if detected == "heic" else detected
+
+
+def _read_bounded(fp: IO[bytes]) -> bytes:
+    """The rest of ``fp``, read in chunks; reading stops past :data:`MAX_PHOTO_BYTES` (a
+    file that grew while read: its length shows it)."""
+    chunks: list[bytes] = []
+    total = 0
+    while total <= MAX_PHOTO_BYTES and (chunk := fp.read(HASH_CHUNK_BYTES)):
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev
+
+
+def _changed(name: str) -> Rejection:
+    return Rejection(
+        name,
+        f"{name} changed while being read: will be checked again on the next pass",
+        transient=True,
+    )
+
+
+def _too_large(name: str, size: int) -> Rejection:
+    return Rejection(
+        name,
+        f"{name} is {size / (1 << 20):,.0f} MiB, over the {size_text(MAX_PHOTO_BYTES)} a photo "
+        "may be: export it smaller (a JPEG of 2048 px on the long side is a few MiB), or "
+        "remove it",
+    )
+
+
+def _unreadable(name: str, exc: OSError) -> Rejection:
+    if isinstance(exc, PermissionError):
+        return Rejection(
+            name,
+            f"{name} cannot be read (permission denied): make it readable by the "
+            "pipeline's user (chmod a+r), or remove it",
+        )
+    return Rejection(name, f"{name} cannot be read ({exc.strerror or exc}): copy it again")
+
+
+def _inspect(candidate: Candidate, gate: Gate) -> Content | Rejection:
+    name = candidate.name
+    try:
+        with _open_for_read(candidate.path) as fp:
+            opened = os.fstat(fp.fileno())
+            if opened.st_size == 0:
+                return Rejection(name, f"{name} is empty (0 bytes): copy the photo again")
+            if opened.st_size > MAX_PHOTO_BYTES:
+                return _too_large(name, opened.st_size)
+            data = _read_bounded(fp)
+        after = os.stat(candidate.path)
+    except RefusedFile as exc:
+        return Rejection(
+            name, f"{name} {exc.problem}: replace it with the photo itself, or remove it"
+        )
+    except FileNotFoundError:
+        return _changed(name)
+    except OSError as exc:
+        return _unreadable(name, exc)
+    # Checked before the content: a half-copied file looks damaged, but that is not final.
+    if _stamp(opened) != _stamp(after) or len(data) != opened.st_size:
+        return _changed(name)
+    return _read_content(data, name, gate)
+
+
+#: Photos of one folder measured at once: OpenCV and libjpeg release the GIL while they work.
+MAX_MEASURE_THREADS: Final = 2
+#: Photos read and decoded at once in the whole process, whatever the number of folders and
+#: threads: a photo is held whole (up to MAX_PHOTO_BYTES), and a 40-megapixel PNG, which
+#: cannot be decoded reduced, takes some 120 MB more while it is measured.
+MAX_READS: Final = 2
+_reading = threading.BoundedSemaphore(MAX_READS)
+
+
+def inspect_all(
+    candidates: list[Candidate], gate: Gate, stop: threading.Event | None
+) -> list[Content | Rejection]:
+    """:func:`_inspect` of every candidate, in order, on a few threads. Raises
+    :class:`Stopped` once ``stop`` is set (before the next file is read)."""
+
+    def one(candidate: Candidate) -> Content | Rejection:
+        with _reading:
+            if stop is not None and stop.is_set():
+                raise Stopped
+            return _inspect(candidate, gate)
+
+    workers = min(len(candidates), os.cpu_count() or 1, MAX_MEASURE_THREADS)
+    if workers <= 1:
+        return [one(candidate) for candidate in candidates]
+    with ThreadPoolExecutor(workers, thread_name_prefix="photos") as pool:
+        try:
+            return list(pool.map(one, candidates))
+        except Stopped:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
