@@ -79,3 +79,9 @@ TASK_UNKNOWN: Final = "TASK_STATUS_UNKNOWN"
 #: Default images per minute per account.
 TXT2IMG_IMAGES_PER_MINUTE: Final = 20
 IMG2IMG_IMAGES_PER_MINUTE: Final = 10
+
+#: img2img's init image (section 6): at most 16 megapixels and 10 MB (read as 10**6 bytes
+#: a MB, the stricter reading); ``strength`` 0..1, 0.5 when not given.
+MAX_INIT_IMAGE_PIXELS: Final = 16_000_000
+MAX_INIT_IMAGE_BYTES: Final = 10_000_000
+DEFAULT_IMG2IMG_STRENGTH: Final = 0.5

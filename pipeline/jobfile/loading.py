@@ -17,26 +17,26 @@ the fields are described in ``jobs/README.md``.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
 import tomllib
-import types
-import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Self
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic.json_schema import SkipJsonSchema
-from pydantic_core import ErrorDetails
 
 from ..api.contract import BASE_MODELS, MAX_TEXT_LENGTH, SDXL_BASE_MODELS
 from ..errors import ConfigError
 from ..inputs.dataset import display_name
+from ..inputs.init_images import InitImage
 from ..inputs.photo_checks import PhotoSettings
 from ..inputs.safe_files import RefusedFile, read_beneath, read_inbox_file, size_text
+from .init_refs import job_paths_resolved, read_init_images, subject_paths_resolved
+from .messages import config_error
+from .prompts import ImagePrompt, as_table
 from .schema import (
     Component,
     GenerationOverrides,
@@ -55,6 +55,7 @@ __all__ = [
     "Component",
     "GenerationOverrides",
     "GenerationSection",
+    "ImagePrompt",
     "JobConfig",
     "JobSection",
     "NotifySection",
@@ -78,7 +79,6 @@ MAX_JOB_FILE_BYTES: Final = 1024 * 1024
 _ANYWHERE: Final = Path("/")
 #: Stands in for the subject's folder name when prompts are checked at load time.
 SAMPLE_SUBJECT: Final = "subject"
-_VALUE_WIDTH: Final = 80
 #: The layout of :meth:`SubjectSettings.freeze`'s JSON; :meth:`SubjectSettings.thaw` reads
 #: this one only.
 FROZEN_FORMAT: Final = 1
@@ -86,12 +86,25 @@ FROZEN_FORMAT: Final = 1
 
 @dataclass(frozen=True, slots=True)
 class RenderedPrompt:
-    """One prompt ready for txt2img: ``index`` counts from 1 over prompts + extra_prompts."""
+    """One prompt ready to send: ``index`` counts from 1 over prompts + extra_prompts.
+
+    A prompt with an ``init_image`` (its absolute path as people read it) goes through
+    img2img from the picture whose sha256 is ``init_sha256`` (kept in the state when the
+    subject was taken in), with ``strength``; the others through txt2img. Settings frozen
+    before img2img existed have none of the three: txt2img, as they were.
+    """
 
     index: int
     template: str
     text: str
     slug: str
+    init_image: str | None = None
+    init_sha256: str | None = None
+    strength: float | None = None
+
+    @property
+    def img2img(self) -> bool:
+        return self.init_sha256 is not None
 
 
 @dataclass(frozen=True)
@@ -104,6 +117,12 @@ class SubjectSettings:
     prompts: list[RenderedPrompt]
     captions: dict[str, str]
     photos: PhotosSection = dataclasses.field(default_factory=PhotosSection)
+    #: The bytes of the init images, by sha256, as read when these settings were made; to
+    #: keep in the state with the version (never frozen, never compared: thawed settings
+    #: have none).
+    init_images: Mapping[str, bytes] = dataclasses.field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @property
     def instance_prompt(self) -> str:
@@ -125,9 +144,15 @@ class SubjectSettings:
         Rendered into prompts as it is, its undecodable bytes (lone surrogates in Python) can
         be neither stored, nor written to a sidecar, nor sent as JSON.
         """
-        if display_name(self.subject) == self.subject:
+        prompts = [
+            dataclasses.replace(
+                p, text=display_name(p.text),
+                init_image=None if p.init_image is None else display_name(p.init_image),
+            )
+            for p in self.prompts
+        ]
+        if display_name(self.subject) == self.subject and prompts == self.prompts:
             return self
-        prompts = [dataclasses.replace(p, text=display_name(p.text)) for p in self.prompts]
         return dataclasses.replace(self, subject=display_name(self.subject), prompts=prompts)
 
     def freeze(self) -> str:
@@ -140,7 +165,9 @@ class SubjectSettings:
             "subject": self.subject,
             "training": self.training.model_dump(mode="json"),
             "generation": self.generation.model_dump(mode="json"),
-            "prompts": [dataclasses.asdict(prompt) for prompt in self.prompts],
+            # A txt2img prompt is written as before img2img existed: no null init image.
+            "prompts": [{key: value for key, value in dataclasses.asdict(prompt).items()
+                         if value is not None} for prompt in self.prompts],
             "captions": self.captions,
             "photos": self.photos.model_dump(mode="json"),
         }
@@ -199,9 +226,18 @@ class JobConfig(StrictModel):
         subject = folder.name
         training = self.training.model_dump() | overrides.training_updates()
         training["captions"] = self.training.captions | overrides.all_captions()
-        generation = self.generation.model_dump() | overrides.generation_updates()
+        job_generation, job_refs = job_paths_resolved(
+            self.generation.model_dump(), self.path.parent, str(self.path)
+        )
+        lists = overrides.prompt_lists()
+        resolved, subject_refs = subject_paths_resolved(lists, folder, str(folder / SUBJECT_FILE))
+        own = {label: entries for (label, _), entries in zip(lists, resolved, strict=True)}
+        generation = job_generation | overrides.generation_updates()
+        if "generation.prompts" in own:
+            generation["prompts"] = own["generation.prompts"]
         generation["extra_prompts"] = [
-            *self.generation.extra_prompts, *overrides.all_extra_prompts()
+            *job_generation["extra_prompts"], *own.get("generation.extra_prompts", []),
+            *own.get("extra_prompts", []),
         ]
         source = (f"{folder / SUBJECT_FILE} (over {self.path})" if found
                   else f"{self.path} (subject {subject!r})")
@@ -211,17 +247,22 @@ class JobConfig(StrictModel):
         try:
             merged = JobConfig.model_validate(data)
         except ValidationError as exc:
-            raise _config_error(source, exc, JobConfig) from None
+            raise config_error(source, exc, JobConfig) from None
         problems = _render_problems(merged.training, merged.generation, subject)
         if problems:
             raise ConfigError("\n".join(f"{source}: {line}" for line in problems))
+        images = read_init_images(
+            (entry.init_image for entry in merged.generation.entries() if entry.init_image),
+            [*job_refs, *subject_refs], inbox=self.job.inbox, fallback=str(self.path),
+        )
         return SubjectSettings(
             subject=subject,
             training=merged.training,
             generation=merged.generation,
-            prompts=render_prompts(merged.training, merged.generation, subject),
+            prompts=render_prompts(merged.training, merged.generation, subject, images),
             captions=dict(merged.training.captions),
             photos=merged.photos,
+            init_images={image.sha256: image.data for image in images.values()},
         )
 
 
@@ -245,7 +286,7 @@ def load_job(path: Path) -> JobConfig:
     try:
         config = JobConfig.model_validate(data)
     except ValidationError as exc:
-        raise _config_error(str(path), exc, JobConfig) from None
+        raise config_error(str(path), exc, JobConfig) from None
     base = path.resolve().parent
     inbox = (base / config.job.inbox.expanduser()).resolve()
     outbox = (base / config.job.outbox.expanduser()).resolve()
@@ -255,7 +296,14 @@ def load_job(path: Path) -> JobConfig:
             " its folders would be taken for subjects; put them side by side"
         )
     job = config.job.model_copy(update={"inbox": inbox, "outbox": outbox})
-    return config.model_copy(update={"job": job, "path": path.resolve()})
+    generation, refs = job_paths_resolved(config.generation.model_dump(), base, str(path))
+    # Checked now, so a bad picture stops the job before anything is paid; each subject
+    # reads it again when it is taken in, and keeps what it read.
+    read_init_images((ref.path for ref in refs), refs, inbox=inbox, fallback=str(path))
+    return config.model_copy(update={
+        "job": job, "path": path.resolve(),
+        "generation": GenerationSection.model_validate(generation),
+    })
 
 
 def load_subject_overrides(folder: Path) -> SubjectOverrides:
@@ -279,7 +327,7 @@ def _subject_overrides(folder: Path) -> tuple[SubjectOverrides, bool]:
     try:
         return SubjectOverrides.model_validate(data), True
     except ValidationError as exc:
-        raise _config_error(str(file), exc, SubjectOverrides) from None
+        raise config_error(str(file), exc, SubjectOverrides) from None
 
 
 def _read_subject_file(file: Path, inbox: Path) -> bytes:
@@ -300,15 +348,27 @@ def _read_subject_file(file: Path, inbox: Path) -> bytes:
 
 
 def render_prompts(
-    training: TrainingSection, generation: GenerationSection, subject: str
+    training: TrainingSection, generation: GenerationSection, subject: str,
+    images: Mapping[str, InitImage] | None = None,
 ) -> list[RenderedPrompt]:
-    """Every prompt then extra prompt of ``generation``, rendered for ``subject``."""
+    """Every prompt then extra prompt of ``generation``, rendered for ``subject``; an
+    img2img prompt's init image is found in ``images`` (by its path, as read by
+    :func:`~.init_refs.read_init_images`)."""
     values = _template_values(training, subject)
-    return [
-        RenderedPrompt(index, template, fill_template(template, values),
-                       prompt_slug(index, template))
-        for index, template in enumerate(generation.all_prompts(), start=1)
-    ]
+    rendered = []
+    for index, entry in enumerate(generation.entries(), start=1):
+        template = entry.prompt
+        prompt = RenderedPrompt(index, template, fill_template(template, values),
+                                prompt_slug(index, template))
+        if entry.init_image is not None:
+            image = (images or {}).get(entry.init_image)
+            if image is None:
+                raise ConfigError(f"{entry.init_image}: the init image was not read")
+            prompt = dataclasses.replace(prompt, init_image=entry.init_image,
+                                         init_sha256=image.sha256,
+                                         strength=entry.init_strength)
+        rendered.append(prompt)
+    return rendered
 
 
 def _template_values(training: TrainingSection, subject: str) -> dict[str, str]:
@@ -326,10 +386,10 @@ def _render_problems(
     except TemplateError as exc:
         return [f"training.instance_prompt: {exc}"]
     texts = [("training.instance_prompt", values["instance_prompt"])]
-    texts += [(f"generation.prompts[{i}]", fill_template(template, values))
-              for i, template in enumerate(generation.prompts)]
-    texts += [(f"generation.extra_prompts[{i}]", fill_template(template, values))
-              for i, template in enumerate(generation.extra_prompts)]
+    texts += [(f"generation.prompts[{i}]", fill_template(as_table(entry).prompt, values))
+              for i, entry in enumerate(generation.prompts)]
+    texts += [(f"generation.extra_prompts[{i}]", fill_template(as_table(entry).prompt, values))
+              for i, entry in enumerate(generation.extra_prompts)]
     problems = []
     for field, text in texts:
         if len(text) > MAX_TEXT_LENGTH:
@@ -374,68 +434,3 @@ def _read_toml(path: Path, read: Callable[[], bytes], *, advice: str) -> dict[st
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: TOML syntax error: {exc}") from exc
-
-
-def _config_error(source: str, exc: ValidationError, root: type[BaseModel]) -> ConfigError:
-    lines = [line for error in exc.errors(include_url=False) for line in _describe(error, root)]
-    return ConfigError("\n".join(f"{source}: {line}" for line in lines))
-
-
-def _describe(error: ErrorDetails, root: type[BaseModel]) -> list[str]:
-    loc = error["loc"]
-    field = _dotted(loc)
-    if error["type"] == "extra_forbidden":
-        return [f"{field} = {_show(error['input'])}: unknown field{_field_hint(root, loc)}"]
-    if error["type"] == "missing":
-        return [f"{field}: required, missing"]
-    message = error["msg"].removeprefix("Value error, ")
-    if not loc or isinstance(error["input"], dict):
-        # A check over a whole section: its message names the fields itself.
-        prefix = f"{field}: " if field else ""
-        return [prefix + line for line in message.splitlines()]
-    return [f"{field} = {_show(error['input'])}: {message}"]
-
-
-def _dotted(loc: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif part.isidentifier():
-            text += f".{part}" if text else part
-        elif part == "[key]":
-            text += " (key)"
-        else:
-            text += f"[{part!r}]"
-    return text
-
-
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= _VALUE_WIDTH else text[: _VALUE_WIDTH - 3] + "..."
-
-
-def _field_hint(root: type[BaseModel], loc: tuple[int | str, ...]) -> str:
-    model: type[BaseModel] | None = root
-    for part in loc[:-1]:
-        if isinstance(part, int) or model is None:
-            continue
-        info = model.model_fields.get(part)
-        model = _model_in(info.annotation) if info is not None else None
-    if model is None:
-        return ""
-    allowed = [name for name, info in model.model_fields.items() if not info.exclude]
-    close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"; {hint}allowed fields: {', '.join(allowed)}"
-
-
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The model inside ``X``, ``X | None`` or ``list[X]``, if any."""
-    if isinstance(annotation, type) and not isinstance(annotation, types.GenericAlias):
-        return annotation if issubclass(annotation, BaseModel) else None
-    for arg in typing.get_args(annotation):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None

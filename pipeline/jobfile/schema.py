@@ -54,10 +54,10 @@ from ..api.models import (
 )
 from ..errors import ConfigError
 from ..inputs.photo_checks import RECOMMENDED_FACE_PHOTOS, PhotoSettings
+from .prompts import ImagePrompt, PromptEntry, as_table
 from .templates import (
     TemplateError,
     check_instance_template,
-    check_prompt_template,
     fill_template,
 )
 
@@ -93,8 +93,6 @@ def _http_url(value: str) -> str:
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_LENGTH)]
 Slug = Annotated[str, AfterValidator(_slug)]
-PromptTemplate = Annotated[str, StringConstraints(min_length=1),
-                           AfterValidator(check_prompt_template)]
 InstanceTemplate = Annotated[str, StringConstraints(min_length=1),
                              AfterValidator(check_instance_template)]
 ClassWord = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -104,7 +102,7 @@ ComponentName = Annotated[str, OneOf(COMPONENT_NAMES)]
 Captions = dict[Annotated[str, AfterValidator(_file_name)], Text]
 TrainSide = Annotated[int, Field(ge=1)]
 ModelFile = Annotated[str, StringConstraints(min_length=1, max_length=256)]
-PromptList = Annotated[list[PromptTemplate], Field(min_length=1, max_length=MAX_PROMPTS)]
+PromptList = Annotated[list[PromptEntry], Field(min_length=1, max_length=MAX_PROMPTS)]
 Strength = Annotated[float, Field(ge=0, le=1)]
 ImageNum = Annotated[int, Field(ge=1, le=MAX_IMAGE_NUM)]
 Side = Annotated[int, Field(ge=MIN_SIDE, le=MAX_SIDE)]
@@ -249,11 +247,12 @@ class TrainingSection(TrainingKnobs, _TrainingBasics):
 
 
 class GenerationSection(StrictModel):
-    """``[generation]``: the txt2img requests made with the trained LoRA, one per prompt."""
+    """``[generation]``: the requests made with the trained LoRA, one per prompt: txt2img,
+    or img2img for a prompt that names an ``init_image`` (see :mod:`.prompts`)."""
 
     model_name: ModelFile = "realisticVisionV51_v51VAE_94301.safetensors"
     prompts: PromptList
-    extra_prompts: list[PromptTemplate] = Field(default_factory=list)
+    extra_prompts: list[PromptEntry] = Field(default_factory=list)
     negative_prompt: Text | None = None
     lora_strength: Strength = 0.8
     image_num: ImageNum = 1
@@ -277,7 +276,11 @@ class GenerationSection(StrictModel):
 
     def all_prompts(self) -> list[str]:
         """``prompts`` then ``extra_prompts``, as templates."""
-        return [*self.prompts, *self.extra_prompts]
+        return [entry.prompt for entry in self.entries()]
+
+    def entries(self) -> list[ImagePrompt]:
+        """``prompts`` then ``extra_prompts``, each as a table (its init image, if any)."""
+        return [as_table(entry) for entry in (*self.prompts, *self.extra_prompts)]
 
 
 class PhotosSection(StrictModel):
@@ -389,7 +392,7 @@ class SubjectOverrides(StrictModel):
     """
 
     class_word: ClassWord | None = None
-    extra_prompts: list[PromptTemplate] = Field(default_factory=list)
+    extra_prompts: list[PromptEntry] = Field(default_factory=list)
     captions: Captions = Field(default_factory=dict)
     training: TrainingOverrides = Field(default_factory=TrainingOverrides)
     generation: GenerationOverrides = Field(default_factory=GenerationOverrides)
@@ -426,7 +429,21 @@ class SubjectOverrides(StrictModel):
         """Generation fields to replace (``extra_prompts`` excluded: they add up)."""
         return self.generation.model_dump(exclude_unset=True, exclude={"extra_prompts"})
 
-    def all_extra_prompts(self) -> list[str]:
-        """``[generation] extra_prompts`` then the top-level ``extra_prompts``."""
+    def prompt_lists(self) -> list[tuple[str, list[str | dict[str, Any]]]]:
+        """The prompt lists this file sets, each with its field: ``generation.prompts``
+        (when it replaces the job's), ``generation.extra_prompts`` and ``extra_prompts``;
+        a table as a dict."""
+        given = self.generation.model_dump(exclude_unset=True)
+        lists = [(f"generation.{key}", list(given[key]))
+                 for key in ("prompts", "extra_prompts") if key in given]
+        top = [entry if isinstance(entry, str) else entry.model_dump(exclude_unset=True)
+               for entry in self.extra_prompts]
+        return [*lists, ("extra_prompts", top)]
+
+    def all_extra_prompts(self) -> list[str | dict[str, Any]]:
+        """``[generation] extra_prompts`` then the top-level ``extra_prompts``, a table
+        as a dict."""
         given = self.generation.model_dump(exclude_unset=True).get("extra_prompts", [])
-        return [*given, *self.extra_prompts]
+        top = [entry if isinstance(entry, str) else entry.model_dump(exclude_unset=True)
+               for entry in self.extra_prompts]
+        return [*given, *top]
