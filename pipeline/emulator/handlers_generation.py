@@ -42,12 +42,13 @@ def _fit_side(width: int, height: int) -> tuple[int, int]:
 
 async def _attach_init_image(spec: GenerationSpec, data: bytes) -> None:
     try:
-        info = await asyncio.to_thread(inspect_image, data, MAX_INIT_PIXELS)
+        info = await asyncio.to_thread(inspect_image, data, MAX_INIT_PIXELS, backdrop=True)
     except ImageRejected as rejected:
         raise ApiError(
             400, rejected.reason, f"request.image_base64: {rejected.message}"
         ) from rejected
     spec.init_thumbnail = info.thumbnail
+    spec.init_backdrop = info.backdrop
     if not spec.width or not spec.height:
         fitted = _fit_side(info.width, info.height)
         spec.width, spec.height = spec.width or fitted[0], spec.height or fitted[1]
@@ -128,6 +129,8 @@ def _render_request(emulator: Emulator, generation: Generation, index: int) -> R
         count=spec.image_num,
         loras=loras,
         init_thumbnail=spec.init_thumbnail,
+        init_backdrop=spec.init_backdrop,
+        strength=0.5 if spec.strength is None else spec.strength,
     )
 
 

@@ -3,7 +3,10 @@
 A generated picture is drawn when it is downloaded (nothing is cached): a background colour
 derived from the seed, the prompt wrapped in a panel, the checkpoint and LoRAs used, and a
 strip of thumbnails of the LoRAs' training images (plus the init image for img2img), so a
-person looking at the output can tell which subject and which prompt produced it.
+person looking at the output can tell which subject and which prompt produced it. An img2img
+picture is drawn over its init image instead of the colour: the init image resized to fill
+the picture, tinted by the seed's colour in proportion to ``strength`` (how much img2img may
+change it), so it visibly derives from the picture it started from.
 Everything here is synchronous and CPU-bound: callers run it in a worker thread.
 """
 
@@ -18,6 +21,10 @@ from dataclasses import dataclass, field
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
 THUMBNAIL_SIDE = 64
+#: An init image is kept at most this size (the longer side) to draw img2img pictures over.
+BACKDROP_SIDE = 512
+#: How much of the seed's colour covers an init image at strength 1.
+MAX_TINT = 0.4
 MAX_INIT_PIXELS = 4096 * 4096  # "16 MP"
 MAX_UPLOAD_PIXELS = 8192 * 8192
 
@@ -44,14 +51,19 @@ class ImageInfo:
     width: int
     height: int
     thumbnail: bytes  # JPEG, at most THUMBNAIL_SIDE px on its longer side
+    backdrop: bytes | None = None  # JPEG, at most BACKDROP_SIDE px (init images only)
 
 
-def inspect_image(data: bytes, max_pixels: int = MAX_UPLOAD_PIXELS) -> ImageInfo:
-    """Decode ``data`` fully and return its format, size and a thumbnail.
+def inspect_image(
+    data: bytes, max_pixels: int = MAX_UPLOAD_PIXELS, *, backdrop: bool = False
+) -> ImageInfo:
+    """Decode ``data`` fully and return its format, size and a thumbnail (and, with
+    ``backdrop``, a copy of at most :data:`BACKDROP_SIDE` px to draw over).
 
     Raises :class:`ImageRejected` for anything that is not a whole png/jpeg/webp picture or
     that holds more than ``max_pixels`` pixels.
     """
+    side = BACKDROP_SIDE if backdrop else THUMBNAIL_SIDE
     try:
         with Image.open(io.BytesIO(data)) as image:
             extension = _PIL_FORMATS.get(image.format or "")
@@ -65,7 +77,7 @@ def inspect_image(data: bytes, max_pixels: int = MAX_UPLOAD_PIXELS) -> ImageInfo
                     "IMAGE_EXCEEDS_MAX_RESOLUTION",
                     f"image is {width}x{height}; at most {max_pixels} pixels",
                 )
-            image.draft("RGB", (THUMBNAIL_SIDE * 2, THUMBNAIL_SIDE * 2))
+            image.draft("RGB", (side * 2, side * 2))
             image.load()
             thumb = image.convert("RGB")
     except ImageRejected:
@@ -73,10 +85,18 @@ def inspect_image(data: bytes, max_pixels: int = MAX_UPLOAD_PIXELS) -> ImageInfo
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
             Image.DecompressionBombError) as exc:
         raise ImageRejected("INVALID_IMAGE_FORMAT", f"not a decodable image: {exc}") from exc
+    kept = None
+    if backdrop:
+        thumb.thumbnail((BACKDROP_SIDE, BACKDROP_SIDE))
+        kept = _jpeg(thumb)
     thumb.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    return ImageInfo(extension, width, height, _jpeg(thumb), kept)
+
+
+def _jpeg(image: Image.Image) -> bytes:
     out = io.BytesIO()
-    thumb.save(out, format="JPEG", quality=80)
-    return ImageInfo(extension, width, height, out.getvalue())
+    image.save(out, format="JPEG", quality=80)
+    return out.getvalue()
 
 
 @dataclass
@@ -104,6 +124,9 @@ class RenderRequest:
     count: int
     loras: list[LoraPicture] = field(default_factory=list)
     init_thumbnail: bytes | None = None
+    #: img2img: the init image to draw over (see :func:`inspect_image`), and its strength.
+    init_backdrop: bytes | None = None
+    strength: float = 0.5
 
 
 def _font(size: int) -> Font:
@@ -118,6 +141,8 @@ def _seed_colour(seed: int) -> tuple[int, int, int]:
 
 def _background(request: RenderRequest) -> Image.Image:
     colour = _seed_colour(request.seed + request.index)
+    if request.init_backdrop is not None:
+        return _over_init_image(request, colour)
     image = Image.new("RGB", (request.width, request.height), colour)
     draw = ImageDraw.Draw(image)
     rng = random.Random(request.seed * 31 + request.index)
@@ -129,6 +154,17 @@ def _background(request: RenderRequest) -> Image.Image:
         tone = tuple(min(255, int(c * shade)) for c in colour)
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=tone)
     return image
+
+
+def _over_init_image(request: RenderRequest, colour: tuple[int, int, int]) -> Image.Image:
+    """The init image filling the picture (cropped to its shape), tinted by the seed's
+    colour as much as ``strength`` lets img2img stray from it."""
+    assert request.init_backdrop is not None
+    size = (request.width, request.height)
+    with Image.open(io.BytesIO(request.init_backdrop)) as init:
+        fitted = ImageOps.fit(init.convert("RGB"), size, Image.Resampling.BILINEAR)
+    tint = Image.new("RGB", size, colour)
+    return Image.blend(fitted, tint, MAX_TINT * max(0.0, min(1.0, request.strength)))
 
 
 def _paste_thumb(canvas: Image.Image, data: bytes, box: tuple[int, int], side: int) -> None:
@@ -177,6 +213,8 @@ def _caption_lines(request: RenderRequest) -> list[str]:
         f"seed {request.seed}  model {request.model_name}",
     ]
     lines += [f"LoRA {lora.name} @ {lora.strength:g}" for lora in request.loras]
+    if request.init_backdrop is not None:
+        lines.append(f"over the init image, strength {request.strength:g}")
     return lines
 
 

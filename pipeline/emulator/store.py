@@ -152,6 +152,7 @@ class GenerationSpec:
     image_type: str
     strength: float | None = None
     init_thumbnail: bytes | None = None
+    init_backdrop: bytes | None = None  # img2img: what its pictures are drawn over
     webhook_url: str | None = None
 
 

@@ -7,7 +7,7 @@ import io
 from typing import Any
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageStat
 
 from .conftest import Env, EnvFactory, image_bytes, txt2img_body
 
@@ -123,6 +123,48 @@ async def test_img2img_lifecycle(env: Env) -> None:
         picture = Image.open(io.BytesIO(await got.read()))
     assert picture.format == "JPEG" and picture.size == (256, 256)
     assert env.emulator.counters.generations_created == {"total": 1, "img2img": 1}
+
+
+def _halves(size: tuple[int, int]) -> bytes:
+    """A picture blue on the left, yellow on the right."""
+    image = Image.new("RGB", size, (0, 0, 255))
+    image.paste((255, 255, 0), (size[0] // 2, 0, size[0], size[1]))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def _mean(picture: Image.Image, box: tuple[int, int, int, int]) -> tuple[float, ...]:
+    return tuple(ImageStat.Stat(picture.convert("RGB").crop(box)).mean)
+
+
+def _distance(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    return float(sum((x - y) ** 2 for x, y in zip(a, b, strict=True)) ** 0.5)
+
+
+@pytest.mark.parametrize("strength", [0.2, 0.9])
+async def test_an_img2img_picture_is_drawn_over_its_init_image(
+    env: Env, strength: float
+) -> None:
+    """Beside the prompt panel, the portrait and the strip, the picture is the init image:
+    its left side blue, its right side yellow, tinted more as the strength grows."""
+    lora = await env.serving_lora()
+    body = txt2img_body([lora], width=256, height=256, strength=strength)
+    body["request"]["image_base64"] = base64.b64encode(_halves((300, 300))).decode()
+    task_id = await _create(env, body, "img2img")
+    env.clock.advance(3)
+    async with env.session.get((await env.result(task_id))["images"][0]["image_url"]) as got:
+        picture = Image.open(io.BytesIO(await got.read()))
+    left, right = _mean(picture, (4, 130, 60, 200)), _mean(picture, (200, 130, 252, 200))
+    tint = 0.4 * strength * 255 * 3 ** 0.5  # at most this far from the init image
+    assert _distance(left, (0, 0, 255)) <= tint + 8, left
+    assert _distance(right, (255, 255, 0)) <= tint + 8, right
+
+    plain = await _create(env, txt2img_body([lora], width=256, height=256))
+    env.clock.advance(3)
+    async with env.session.get((await env.result(plain))["images"][0]["image_url"]) as got:
+        txt2img = Image.open(io.BytesIO(await got.read()))
+    assert _distance(_mean(txt2img, (200, 130, 252, 200)), (255, 255, 0)) > 100
 
 
 async def test_unknown_generation_and_unfinished_image(env: Env) -> None:
