@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -93,8 +93,20 @@ class RejectionRow:
 
 
 @dataclass(frozen=True)
+class InitImageUse:
+    """What an img2img generation starts from: the init image as people name it (a path),
+    the sha256 of its bytes (kept in the state: :meth:`StateStore.init_image`), and how
+    much the picture may change (``strength``, 0..1)."""
+
+    image: str
+    sha256: str
+    strength: float
+
+
+@dataclass(frozen=True)
 class GenerationRow:
-    """One prompt of one subject: one txt2img task (re-submitted only after a loss)."""
+    """One prompt of one subject: one txt2img task, or one img2img task when it has an init
+    image (re-submitted only after a loss)."""
 
     id: int
     subject_id: SubjectId
@@ -111,6 +123,22 @@ class GenerationRow:
     updated_at: float
     #: Creates sent again after an answer that was lost (the README's policy).
     uncertain: int = 0
+    #: An img2img prompt's init image (see :class:`InitImageUse`); None for txt2img.
+    init_image: str | None = None
+    init_sha256: str | None = None
+    strength: float | None = None
+
+    @property
+    def init(self) -> InitImageUse | None:
+        """What this generation starts from, when it is an img2img one."""
+        if self.init_image is None or self.init_sha256 is None or self.strength is None:
+            return None
+        return InitImageUse(self.init_image, self.init_sha256, self.strength)
+
+    @property
+    def endpoint(self) -> str:
+        """``txt2img`` or ``img2img``: the service's name for how it is generated."""
+        return "txt2img" if self.init_sha256 is None else "img2img"
 
 
 @dataclass(frozen=True)
@@ -177,8 +205,11 @@ class StateStore(Protocol):
     def cached_asset(self, sha256: str) -> str | None: ...
     def remember_asset(self, sha256: str, assets_id: str, *, now: float) -> None: ...
     def ensure_generations(
-        self, subject_id: SubjectId, prompts: Sequence[tuple[int, str, str]], *, now: float
+        self, subject_id: SubjectId, prompts: Sequence[tuple[int, str, str]], *, now: float,
+        img2img: Mapping[int, InitImageUse] | None = None,
     ) -> list[GenerationRow]: ...
+    def keep_init_images(self, images: Mapping[str, bytes], *, now: float) -> None: ...
+    def init_image(self, sha256: str) -> bytes | None: ...
     def generations(self, subject_id: SubjectId) -> list[GenerationRow]: ...
     def update_generation(self, generation_id: int, *, now: float, **values: Any) -> None: ...
     def transition_generation(

@@ -20,7 +20,7 @@ import contextlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
@@ -32,6 +32,7 @@ from ..redact import Scrubber
 from .protocol import (
     GenerationRow,
     ImageRow,
+    InitImageUse,
     NewImage,
     NewRejection,
     OutputRow,
@@ -148,8 +149,21 @@ ALTER TABLE images ADD COLUMN changes TEXT;
 ALTER TABLE rejections ADD COLUMN thumbnail BLOB;
 """
 
+# img2img: a generation's init image, and the init images' bytes by content, kept when the
+# subject is taken in (its folder or the job's picture may change or go away after).
+_SCHEMA_V4 = """
+ALTER TABLE generations ADD COLUMN init_image TEXT;
+ALTER TABLE generations ADD COLUMN init_sha256 TEXT;
+ALTER TABLE generations ADD COLUMN strength REAL;
+CREATE TABLE init_images (
+    sha256 TEXT PRIMARY KEY,
+    data BLOB NOT NULL,
+    kept_at REAL NOT NULL
+);
+"""
+
 #: MIGRATIONS[n] takes a database from schema version n to n + 1.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 R = TypeVar("R")
@@ -509,17 +523,43 @@ class SqliteStore:
     # --- generations and outputs ----------------------------------------------------------
 
     def ensure_generations(
-        self, subject_id: SubjectId, prompts: Sequence[tuple[int, str, str]], *, now: float
+        self, subject_id: SubjectId, prompts: Sequence[tuple[int, str, str]], *, now: float,
+        img2img: Mapping[int, InitImageUse] | None = None,
     ) -> list[GenerationRow]:
-        """Create the (index, slug, prompt) generations not yet recorded; return them all."""
+        """Create the (index, slug, prompt) generations not yet recorded; return them all.
+        A prompt whose index is in ``img2img`` is made from that init image (whose bytes
+        :meth:`keep_init_images` must have kept)."""
+        starts = img2img or {}
+        rows = []
+        for index, slug, text in prompts:
+            init = starts.get(index)
+            rows.append((subject_id, index, slug, text, GEN_PENDING, now, now,
+                         None if init is None else self._scrub(init.image),
+                         None if init is None else init.sha256,
+                         None if init is None else init.strength))
         with self.atomic() as db:
             db.executemany(
                 "INSERT OR IGNORE INTO generations (subject_id, prompt_index, slug, prompt, state,"
-                " created_at, updated_at) VALUES (?,?,?,?,?,?,?)",
-                [(subject_id, index, slug, text, GEN_PENDING, now, now)
-                 for index, slug, text in prompts],
+                " created_at, updated_at, init_image, init_sha256, strength)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                rows,
             )
         return self.generations(subject_id)
+
+    def keep_init_images(self, images: Mapping[str, bytes], *, now: float) -> None:
+        """Keep init images' bytes by their sha256 (one already kept stays as it is)."""
+        with self.atomic() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO init_images (sha256, data, kept_at) VALUES (?,?,?)",
+                [(sha256, data, now) for sha256, data in images.items()],
+            )
+
+    def init_image(self, sha256: str) -> bytes | None:
+        """The bytes of a kept init image; None when none of that sha256 is kept."""
+        row = self._db.execute(
+            "SELECT data FROM init_images WHERE sha256 = ?", (sha256,)
+        ).fetchone()
+        return bytes(row[0]) if row else None
 
     def generations(self, subject_id: SubjectId) -> list[GenerationRow]:
         rows = self._db.execute(
@@ -599,4 +639,10 @@ class SqliteStore:
         ).fetchone()[0]
         if lost:
             problems.append(f"{lost} generation(s) submitted without a task id")
+        unkept = self._db.execute(
+            "SELECT COUNT(*) FROM generations WHERE init_sha256 IS NOT NULL AND init_sha256"
+            " NOT IN (SELECT sha256 FROM init_images)"
+        ).fetchone()[0]
+        if unkept:
+            problems.append(f"{unkept} img2img generation(s) whose init image is not kept")
         return problems
