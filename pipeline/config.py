@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     transfer_min_bytes_per_second: int = Field(default=4096, ge=0)
 
     images_per_minute: int = Field(default=20, ge=1)
+    img2img_images_per_minute: int = Field(default=10, ge=1)
     training_deadline: float = Field(default=24 * 3600.0, gt=0)
     deploy_deadline: float = Field(default=3600.0, gt=0)
 

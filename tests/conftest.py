@@ -84,6 +84,7 @@ def fast_settings(base_url: str, state_dir: Path, **overrides: Any) -> Settings:
         api_key=SecretStr(EMULATOR_KEY), base_url=base_url, state_dir=state_dir,
         poll_interval_min=0.02, poll_interval_max=0.05, generation_poll_interval=0.02,
         retry_base_delay=0.01, retry_max_delay=0.05, images_per_minute=1000,
+        img2img_images_per_minute=1000,
         stop_grace_seconds=0.5,
     )
     values.update(overrides)

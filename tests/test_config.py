@@ -28,6 +28,7 @@ def test_example_parses_as_a_settings_file(tmp_path: Path) -> None:
     settings = Settings(_env_file=tmp_path / "config.env")
     assert settings.api_key == SecretStr("sk-abc-0123456789")
     assert settings.images_per_minute == 20
+    assert settings.img2img_images_per_minute == 10
 
 
 def test_key_is_never_shown() -> None:

@@ -9,12 +9,12 @@ machine's compare-and-set, so a request never races the engine into paying twice
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
+import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import StateConflict
-from ..jobfile.loading import JobConfig, RenderedPrompt, render_prompts
+from ..errors import ConfigError, StateConflict
+from ..jobfile.loading import JobConfig, RenderedPrompt
 from ..jobfile.templates import prompt_slug
 from ..store.protocol import RequestRow, StateStore, SubjectRow
 from ..store.states import (
@@ -31,6 +31,7 @@ from ..store.states import (
     TRAINING,
     UPLOADED,
 )
+from .stages.generate import init_uses
 
 ACTIONS = ("cancel", "retry", "regenerate")
 
@@ -136,7 +137,7 @@ def regenerate_subject(
     if unknown:
         shown = ", ".join(g.slug for g in generations)
         raise StateConflict(f"{name} has no prompt {', '.join(unknown)}: its prompts are {shown}")
-    added = _new_prompts(job, subject, generations) if new else []
+    added, init_images = _new_prompts(job, subject, generations) if new else ([], {})
     if not chosen and not added:
         raise StateConflict(f"{name}: nothing to generate (no prompt chosen, none new in the job)")
     for generation in chosen:
@@ -145,23 +146,27 @@ def regenerate_subject(
             submissions=0, uncertain=0, error=None,
         )
     next_index = max((g.prompt_index for g in generations), default=0) + 1
-    store.ensure_generations(subject.id, [
-        (index, prompt_slug(index, prompt.template), prompt.text)
-        for index, prompt in enumerate(added, start=next_index)
-    ], now=now)
+    numbered = [dataclasses.replace(prompt, index=index, slug=prompt_slug(index, prompt.template))
+                for index, prompt in enumerate(added, start=next_index)]
+    store.keep_init_images(init_images, now=now)
+    store.ensure_generations(subject.id, [(p.index, p.slug, p.text) for p in numbered], now=now,
+                             img2img=init_uses(numbered))
     store.transition(subject.id, expected=DONE, to=GENERATING, now=now, error=None)
     return f"{name}: {len(chosen) + len(added)} prompt(s) will be generated ({len(added)} new)"
 
 
 def _new_prompts(
     job: JobConfig, subject: SubjectRow, generations: Sequence[Any]
-) -> list[RenderedPrompt]:
-    """The job's prompts, rendered for the subject as it now stands, that it never had."""
-    folder = job.job.inbox / subject.name
-    if Path(folder).is_dir():
-        rendered = job.subject_settings(folder).prompts
-    else:
-        rendered = render_prompts(job.training, job.generation, subject.name)
-    had = {g.prompt for g in generations}
-    return [p for p in rendered if p.text not in had]
+) -> tuple[list[RenderedPrompt], Mapping[str, bytes]]:
+    """The job's prompts, rendered for the subject as it now stands (its ``subject.toml``
+    applied, if its folder is still there), that it never had; and the bytes of their init
+    images, read now. A prompt it had from another init image or strength is new."""
+    try:
+        settings = job.subject_settings(job.job.inbox / subject.name)
+    except ConfigError as exc:
+        raise StateConflict(f"{subject.name}: its prompts cannot be read now: {exc}") from exc
+    had = {(g.prompt, g.init_sha256, g.strength) for g in generations}
+    added = [p for p in settings.prompts if (p.text, p.init_sha256, p.strength) not in had]
+    kept = {p.init_sha256 for p in added if p.init_sha256 is not None}
+    return added, {sha: data for sha, data in settings.init_images.items() if sha in kept}
 

@@ -1,9 +1,10 @@
-"""A sliding-window limiter for the account's images-per-minute quota, on an injected clock."""
+"""Sliding-window limiters for the account's images-per-minute quotas, on an injected clock."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from dataclasses import dataclass
 
 from ..clock import Clock
 
@@ -57,3 +58,17 @@ class ImageRateLimiter:
         they do, holding every generation back for a whole minute instead of ``seconds``.
         """
         self._paused_until = max(self._paused_until, self._clock.now() + seconds)
+
+
+@dataclass(frozen=True)
+class GenerationLimits:
+    """The account's limit of each generation endpoint: txt2img and img2img are limited
+    apart (20 and 10 images per minute by default), so each has its own limiter, shared by
+    every subject of the pass."""
+
+    txt2img: ImageRateLimiter
+    img2img: ImageRateLimiter
+
+    def of(self, endpoint: str) -> ImageRateLimiter:
+        """The limiter of ``endpoint`` (``txt2img`` or ``img2img``)."""
+        return self.img2img if endpoint == "img2img" else self.txt2img

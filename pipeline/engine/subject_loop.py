@@ -39,17 +39,16 @@ from ..store.states import (
     UPLOADING,
     VALIDATED,
 )
-from .ratelimit import ImageRateLimiter
+from .ratelimit import GenerationLimits, ImageRateLimiter
 from .stages.collect import collect_generation
 from .stages.context import StageContext
 from .stages.fetch import ModelIndex, fetch_lora
-from .stages.generate import submit_generation
+from .stages.generate import init_uses, submit_generation
 from .stages.monitor import TrainingMonitor
 from .stages.train import TaskIndex, submit_training
 from .stages.upload import upload_subject
 
 log = structlog.get_logger(__name__)
-
 
 
 @dataclass
@@ -60,7 +59,8 @@ class Services:
     monitor: TrainingMonitor
     upload_limit: asyncio.Semaphore
     download_limit: asyncio.Semaphore
-    images_per_minute: ImageRateLimiter
+    #: The account's txt2img and img2img images-per-minute limits, each shared by all.
+    generation_limits: GenerationLimits
     tasks: TaskIndex
     models: ModelIndex
 
@@ -77,7 +77,10 @@ class Services:
             monitor=TrainingMonitor(ctx),
             upload_limit=asyncio.Semaphore(settings.upload_concurrency),
             download_limit=asyncio.Semaphore(settings.download_concurrency),
-            images_per_minute=ImageRateLimiter(settings.images_per_minute, ctx.clock),
+            generation_limits=GenerationLimits(
+                txt2img=ImageRateLimiter(settings.images_per_minute, ctx.clock),
+                img2img=ImageRateLimiter(settings.img2img_images_per_minute, ctx.clock),
+            ),
             tasks=TaskIndex(ctx),
             models=ModelIndex(ctx),
         )
@@ -160,7 +163,8 @@ async def _start_generating(services: Services, subject: SubjectRow) -> SubjectR
             )
     prompts = ctx.subject_settings(subject).prompts
     ctx.store.ensure_generations(
-        subject.id, [(p.index, p.slug, p.text) for p in prompts], now=ctx.clock.now()
+        subject.id, [(p.index, p.slug, p.text) for p in prompts], now=ctx.clock.now(),
+        img2img=init_uses(prompts),
     )
     return ctx.store.transition(subject.id, expected=TRAINED, to=GENERATING, now=ctx.clock.now())
 
@@ -208,7 +212,8 @@ async def _one_prompt(services: Services, subject: SubjectRow, generation_id: in
             return
         try:
             if generation.state in (GEN_PENDING, GEN_SUBMITTING):
-                await submit_generation(ctx, subject, generation, services.images_per_minute)
+                limiter = services.generation_limits.of(generation.endpoint)
+                await submit_generation(ctx, subject, generation, limiter)
             elif generation.state == GEN_SUBMITTED:
                 await collect_generation(ctx, subject, generation, services.download_limit)
         except BadCredentials:

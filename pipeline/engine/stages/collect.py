@@ -32,7 +32,6 @@ from .context import StageContext
 log = structlog.get_logger(__name__)
 
 
-
 def is_picture(head: bytes) -> bool:
     """True when a download's first bytes are a png, jpeg or webp picture."""
     return detect_format(head) in ACCEPTED_FORMATS
@@ -195,4 +194,15 @@ def sidecar_data(
         "sampler_name": settings.sampler_name,
         "training_task_id": subject.task_id,
         "generation_task_id": generation.task_id,
+        "endpoint": generation.endpoint,
+        "init_image": _init_image(generation),
     }
+
+
+def _init_image(generation: GenerationRow) -> dict[str, Any] | None:
+    """What an img2img picture started from: the init image's file name (its path is the
+    operator's business), how much it was changed, and the sha256 of the bytes sent."""
+    init = generation.init
+    if init is None:
+        return None
+    return {"file": Path(init.image).name, "strength": init.strength, "sha256": init.sha256}

@@ -87,5 +87,6 @@ class StageContext:
         # Bookkeeping, not news about the subject: its updated_at (which the exit code and
         # the report read) stays as it was.
         current = self.store.subject(subject.id)
+        self.store.keep_init_images(settings.init_images, now=current.updated_at)
         self.store.update_subject(subject.id, now=current.updated_at, frozen=settings.freeze())
         return settings

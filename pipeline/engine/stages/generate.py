@@ -1,7 +1,12 @@
-"""Generate: each prompt of a trained subject sent through txt2img with its LoRA, under the
-account's shared images-per-minute limit.
+"""Generate: each prompt of a trained subject sent through txt2img with its LoRA, or through
+img2img when it starts from an init image, under that endpoint's images-per-minute limit
+(shared by the whole pass). An img2img request is the txt2img one (same LoRA, same fields)
+plus the init image, base64, as it was kept in the state when the subject was taken in, and
+its strength; the picture is loaded only once the limiter lets the request go, so prompts
+waiting their turn hold no image.
 
-The intent (``submitting``) is recorded before each POST, and the POST with the recording of
+Both endpoints follow the same money policy. The intent (``submitting``) is recorded before
+each POST, and the POST with the recording of
 its answer lands even when the pass stops (:class:`~pipeline.engine.concurrency.InFlight`).
 What an answer means for the money:
 
@@ -21,12 +26,17 @@ finished (its URLs expired, the service forgot it) is generated again, at most
 
 from __future__ import annotations
 
+import base64
+import hashlib
+from collections.abc import Iterable
+
 import structlog
 
-from ...api.models import GenerationExtra, LoraRef, Txt2ImgRequest
+from ...api.models import GenerationExtra, Img2ImgRequest, LoraRef, Txt2ImgRequest
 from ...api.retry import backoff_delay, retry_after_of
 from ...errors import ApiError, BadCredentials, BadResponse, RateLimited, TransportError
-from ...store.protocol import GenerationRow, SubjectRow
+from ...jobfile.loading import RenderedPrompt
+from ...store.protocol import GenerationRow, InitImageUse, SubjectRow
 from ...store.states import GEN_FAILED, GEN_PENDING, GEN_SUBMITTED, GEN_SUBMITTING
 from ..ratelimit import ImageRateLimiter
 from .context import StageContext
@@ -79,6 +89,43 @@ def build_request(
     return request, GenerationExtra(response_image_type=generation.response_image_type)
 
 
+def init_uses(prompts: Iterable[RenderedPrompt]) -> dict[int, InitImageUse]:
+    """The init image of each img2img prompt, by prompt index, as the store records it."""
+    return {
+        p.index: InitImageUse(p.init_image or "", p.init_sha256, p.strength)
+        for p in prompts
+        if p.init_sha256 is not None and p.strength is not None
+    }
+
+
+def _to_send(
+    ctx: StageContext, generation: GenerationRow, request: Txt2ImgRequest
+) -> Txt2ImgRequest | str:
+    """The request to POST for ``generation``, or why nothing can be sent."""
+    init = generation.init
+    if init is not None:
+        return with_init_image(ctx, request, init)
+    if generation.endpoint == "img2img":  # never sent as a txt2img instead
+        return ("its init image is recorded without a name or a strength (the state was "
+                "changed by hand?): nothing was sent")
+    return request
+
+
+def with_init_image(
+    ctx: StageContext, request: Txt2ImgRequest, init: InitImageUse
+) -> Img2ImgRequest | str:
+    """``request`` as an img2img request from the kept init image, or why it cannot be."""
+    data = ctx.store.init_image(init.sha256)
+    if data is None or hashlib.sha256(data).hexdigest() != init.sha256:
+        return (f"its init image ({init.image}) is not in the job's state as it was taken in "
+                "(the state was changed by hand?): nothing was sent; drop the subject's folder "
+                "in again to take it in anew")
+    return Img2ImgRequest(
+        **request.model_dump(), image_base64=base64.b64encode(data).decode("ascii"),
+        strength=init.strength,
+    )
+
+
 async def submit_generation(
     ctx: StageContext, subject: SubjectRow, generation: GenerationRow, limiter: ImageRateLimiter
 ) -> None:
@@ -98,11 +145,16 @@ async def submit_generation(
         await limiter.acquire(request.image_num)
         if ctx.stopping.is_set():
             return
+        sent = _to_send(ctx, generation, request)
+        if isinstance(sent, str):
+            _fail(ctx, generation, sent)
+            return
         if generation.state == GEN_PENDING:
             ctx.store.transition_generation(
                 generation.id, expected=GEN_PENDING, to=GEN_SUBMITTING, now=ctx.clock.now()
             )
-        error = await ctx.inflight.land(_send(ctx, subject, generation, request, extra))
+        error = await ctx.inflight.land(_send(ctx, subject, generation, sent, extra))
+        del sent  # an init image is not held while the retry waits
         generation = _row(ctx, generation)
         if error is None:
             return
@@ -111,7 +163,8 @@ async def submit_generation(
         else:
             tries += 1
         if tries >= MAX_SUBMIT_TRIES and generation.state == GEN_PENDING:
-            _fail(ctx, generation, f"txt2img kept failing ({error}); `retry` asks again")
+            _fail(ctx, generation,
+                  f"{generation.endpoint} kept failing ({error}); `retry` asks again")
             return
         delay = backoff_delay(tries + waits, ctx.api.retry_policy,
                               retry_after=retry_after_of(error))
@@ -140,8 +193,12 @@ async def _send(
     request: Txt2ImgRequest, extra: GenerationExtra,
 ) -> ApiError | None:
     """The paid POST and the recording of what it told; the error to wait on, if any."""
+    endpoint = generation.endpoint
     try:
-        task_id = await ctx.api.txt2img(request, extra)
+        if isinstance(request, Img2ImgRequest):
+            task_id = await ctx.api.img2img(request, extra)
+        else:
+            task_id = await ctx.api.txt2img(request, extra)
     except BadCredentials:
         raise
     except ApiError as exc:
@@ -152,10 +209,10 @@ async def _send(
             )
             return exc
         if not uncertain(exc):
-            _fail(ctx, generation, f"txt2img refused: {exc}")
+            _fail(ctx, generation, f"{endpoint} refused: {exc}")
             return None
         if generation.uncertain >= MAX_UNCERTAIN_RESENDS:
-            _fail(ctx, generation, f"txt2img gave no clear answer {generation.uncertain + 1} "
+            _fail(ctx, generation, f"{endpoint} gave no clear answer {generation.uncertain + 1} "
                                    f"times ({exc}); the service may have made (and billed) the "
                                    "pictures: `retry` asks again")
             return None
@@ -168,7 +225,7 @@ async def _send(
         task_id=task_id, submissions=generation.submissions + 1, error=None,
     )
     log.info("generate.submitted", subject=subject.name, prompt=generation.slug,
-             task_id=task_id)
+             endpoint=endpoint, task_id=task_id)
     return None
 
 

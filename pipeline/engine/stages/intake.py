@@ -10,7 +10,8 @@ again until it changes again (or the job lifts the hold).
 
 Each version is recorded with its settings frozen (:meth:`SubjectSettings.freeze`: the job
 file with the folder's ``subject.toml`` applied, the rendered prompts, the captions) as they
-were read for its validation; the later stages read them from the store only.
+were read for its validation, and the bytes of its img2img prompts' init images kept; the
+later stages read them from the store only.
 
 A folder the inbox refuses to read (a link out of the inbox, far too many entries) and a
 ``subject.toml`` that cannot be used are each recorded once as a rejected version whose
@@ -373,6 +374,10 @@ def _record(
     images = [NewImage(i.name, i.path, i.sha256, i.format, i.caption, i.faces, i.sharpness,
                        i.changes) for i in report.accepted]
     error = report.error if report.error else (None if report.accepted else "no usable image")
+    if report.ok and settings.init_images:
+        # Kept before the version that names them: its img2img prompts send these bytes,
+        # whatever becomes of the files.
+        store.keep_init_images(settings.init_images, now=clock.now())
     row = store.add_version(
         job.job.name, name, fingerprint, settings.training.kind,
         state=VALIDATED if report.ok else REJECTED, now=clock.now(),
