@@ -17,6 +17,7 @@ from PIL import Image
 
 from pipeline.api import ApiClient
 from pipeline.emulator import EmulatorHandle
+from pipeline.engine.control import regenerate_subject
 from pipeline.engine.runner import Runner
 from pipeline.jobfile.loading import load_job
 from pipeline.store.sqlite import SqliteStore
@@ -27,6 +28,7 @@ from tests.conftest import (
     fast_settings,
     force_generation_state,
     force_state,
+    write_job,
 )
 from tests.engine.folders import write_subjects
 from tests.engine.img2img import (
@@ -207,3 +209,23 @@ async def test_5xx_answers_to_an_img2img_create_are_sent_again_a_bounded_number_
     posts = emulator.emulator.counters_snapshot()["requests"]["POST /v3/async/img2img"]
     assert posts <= 5 + 3  # its tries, and at most 3 re-sends of an unknown outcome
     assert result.subjects[0].state == DONE and "1 of 2 prompts failed" in result.subjects[0].error
+
+
+async def test_an_img2img_prompt_added_to_the_job_is_generated_on_request(
+    tmp_path: Path, emulator: EmulatorHandle
+) -> None:
+    job = load_job(write_job(tmp_path, prompts=1))
+    write_subjects(tmp_path / "inbox", 1, 3)
+    await _run(job, emulator, tmp_path)
+    grown = load_job(write_img2img_job(tmp_path))  # the same prompt, and an img2img one
+    store = _store(tmp_path)
+    outcome = regenerate_subject(store, grown, "alice", prompts=[], new=True, now=1)
+    assert outcome == "alice: 1 prompt(s) will be generated (1 new)"
+    result = await _run(grown, emulator, tmp_path)
+    assert result.subjects[0].state == DONE
+    assert _created(emulator) == {"total": 2, "txt2img": 1, "img2img": 1}
+    subject = store.latest("test", "alice")
+    assert subject is not None
+    assert [(g.slug, g.endpoint) for g in store.generations(subject.id)] == [
+        ("01-take-1", "txt2img"), ("02-as-an-oil-painting", "img2img")]
+    assert store.integrity_problems() == []

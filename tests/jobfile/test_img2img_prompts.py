@@ -322,3 +322,19 @@ def test_settings_frozen_before_img2img_are_read_as_txt2img(job: JobConfig) -> N
     assert thawed.prompts == [RenderedPrompt(1, "{instance_prompt}, studio",
                                              "a close photo of ohwx person, studio", "01-studio")]
     assert not thawed.prompts[0].img2img
+
+
+# --- the docs -------------------------------------------------------------------------------
+
+
+def test_the_table_form_is_documented_with_an_example_that_loads(tmp_path: Path) -> None:
+    project = Path(__file__).resolve().parents[2]
+    readme = (project / "jobs" / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## [generation]", 1)[1].split("\n## ", 1)[0]
+    for field in ImagePrompt.model_fields:
+        assert f"`{field}`" in section, field
+    example = section.split("    prompts = [", 1)[1].split("    ]", 1)[0]
+    job = _job(tmp_path, prompts="[" + example + "]")
+    [plain, table] = load_job(job).generation.prompts
+    assert plain == "{instance_prompt}, studio portrait"
+    assert isinstance(table, ImagePrompt) and table.strength == 0.6
