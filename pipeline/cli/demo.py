@@ -79,6 +79,7 @@ async def run_demo(workdir: Path, console: Console) -> int:
             state_dir=workdir.resolve() / ".state",
             poll_interval_min=0.5, poll_interval_max=1.0, generation_poll_interval=0.3,
             images_per_minute=DEMO_EMULATOR.txt2img_images_per_minute,
+            img2img_images_per_minute=DEMO_EMULATOR.img2img_images_per_minute,
         )
         result = await Runner(job, settings, handle_signals=True).run_once(max_wait=120)
         counters = server.emulator.counters_snapshot()
