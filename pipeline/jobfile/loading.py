@@ -3,7 +3,7 @@
     config = load_job(Path("jobs/portraits.toml"))       # ConfigError if anything is off
     settings = config.subject_settings(config.job.inbox / "alice")
     settings.training.expert_setting(settings.subject)    # the training request's settings
-    for prompt in settings.prompts:                        # one txt2img request each
+    for prompt in settings.prompts:                        # one txt2img or img2img each
         prompt.slug, prompt.text
     frozen = settings.readable().freeze()                  # kept with the subject's version
     SubjectSettings.thaw(frozen) == settings.readable()   # True, whatever the files say now
