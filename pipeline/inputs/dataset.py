@@ -476,7 +476,9 @@ def _accept(
 
 
 def _leave_out_near_duplicates(found: _Sorted, max_distance: int) -> None:
-    hashed = [HashedPhoto(image.name, analysis.measures.phash, analysis.sharpness)
+    hashed = [HashedPhoto(image.name, analysis.measures.phash, analysis.sharpness,
+                          image.width * image.height, image.size_bytes,
+                          lossless=image.format == "png")
               for image, analysis in found.accepted]
     twins = {d.name: d for d in find_near_duplicates(hashed, max_distance)}
     if not twins:

@@ -13,10 +13,11 @@ from tests.inputs import photos
 
 def hashed(name: str, data: bytes) -> HashedPhoto:
     result = analyse_photo(io.BytesIO(data), name, PhotoSettings(), faces_required=False)
-    return HashedPhoto(name, result.measures.phash, result.sharpness)
+    width, height = result.size
+    return HashedPhoto(name, result.measures.phash, result.sharpness, width * height, len(data))
 
 
-def test_re_save_crop_and_burst_shot_are_named_with_the_sharpest_twin() -> None:
+def test_re_save_crop_and_burst_shot_are_named_with_the_best_copy_as_twin() -> None:
     original = photos.astronaut()
     subject = [
         hashed("1.jpg", photos.jpeg(original, quality=95)),
@@ -29,7 +30,7 @@ def test_re_save_crop_and_burst_shot_are_named_with_the_sharpest_twin() -> None:
         hashed("mirror.jpg", photos.jpeg(original.transpose(Image.Transpose.FLIP_LEFT_RIGHT))),
     ]
     found = find_near_duplicates(subject)
-    kept = max(subject[:4], key=lambda photo: photo.sharpness).name
+    kept = "1.jpg"  # full size and the least compressed
     assert sorted(d.name for d in found) == sorted({"1.jpg", "2.jpg", "3.jpg", "4.jpg"} - {kept})
     assert {d.twin for d in found} == {kept}
     assert all(d.distance <= 10 for d in found)
@@ -44,9 +45,23 @@ def test_a_rotated_copy_is_found_as_a_duplicate_of_the_upright_one() -> None:
         [("a.jpg", "b.jpg")], [("b.jpg", "a.jpg")])
 
 
-def test_the_distance_is_a_setting_and_the_sharper_one_is_kept() -> None:
-    a = HashedPhoto("a.jpg", "ffffffffffffffff", 100.0)
-    b = HashedPhoto("b.jpg", "fffffffffffffff0", 300.0)  # 4 bits away
+def test_the_distance_is_a_setting_and_the_sharper_one_is_kept_when_alike() -> None:
+    a = HashedPhoto("a.jpg", "ffffffffffffffff", 100.0, 1000, 500)
+    b = HashedPhoto("b.jpg", "fffffffffffffff0", 300.0, 1000, 500)  # 4 bits away
     assert [(d.name, d.twin, d.distance) for d in find_near_duplicates([a, b])] == [
         ("a.jpg", "b.jpg", 4)]
     assert find_near_duplicates([a, b], max_distance=3) == []
+
+
+def test_the_larger_picture_then_the_larger_file_is_kept_before_the_sharper() -> None:
+    small = HashedPhoto("small.jpg", "ffffffffffffffff", 900.0, 800, 900)
+    large = HashedPhoto("large.jpg", "ffffffffffffffff", 100.0, 1000, 100)
+    assert [(d.name, d.twin) for d in find_near_duplicates([small, large])] == [
+        ("small.jpg", "large.jpg")]
+    resaved = HashedPhoto("resaved.jpg", "ffffffffffffffff", 900.0, 1000, 400)
+    original = HashedPhoto("original.jpg", "ffffffffffffffff", 500.0, 1000, 700)
+    assert [(d.name, d.twin) for d in find_near_duplicates([resaved, original])] == [
+        ("resaved.jpg", "original.jpg")]
+    drawing = HashedPhoto("drawing.png", "ffffffffffffffff", 100.0, 1000, 50, lossless=True)
+    assert [(d.name, d.twin) for d in find_near_duplicates([resaved, drawing])] == [
+        ("resaved.jpg", "drawing.png")]  # a PNG loses nothing, however small it is
