@@ -2,15 +2,15 @@
 
 Byte-identical copies are caught by their sha256 in :mod:`pipeline.inputs.dataset`; these are
 the others. Each photo's perceptual hash (``imagehash.phash``, 64 bits, taken from the upright
-picture by :mod:`pipeline.inputs.photo_checks`) is compared with every other one of the
-subject (50 photos: 1,225 pairs, microseconds); photos within :data:`MAX_DISTANCE` bits of
-each other are one group, and only one of each group is used: the largest picture, then a
-lossless one (PNG) over a JPEG or WebP, then the largest file (the least compressed copy: a re-save at a lower quality is smaller, and of
-burst shots the sharper one usually takes more bytes), then the sharpest, then the first by
-name. Sharpness alone would pick wrongly: JPEG artefacts raise the Laplacian's variance, so
-a re-save at quality 70 can score sharper than its original. Measured on scikit-image's astronaut: a re-save at quality 70 is 0 bits
-away, a 4-pixel crop 2, a turn of one degree 4 and of two degrees 8; different photos 32 or
-more.
+picture by :mod:`pipeline.inputs.photo_checks`) is compared with every other one of the subject
+(50 photos: 1,225 pairs, microseconds); photos within :data:`MAX_DISTANCE` bits of each other
+are one group, and only one of each group is used: the largest picture, then a lossless one
+(PNG) over a JPEG or WebP, then the largest file (the least compressed copy: a re-save at a
+lower quality is smaller, and of burst shots the sharper one usually takes more bytes), then
+the sharpest, then the first by name. Sharpness alone would pick wrongly: JPEG artefacts raise
+the Laplacian's variance, so a re-save at quality 70 can score sharper than its original.
+Measured on scikit-image's astronaut: a re-save at quality 70 is 0 bits away, a 4-pixel crop 2,
+a turn of one degree 4 and of two degrees 8; different photos 32 or more.
 
     >>> [(d.name, d.twin) for d in find_near_duplicates([a, b, c])]
     [('IMG_2.jpg', 'IMG_1.jpg')]
