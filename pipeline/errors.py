@@ -8,6 +8,8 @@
     │                               another schema, or missing beside results it made
     ├── LockHeld                    another run holds the job's lock
     ├── UnsafePath                  a write that would leave the subject's outbox folder
+    ├── SpendCeilingReached         a paid request that would pass the job's max_spend:
+    │                               not sent; the subject waits for a higher ceiling
     └── ApiError                    anything the hosted API (or the way to it) answered
         ├── TransportError          connection refused/reset/dropped, timeouts (transient)
         ├── ApiStatusError          an HTTP error answer: status, reason, message, path
@@ -61,6 +63,13 @@ class LockHeld(PipelineError):
 class UnsafePath(PipelineError):
     """A destination under the outbox that is not a plain folder of ours (a link, a file
     where a folder belongs, a name that would climb out): nothing is written there."""
+
+
+class SpendCeilingReached(PipelineError):
+    """A paid request was not sent: it would have passed the job's ``max_spend`` (over all
+    passes, or in this one). Nothing was recorded or sent; the subject waits where it is,
+    and a pass with a higher ceiling (or, for the per-pass one, the next pass) goes on.
+    The message says which ceiling and how to raise it."""
 
 
 class ApiError(PipelineError):

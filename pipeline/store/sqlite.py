@@ -29,6 +29,8 @@ from urllib.parse import quote
 
 from ..errors import StateConflict, StoreError
 from ..redact import Scrubber
+from . import ledger as ledger_sql
+from .ledger import Charge, LedgerEntry, Tally
 from .protocol import (
     GenerationRow,
     ImageRow,
@@ -162,8 +164,12 @@ CREATE TABLE init_images (
 );
 """
 
-#: MIGRATIONS[n] takes a database from schema version n to n + 1.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4)
+#: MIGRATIONS[n] takes a database from schema version n to n + 1. Schema 5 is the ledger of
+#: paid requests (:mod:`pipeline.store.ledger`): a job upgraded to it has no rows for what it
+#: paid before.
+MIGRATIONS: tuple[str, ...] = (
+    _SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, ledger_sql.LEDGER_SCHEMA,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 R = TypeVar("R")
@@ -445,25 +451,33 @@ class SqliteStore:
             args += wanted
         return [SubjectRow(**r) for r in self._db.execute(query + " ORDER BY name", args)]
 
-    def update_subject(self, subject_id: SubjectId, *, now: float, **values: Any) -> SubjectRow:
-        """Set fields of a subject other than its state (see :meth:`transition`)."""
-        self._update("subjects", _SUBJECT_COLUMNS, subject_id, None, now, values)
+    def update_subject(
+        self, subject_id: SubjectId, *, now: float, charge: Charge | None = None, **values: Any
+    ) -> SubjectRow:
+        """Set fields of a subject other than its state (see :meth:`transition`, also for
+        ``charge``: a paid request sent again while the subject stays ``submitting``)."""
+        self._update("subjects", _SUBJECT_COLUMNS, subject_id, None, now, values, charge)
         return self.subject(subject_id)
 
     def transition(
-        self, subject_id: SubjectId, *, expected: str, to: str, now: float, **values: Any
+        self, subject_id: SubjectId, *, expected: str, to: str, now: float,
+        charge: Charge | None = None, **values: Any,
     ) -> SubjectRow:
         """Move a subject from ``expected`` to ``to`` (and set ``values``) in one
         compare-and-set; :class:`StateConflict` when the table forbids the change or the
-        subject is no longer ``expected`` (someone else moved it first)."""
+        subject is no longer ``expected`` (someone else moved it first).
+
+        With ``charge`` (this change records the intent to send a paid request), its ledger
+        row is written in the same transaction, after its ceiling check: both land or
+        neither (:class:`~pipeline.errors.SpendCeilingReached` when the ceiling refuses)."""
         check_subject(expected, to)
         self._update("subjects", _SUBJECT_COLUMNS, subject_id, expected, now,
-                     {**values, "state": to})
+                     {**values, "state": to}, charge)
         return self.subject(subject_id)
 
     def _update(
         self, table: str, allowed: frozenset[str], row_id: int, expected: str | None,
-        now: float, values: dict[str, Any],
+        now: float, values: dict[str, Any], charge: Charge | None = None,
     ) -> None:
         unknown = values.keys() - allowed - ({"state"} if expected is not None else set())
         if unknown:
@@ -476,14 +490,17 @@ class SqliteStore:
             query += " AND state = ?"
             args.append(expected)
         with self.atomic() as db:
+            if charge is not None:
+                ledger_sql.add(db, charge, now=now)
             if db.execute(query, args).rowcount == 1:
                 return
             found = db.execute(f"SELECT state FROM {table} WHERE id = ?", (row_id,)).fetchone()
-        if found is None:
-            raise StateConflict(f"no {table[:-1]} with id {row_id}")
-        raise StateConflict(
-            f"{table[:-1]} {row_id} is {found[0]}, not {expected}: it changed meanwhile"
-        )
+            # Raised inside the transaction: a charge written with it is undone too.
+            if found is None:
+                raise StateConflict(f"no {table[:-1]} with id {row_id}")
+            raise StateConflict(
+                f"{table[:-1]} {row_id} is {found[0]}, not {expected}: it changed meanwhile"
+            )
 
     # --- images and the asset cache -------------------------------------------------------
 
@@ -567,17 +584,43 @@ class SqliteStore:
         )
         return [GenerationRow(**r) for r in rows]
 
-    def update_generation(self, generation_id: int, *, now: float, **values: Any) -> None:
-        """Set fields of a generation other than its state."""
-        self._update("generations", _GENERATION_COLUMNS, generation_id, None, now, values)
+    def update_generation(
+        self, generation_id: int, *, now: float, charge: Charge | None = None, **values: Any
+    ) -> None:
+        """Set fields of a generation other than its state; with ``charge``, the ledger row
+        of a paid request sent again while it stays ``submitting`` (see :meth:`transition`)."""
+        self._update("generations", _GENERATION_COLUMNS, generation_id, None, now, values,
+                     charge)
 
     def transition_generation(
-        self, generation_id: int, *, expected: str, to: str, now: float, **values: Any
+        self, generation_id: int, *, expected: str, to: str, now: float,
+        charge: Charge | None = None, **values: Any,
     ) -> None:
-        """The compare-and-set of a generation's state; see :meth:`transition`."""
+        """The compare-and-set of a generation's state, with its ledger row when it is the
+        intent of a paid request; see :meth:`transition`."""
         check_generation(expected, to)
         self._update("generations", _GENERATION_COLUMNS, generation_id, expected, now,
-                     {**values, "state": to})
+                     {**values, "state": to}, charge)
+
+    # --- the ledger of paid requests (SQL in :mod:`pipeline.store.ledger`) -----------------
+
+    def settle_charge(
+        self, subject_id: SubjectId, *, generation_id: int | None = None, outcome: str,
+        now: float, every_open: bool = False,
+    ) -> None:
+        """Record what became of the newest open ledger row of a subject's training (or of
+        a generation): ``created`` or ``not_created``; every open one with ``every_open``."""
+        with self.atomic() as db:
+            ledger_sql.settle(db, subject_id, generation_id, outcome, now=now,
+                          every_open=every_open)
+
+    def ledger(self, job: str) -> list[LedgerEntry]:
+        """Every paid request of a job, oldest first."""
+        return ledger_sql.entries(self._db, job)
+
+    def spent(self, job: str, *, pass_id: str | None = None) -> Tally:
+        """What a job (or one pass of it) has spent, as the ledger counts it."""
+        return ledger_sql.tally(self._db, job, pass_id=pass_id)
 
     def record_output(self, generation_id: int, image_index: int, path: str) -> None:
         with self.atomic() as db:

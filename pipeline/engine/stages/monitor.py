@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -174,7 +175,7 @@ class TrainingMonitor:
         ctx, subject = self._ctx, watch.subject
         now = ctx.clock.now()
         previous = (subject.task_status, subject.progress)
-        updates: dict[str, object] = {"task_status": status.task_status}
+        updates: dict[str, Any] = {"task_status": status.task_status}
         if readable and (subject.error or "").startswith(STATUS_UNREADABLE):
             updates["error"] = None  # readable again
         if status.extra.progress_percent is not None:
@@ -206,7 +207,7 @@ class TrainingMonitor:
 
     def _settle(
         self, subject: SubjectRow, status: TrainingStatus, now: float
-    ) -> dict[str, object] | None:
+    ) -> dict[str, Any] | None:
         settings = self._ctx.settings
         if status.serving_model:
             return {"state": TRAINED, "model_name": status.serving_model, "serving_at": now}
