@@ -49,6 +49,7 @@ from .schema import (
     TrainingOverrides,
     TrainingSection,
 )
+from .spending import MaxSpendSection, PricesSection
 from .templates import TemplateError, fill_template, prompt_slug, render_template
 
 __all__ = [
@@ -58,8 +59,10 @@ __all__ = [
     "ImagePrompt",
     "JobConfig",
     "JobSection",
+    "MaxSpendSection",
     "NotifySection",
     "PhotosSection",
+    "PricesSection",
     "RenderedPrompt",
     "SubjectOverrides",
     "SubjectSettings",
@@ -206,12 +209,18 @@ class JobConfig(StrictModel):
     generation: GenerationSection
     photos: PhotosSection = Field(default_factory=PhotosSection)
     on_complete: NotifySection | None = None
+    prices: PricesSection | None = None
+    max_spend: MaxSpendSection | None = None
     path: SkipJsonSchema[Path] = Field(default=Path("job.toml"), exclude=True)
 
     @model_validator(mode="after")
     def _cross_check(self) -> Self:
         problems = _family_problems(self.training, self.generation)
         problems += _render_problems(self.training, self.generation, SAMPLE_SUBJECT)
+        if self.max_spend is not None and self.max_spend.uses_money and self.prices is None:
+            problems.append("max_spend: a money ceiling needs a [prices] table (the pipeline "
+                            "never guesses the service's prices): add one, or cap trainings "
+                            "and images instead")
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -243,7 +252,8 @@ class JobConfig(StrictModel):
                   else f"{self.path} (subject {subject!r})")
         photos = self.photos.model_dump() | overrides.photos_updates()
         data = {"job": self.job, "training": training, "generation": generation,
-                "photos": photos, "on_complete": self.on_complete, "path": self.path}
+                "photos": photos, "on_complete": self.on_complete, "prices": self.prices,
+                "max_spend": self.max_spend, "path": self.path}
         try:
             merged = JobConfig.model_validate(data)
         except ValidationError as exc:

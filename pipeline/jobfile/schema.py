@@ -1,7 +1,8 @@
 """The sections of a job file and of a ``subject.toml``, validated with pydantic.
 
-A job file has ``[job]``, ``[training]``, ``[generation]`` and an optional ``[on_complete]``
-(see ``jobs/README.md``). Each field is checked against the hosted API's contract
+A job file has ``[job]``, ``[training]``, ``[generation]`` and the optional ``[photos]`` and
+``[on_complete]`` (see ``jobs/README.md``); ``[prices]`` and ``[max_spend]`` are in
+:mod:`pipeline.jobfile.spending`. Each field is checked against the hosted API's contract
 (:mod:`pipeline.api.contract`) when the file is loaded, so a typo or an out-of-range value is
 a load error naming the field, never a 400 after a paid training. The training's knobs are
 the API model's own (:class:`pipeline.api.models.TrainingKnobs`), and a ``subject.toml``'s
