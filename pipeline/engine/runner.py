@@ -36,6 +36,7 @@ from ..store.states import ACTIVE_STATES, FAILED
 from ..views.summary import EXIT_SIGINT, EXIT_SIGTERM, SubjectSummary, exit_code_for, summarize
 from .concurrency import supervise
 from .control import act
+from .spend_guard import SpendGuard, new_pass_id
 from .stages.context import StageContext
 from .stages.intake import IntakeResult, intake_off_loop
 from .subject_loop import Services, drive
@@ -54,6 +55,8 @@ class RunResult:
     exit_code: int
     signal: int | None = None
     waiting: list[str] = field(default_factory=list)
+    #: Why the spend ceiling kept paid requests from being sent in this pass, in order.
+    ceiling: list[str] = field(default_factory=list)
 
 
 class Runner:
@@ -130,6 +133,7 @@ class Runner:
         self, body: Callable[[Services, _Drivers], Awaitable[list[str]]]
     ) -> RunResult:
         started = self.clock.now()
+        spend = SpendGuard(self.job, new_pass_id(started))
         folder = state_dir(self.job, self.settings)
         with job_lock(folder, self.job.job.name), PhotoCache.open(folder / CACHE_FILE) as cache:
             self._photo_cache = cache
@@ -146,21 +150,23 @@ class Runner:
                     )
                 elif removed := remove_partials(job_root):
                     log.info("outbox.cleaned", partial_files=removed)
-                waiting = await self._with_api(store, body)
+                waiting = await self._with_api(store, spend, body)
                 subjects = summarize(store, self.job.job.name)
             finally:
                 if self._store is None:
                     store.close()
-        code = exit_code_for(subjects, since=started)
+        code = exit_code_for(subjects, since=started, ceiling_reached=spend.stopped)
         if self._signal is not None:
             code = EXIT_SIGINT if self._signal == signal.SIGINT else EXIT_SIGTERM
-        return RunResult(subjects, code, self._signal, waiting)
+        return RunResult(subjects, code, self._signal, waiting, list(spend.refusals))
 
     async def _with_api(
-        self, store: StateStore, body: Callable[[Services, _Drivers], Awaitable[list[str]]]
+        self, store: StateStore, spend: SpendGuard,
+        body: Callable[[Services, _Drivers], Awaitable[list[str]]],
     ) -> list[str]:
         async with ApiClient(self.settings, session=self._session, clock=self.clock) as api:
-            ctx = StageContext(self.job, self.settings, api, store, self.clock)
+            ctx = StageContext(self.job, self.settings, api, store, self.clock,
+                               spend_guard=spend)
             services = Services.create(ctx)
             drivers = _Drivers()
             monitor = asyncio.create_task(

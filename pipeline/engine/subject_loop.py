@@ -184,11 +184,15 @@ async def _generate_all(services: Services, subject: SubjectRow) -> SubjectRow |
     generations = ctx.store.generations(subject.id)
     waiting = [g for g in generations if g.state not in (GEN_DONE, GEN_FAILED)]
     if waiting:
-        stalled = [f"{g.slug}: {g.error}" for g in waiting if g.error]
+        stalled: dict[str, list[str]] = {}  # one reason (the spend ceiling's...), its prompts
+        for g in waiting:
+            if g.error:
+                stalled.setdefault(g.error, []).append(g.slug)
         if stalled and not ctx.stopping.is_set():
+            count = sum(len(slugs) for slugs in stalled.values())
             ctx.store.update_subject(subject.id, now=ctx.clock.now(), error=(
-                f"{len(stalled)} of {len(generations)} prompts wait for the next pass: "
-                + "; ".join(stalled)))
+                f"{count} of {len(generations)} prompts wait for the next pass: "
+                + "; ".join(f"{', '.join(slugs)}: {why}" for why, slugs in stalled.items())))
         return None
     failed = [g for g in generations if g.state == GEN_FAILED]
     error = None

@@ -20,6 +20,8 @@ EXIT_REJECTED = 3
 EXIT_FAILED = 4
 EXIT_BAD_CREDENTIALS = 5
 EXIT_LOCK_HELD = 6
+#: The spend ceiling (``max_spend``) kept a paid request from being sent in this pass.
+EXIT_SPEND_CEILING = 7
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
@@ -127,12 +129,18 @@ class Summaries:
         return summaries
 
 
-def exit_code_for(subjects: list[SubjectSummary], *, since: float) -> int:
+def exit_code_for(
+    subjects: list[SubjectSummary], *, since: float, ceiling_reached: bool = False
+) -> int:
     """The exit code of a pass that started at ``since``: what changed in it decides.
 
-    Failed trainings or prompts outrank rejected input; anything done or still in flight
-    is a success (the next pass goes on).
+    The spend ceiling stopping a paid request outranks everything (nothing more is paid
+    until a person raises it, or the next pass for a per-pass ceiling); then failed
+    trainings or prompts; then rejected input; anything done or still in flight is a
+    success (the next pass goes on).
     """
+    if ceiling_reached:
+        return EXIT_SPEND_CEILING
     recent = [s for s in subjects if s.updated_at >= since]
     if any(s.state in (FAILED, CANCELED) or (s.state == DONE and s.error) for s in recent):
         return EXIT_FAILED

@@ -16,6 +16,7 @@ from ...jobfile.loading import JobConfig, SubjectSettings
 from ...store.protocol import StateStore, SubjectId, SubjectRow
 from ..concurrency import InFlight
 from ..outbox import SubjectOutbox
+from ..spend_guard import SpendGuard, new_pass_id
 
 
 @dataclass
@@ -29,7 +30,16 @@ class StageContext:
     inflight: InFlight = field(default_factory=InFlight)
     #: Set when the pass stops: no new paid call starts after it.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The pass's charges and ceiling (the runner gives one; else a pass of its own).
+    spend_guard: SpendGuard | None = None
     _subject_settings: dict[SubjectId, SubjectSettings] = field(default_factory=dict)
+
+    @property
+    def spend(self) -> SpendGuard:
+        """Where the stages get the ledger rows of their paid requests."""
+        if self.spend_guard is None:
+            self.spend_guard = SpendGuard(self.job, new_pass_id(self.clock.now()))
+        return self.spend_guard
 
     @property
     def job_name(self) -> str:

@@ -6,9 +6,11 @@ its strength; the picture is loaded only once the limiter lets the request go, s
 waiting their turn hold no image.
 
 Both endpoints follow the same money policy. The intent (``submitting``) is recorded before
-each POST, and the POST with the recording of
-its answer lands even when the pass stops (:class:`~pipeline.engine.concurrency.InFlight`).
-What an answer means for the money:
+each POST with its ledger row (``image_num`` pictures of that endpoint) in the same
+transaction, where the job's spend ceiling is checked: a request that would pass it is not
+sent and the prompt stays ``pending`` with the ceiling's message. The POST with the
+recording of its answer lands even when the pass stops
+(:class:`~pipeline.engine.concurrency.InFlight`). What an answer means for the money:
 
 - certainly not created (a 429, a connection never made, a 500 saying the task was not
   created): back to ``pending``, sent again after a pause; a 429 costs no try;
@@ -16,8 +18,9 @@ What an answer means for the money:
 - unknown (a timeout or a connection lost after sending, a 502/503/504, a 200 that does
   not parse, or a ``submitting`` found after a crash): a generation has no name to look it
   up by, so it is **sent again**, at most ``MAX_UNCERTAIN_RESENDS`` times: a duplicate
-  costs one set of pictures, never a training. One more unknown answer fails the prompt
-  with a message; ``retry`` asks again.
+  costs one set of pictures, never a training. Each re-send is a ledger row of its own,
+  marked as one, and the unanswered one still counts (both may be billed). One more
+  unknown answer fails the prompt with a message; ``retry`` asks again.
 
 ``submissions`` counts the tasks the service gave an id for: a result lost after the task
 finished (its URLs expired, the service forgot it) is generated again, at most
@@ -36,6 +39,7 @@ from ...api.models import GenerationExtra, Img2ImgRequest, LoraRef, Txt2ImgReque
 from ...api.retry import backoff_delay, retry_after_of
 from ...errors import ApiError, BadCredentials, BadResponse, RateLimited, TransportError
 from ...jobfile.loading import RenderedPrompt
+from ...store.ledger import CREATED, NOT_CREATED
 from ...store.protocol import GenerationRow, InitImageUse, SubjectRow
 from ...store.states import GEN_FAILED, GEN_PENDING, GEN_SUBMITTED, GEN_SUBMITTING
 from ..ratelimit import ImageRateLimiter
@@ -138,7 +142,6 @@ async def submit_generation(
     if generation.state == GEN_SUBMITTING:
         if not _may_resend(ctx, subject, generation):
             return
-        generation = _row(ctx, generation)  # its count of re-sends, as just written
     request, extra = build_request(ctx, subject, generation.prompt)
     tries = waits = 0
     while not ctx.stopping.is_set():
@@ -149,10 +152,7 @@ async def submit_generation(
         if isinstance(sent, str):
             _fail(ctx, generation, sent)
             return
-        if generation.state == GEN_PENDING:
-            ctx.store.transition_generation(
-                generation.id, expected=GEN_PENDING, to=GEN_SUBMITTING, now=ctx.clock.now()
-            )
+        generation = _intent(ctx, subject, generation, request.image_num)
         error = await ctx.inflight.land(_send(ctx, subject, generation, sent, extra))
         del sent  # an init image is not held while the retry waits
         generation = _row(ctx, generation)
@@ -175,16 +175,34 @@ async def submit_generation(
         await ctx.clock.sleep(delay)
 
 
+def _intent(
+    ctx: StageContext, subject: SubjectRow, generation: GenerationRow, images: int
+) -> GenerationRow:
+    """Record the intent to POST, with its ledger row (and the ceiling's check) in the same
+    transaction: ``pending`` becomes ``submitting``; a ``submitting`` one is sent again
+    after an unknown answer, which ``uncertain`` counts. Raises
+    :class:`~pipeline.errors.SpendCeilingReached`, with nothing written, when the
+    request would pass the job's ceiling."""
+    again = generation.state == GEN_SUBMITTING
+    charge = ctx.spend.images(subject, generation, images, resend=again)
+    if again:
+        ctx.store.update_generation(generation.id, now=ctx.clock.now(), charge=charge,
+                                    uncertain=generation.uncertain + 1)
+    else:
+        ctx.store.transition_generation(generation.id, expected=GEN_PENDING,
+                                        to=GEN_SUBMITTING, now=ctx.clock.now(), charge=charge)
+    return _row(ctx, generation)
+
+
 def _may_resend(ctx: StageContext, subject: SubjectRow, generation: GenerationRow) -> bool:
-    """A ``submitting`` found at the start: its POST was cut by a crash or its answer lost."""
+    """A ``submitting`` found at the start: its POST was cut by a crash or its answer lost.
+    It is sent again (and counted in ``uncertain``) unless it was sent again enough."""
     if generation.uncertain >= MAX_UNCERTAIN_RESENDS:
         _fail(ctx, generation, "its create requests got no clear answer "
                                f"{generation.uncertain + 1} times; the service may have made "
                                "(and billed) the pictures: `retry` asks again")
         return False
     log.warning("generate.resend_unknown", subject=subject.name, prompt=generation.slug)
-    ctx.store.update_generation(generation.id, now=ctx.clock.now(),
-                                uncertain=generation.uncertain + 1)
     return True
 
 
@@ -200,15 +218,18 @@ async def _send(
         else:
             task_id = await ctx.api.txt2img(request, extra)
     except BadCredentials:
+        _settle(ctx, generation, NOT_CREATED)
         raise
     except ApiError as exc:
         now = ctx.clock.now()
         if not_created(exc):
+            _settle(ctx, generation, NOT_CREATED)
             ctx.store.transition_generation(
                 generation.id, expected=GEN_SUBMITTING, to=GEN_PENDING, now=now
             )
             return exc
         if not uncertain(exc):
+            _settle(ctx, generation, NOT_CREATED)
             _fail(ctx, generation, f"{endpoint} refused: {exc}")
             return None
         if generation.uncertain >= MAX_UNCERTAIN_RESENDS:
@@ -218,8 +239,8 @@ async def _send(
             return None
         log.warning("generate.create_uncertain", subject=subject.name, prompt=generation.slug,
                     error=str(exc))
-        ctx.store.update_generation(generation.id, now=now, uncertain=generation.uncertain + 1)
-        return exc
+        return exc  # sent again by the caller (:func:`_intent` counts it)
+    _settle(ctx, generation, CREATED)
     ctx.store.transition_generation(
         generation.id, expected=GEN_SUBMITTING, to=GEN_SUBMITTED, now=ctx.clock.now(),
         task_id=task_id, submissions=generation.submissions + 1, error=None,
@@ -227,6 +248,13 @@ async def _send(
     log.info("generate.submitted", subject=subject.name, prompt=generation.slug,
              endpoint=endpoint, task_id=task_id)
     return None
+
+
+def _settle(ctx: StageContext, generation: GenerationRow, outcome: str) -> None:
+    """What became of the generation's newest request in the ledger (an unanswered one
+    before it stays open: it counts as spent)."""
+    ctx.store.settle_charge(generation.subject_id, generation_id=generation.id,
+                            outcome=outcome, now=ctx.clock.now())
 
 
 def _row(ctx: StageContext, generation: GenerationRow) -> GenerationRow:

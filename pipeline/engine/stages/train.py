@@ -1,10 +1,13 @@
 """Train: one paid training per subject version, and never a second one by accident.
 
 The intent (state ``submitting`` and the deterministic training name) is written before
-the create POST. A subject found in ``submitting`` (a crash, a lost answer) is looked up by
+the create POST, with its ledger row in the same transaction (the job's spend ceiling is
+checked there: a training that would pass it is not sent, and the subject stays
+``uploaded``). A subject found in ``submitting`` (a crash, a lost answer) is looked up by
 name in the task list, every page, before anything is sent again. The create itself is
 re-sent only when the server certainly did not take it (429) or the task list shows it
-did not.
+did not; each re-send is a ledger row of its own, and the row of the request the task list
+proved absent stops counting.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from ...api.models import (
 from ...api.retry import backoff_delay, retry_after_of
 from ...errors import ApiError, BadCredentials, BadResponse, RateLimited, StateConflict
 from ...jobfile.loading import SubjectSettings
+from ...store.ledger import CREATED, NOT_CREATED
 from ...store.protocol import ImageRow, SubjectRow
 from ...store.states import FAILED, SUBMITTING, TRAINING, UPLOADED
 from .context import StageContext
@@ -86,6 +90,7 @@ async def submit_training(ctx: StageContext, subject: SubjectRow, index: TaskInd
             log.info("train.reconciled", subject=subject.name, task_id=found.task_id)
             return _started(ctx, subject, found.task_id)
         name = subject.training_name
+        resend = True  # its request was never answered: this one is sent again
     else:
         if ctx.stopping.is_set():
             return subject  # no new paid call once the pass is stopping
@@ -104,19 +109,29 @@ async def submit_training(ctx: StageContext, subject: SubjectRow, index: TaskInd
             return _started(ctx, subject, found.task_id)
         subject = ctx.store.transition(
             subject.id, expected=UPLOADED, to=SUBMITTING, now=ctx.clock.now(),
+            charge=ctx.spend.training(subject, ctx.subject_settings(subject).training.kind),
             training_name=name, attempts=attempt,
         )
-    return await _create(ctx, subject, name, index)
+        resend = False
+    return await _create(ctx, subject, name, index, resend=resend)
 
 
 async def _create(
-    ctx: StageContext, subject: SubjectRow, name: str, index: TaskIndex
+    ctx: StageContext, subject: SubjectRow, name: str, index: TaskIndex, *, resend: bool
 ) -> SubjectRow:
+    """POST the create until it is answered, sending it again only as the module says.
+    ``resend``: the request before this one was never answered (its intent and ledger row
+    are older). Every POST but the first of a fresh intent writes a ledger row first."""
     settings = ctx.subject_settings(subject)
     request = build_request(name, ctx.store.images(subject.id), settings)
     kind: TrainingKind = settings.training.kind
     policy = ctx.api.retry_policy
+    on_the_books = not resend
     for attempt in range(1, MAX_CREATE_TRIES + 1):
+        if not on_the_books:
+            ctx.store.update_subject(subject.id, now=ctx.clock.now(),
+                                     charge=ctx.spend.training(subject, kind, resend=resend))
+        on_the_books = False
         outcome = await ctx.inflight.land(_send(ctx, subject, kind, request))
         if isinstance(outcome, SubjectRow):
             return outcome
@@ -131,6 +146,7 @@ async def _create(
             # marking it failed would lose a paid task, and `retry` would pay again.
             # It stays `submitting`, so the next pass looks the name up first.
             raise outcome
+        resend = not isinstance(outcome, RateLimited)
     raise AssertionError("unreachable")
 
 
@@ -142,10 +158,14 @@ async def _send(
     try:
         task_id = await ctx.api.create_training(kind, request)
     except BadCredentials:
+        _settle(ctx, subject, NOT_CREATED)
         raise
     except ApiError as exc:
+        if isinstance(exc, RateLimited):
+            _settle(ctx, subject, NOT_CREATED)  # certainly not taken: sent again later
         if exc.transient or isinstance(exc, BadResponse):
             return exc
+        _settle(ctx, subject, NOT_CREATED)
         return ctx.store.transition(
             subject.id, expected=SUBMITTING, to=FAILED, now=ctx.clock.now(),
             error=f"the service refused the training: {exc}",
@@ -154,8 +174,14 @@ async def _send(
     return _started(ctx, subject, task_id)
 
 
+def _settle(ctx: StageContext, subject: SubjectRow, outcome: str) -> None:
+    """What became of the subject's open training request(s) in the ledger."""
+    ctx.store.settle_charge(subject.id, outcome=outcome, now=ctx.clock.now(), every_open=True)
+
+
 def _started(ctx: StageContext, subject: SubjectRow, task_id: str) -> SubjectRow:
     now = ctx.clock.now()
+    _settle(ctx, subject, CREATED)
     try:
         return ctx.store.transition(
             subject.id, expected=subject.state, to=TRAINING, now=now, task_id=task_id,
