@@ -14,10 +14,12 @@ the log, never a failed intake.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from pathlib import Path
 from typing import Final, Protocol
+from urllib.parse import quote
 
 import structlog
 
@@ -53,9 +55,12 @@ class MeasureCache(Protocol):
 class PhotoCache:
     """Measures by content hash in a SQLite file; safe to share between threads."""
 
-    def __init__(self, db: sqlite3.Connection | None, path: Path) -> None:
+    def __init__(
+        self, db: sqlite3.Connection | None, path: Path, *, read_only: bool = False
+    ) -> None:
         self._db = db
         self._path = path
+        self._read_only = read_only
         self._lock = threading.Lock()
 
     @classmethod
@@ -75,6 +80,20 @@ class PhotoCache:
             return cls(None, path)
         return cls(db, path)
 
+    @classmethod
+    def open_read_only(cls, path: Path) -> PhotoCache:
+        """The cache at ``path`` for looking only (``plan``): never created or written;
+        a missing or unusable file gives a cache that remembers nothing."""
+        if path.is_symlink() or not path.is_file():
+            return cls(None, path, read_only=True)
+        try:
+            uri = "file:" + quote(os.fsencode(path.absolute())) + "?mode=ro"
+            db = sqlite3.connect(uri, uri=True, timeout=5.0, check_same_thread=False,
+                                 isolation_level=None)
+        except sqlite3.Error:
+            return cls(None, path, read_only=True)
+        return cls(db, path, read_only=True)
+
     def get(self, sha256: str, *, find_faces: bool) -> PhotoMeasures | None:
         row = self._run(
             "SELECT measures FROM measures WHERE sha256 = ? AND faces = ? AND version = ?",
@@ -88,6 +107,8 @@ class PhotoCache:
             return None  # not ours, or damaged: measured again and written over
 
     def put(self, sha256: str, *, find_faces: bool, measures: PhotoMeasures) -> None:
+        if self._read_only:
+            return
         self._run(
             "INSERT OR REPLACE INTO measures VALUES (?, ?, ?, ?)",
             (sha256, int(find_faces), MEASURES_VERSION, measures.to_json()),

@@ -181,30 +181,47 @@ def _scan(job: JobConfig, now: float) -> list[SubjectFolder]:
     )
 
 
+@dataclass
+class InboxLook:
+    """The inbox sorted against the store, before anything is checked or recorded."""
+
+    #: Folders the inbox refuses to read, each with its latest version.
+    refused: list[tuple[SubjectFolder, SubjectRow | None]] = field(default_factory=list)
+    #: Folders still changing (or without their ready marker).
+    waiting: list[SubjectFolder] = field(default_factory=list)
+    #: Folders to check, each with its latest version.
+    todo: _Todo = field(default_factory=list)
+
+
+def look_at_inbox(job: JobConfig, store: StateStore, folders: list[SubjectFolder]) -> InboxLook:
+    """Sort scanned ``folders``: reads the store, writes nothing (``plan`` uses it too)."""
+    section = job.job
+    look = InboxLook()
+    for folder in folders:
+        latest = store.latest(section.name, folder.name)
+        if folder.refused is not None:
+            look.refused.append((folder, latest))
+        elif not folder.ready:
+            look.waiting.append(folder)
+        elif latest is None or not _looked_at(latest, folder, section.retrain_on_change):
+            look.todo.append((folder, latest))
+    return look
+
+
 def _plan(
     job: JobConfig, store: StateStore, clock: Clock, folders: list[SubjectFolder],
     result: IntakeResult,
 ) -> _Todo:
     """Record the refused folders and note the waiting ones; return the ready ones to check
     with their latest version."""
-    section = job.job
-    todo: _Todo = []
-    for folder in folders:
-        if folder.refused is not None:
-            latest = store.latest(section.name, folder.name)
-            row = _record_error(job, store, clock, folder, latest, folder.refused,
-                                prefix=REFUSED_PREFIX)
-            if row is not None:
-                result.new_versions.append(row)
-            continue
-        if not folder.ready:
-            result.waiting.append(folder)
-            continue
-        latest = store.latest(section.name, folder.name)
-        if latest is not None and _looked_at(latest, folder, section.retrain_on_change):
-            continue
-        todo.append((folder, latest))
-    return todo
+    look = look_at_inbox(job, store, folders)
+    for folder, latest in look.refused:
+        row = _record_error(job, store, clock, folder, latest, folder.refused or "",
+                            prefix=REFUSED_PREFIX)
+        if row is not None:
+            result.new_versions.append(row)
+    result.waiting.extend(look.waiting)
+    return look.todo
 
 
 def _looked_at(latest: SubjectRow, folder: SubjectFolder, retrain_on_change: bool) -> bool:
@@ -293,6 +310,27 @@ def _check_all(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+#: What intake makes of a checked folder (:func:`take_in_outcome`).
+NEW, SAME, HELD_BACK, CHANGING, CONFIG_ERROR = "new", "same", "held_back", "changing", "config"
+
+
+def take_in_outcome(job: JobConfig, latest: SubjectRow | None, checked: _Checked) -> str:
+    """What intake makes of a checked folder, given its latest version: a new version
+    (``NEW``, rejected or not: the report says), nothing (``SAME`` photos), the trained
+    version kept (``HELD_BACK``), a look on the next pass (``CHANGING``), or a version
+    rejected for its settings (``CONFIG_ERROR``). Pure: ``plan`` asks it too."""
+    if isinstance(checked, ConfigError):
+        return CONFIG_ERROR
+    report = checked[1]
+    if not report.settled:
+        return CHANGING
+    if latest is not None and latest.fingerprint == version_fingerprint(report):
+        return SAME
+    if latest is not None and latest.state in COMMITTED_STATES and not job.job.retrain_on_change:
+        return HELD_BACK
+    return NEW
+
+
 def _take_in(
     job: JobConfig, store: StateStore, clock: Clock, folder: SubjectFolder,
     latest: SubjectRow | None, checked: _Checked, seen: float,
@@ -300,9 +338,9 @@ def _take_in(
     """Record what validating ``folder`` found; ``seen`` is what intake has then looked at
     (:func:`_seen_stamp`). Returns the new version, ``latest`` when it is held back, or
     None when there is nothing new."""
-    section = job.job
     if latest is not None:
         latest = store.subject(latest.id)  # the engine may have moved it while we validated
+    outcome = take_in_outcome(job, latest, checked)
     if isinstance(checked, ConfigError):
         row = _record_error(job, store, clock, folder, latest, str(checked),
                             prefix=CONFIG_ERROR_PREFIX)
@@ -312,11 +350,10 @@ def _take_in(
             _note_seen(store, latest, seen)
         return None
     settings, report = checked
-    if not report.settled:
+    if outcome == CHANGING:
         log.info("intake.changing", subject=folder.name)
         return None  # not seen: looked at again on the next pass
-    fingerprint = version_fingerprint(report)
-    if latest is not None and latest.fingerprint == fingerprint:
+    if latest is not None and outcome == SAME:
         # Touched but the same photos: nothing to record; if they are back to the trained
         # ones, the note that they changed is no longer true.
         warnings = [w for w in latest.warning_list if w != HELD_BACK_NOTE]
@@ -325,14 +362,14 @@ def _take_in(
                                           warnings=json.dumps(warnings) if warnings else None)
         _note_seen(store, latest, seen)
         return None
-    if latest is not None and latest.state in COMMITTED_STATES and not section.retrain_on_change:
+    if latest is not None and outcome == HELD_BACK:
         if HELD_BACK_NOTE not in latest.warning_list:
             latest = store.update_subject(
                 latest.id, now=clock.now(),
                 warnings=json.dumps([*latest.warning_list, HELD_BACK_NOTE]),
             )
         return _note_seen(store, latest, seen)
-    row = _record(job, store, clock, folder.name, report, fingerprint, settings)
+    row = _record(job, store, clock, folder.name, report, version_fingerprint(report), settings)
     return _note_seen(store, row, seen)
 
 
