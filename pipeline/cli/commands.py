@@ -7,6 +7,8 @@ Exit codes:
     4   a training or generation failed or was canceled
     5   the API key is missing or refused
     6   another run of the same job holds its lock
+    7   the spend ceiling (max_spend) kept a paid request from being sent; raise it in the
+        job file and the next pass goes on (a per-pass ceiling: the next pass goes on)
     130 stopped by SIGINT (Ctrl-C), 143 by SIGTERM; state is saved, the next run continues
 """
 
@@ -50,6 +52,7 @@ from ..views.summary import (
     summarize,
 )
 from ..views.textsafe import line
+from . import spending
 
 log = structlog.get_logger(__name__)
 DEFAULT_MAX_WAIT = 240.0
@@ -74,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("job", type=Path)
     report = commands.add_parser("report", help="write outbox/<job>/report.html and .json")
     report.add_argument("job", type=Path)
+    for name, text in (("spend", "what was paid for, per subject (from the ledger)"),
+                       ("plan", "what the next pass would do and pay for, paying nothing")):
+        looks = commands.add_parser(name, help=text)
+        looks.add_argument("job", type=Path)
+        looks.add_argument("--json", action="store_true", help="print the data as JSON")
     validate = commands.add_parser("validate", help="check folders without the network")
     validate.add_argument("path", type=Path, help="a subject folder, an inbox, or a job file")
     validate.add_argument("--kind", choices=("subject", "style"), default="subject")
@@ -178,6 +186,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings, console: Console) ->
             if store is not None:
                 print_status(console, job.job.name, summarize(store, job.job.name))
         return EXIT_OK
+    if command in ("spend", "plan"):
+        look = spending.spend if command == "spend" else spending.plan
+        return look(job, settings, console, as_json=args.json)
     if command == "report":
         with _read_state(job, settings, console) as store:
             if store is None:
