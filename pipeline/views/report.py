@@ -9,9 +9,11 @@
 
 The JSON holds, per subject: its state, version, images, training (task, status, LoRA file),
 timings with durations, refused files with their reasons, the accepted photos (faces,
-sharpness, what the upload changed), warnings, error, and each prompt with its slug, text
-and pictures. Paths are relative to ``outbox/<job>/``, where both files are written, so the
-folder can be moved or served as it is.
+sharpness, what the upload changed), warnings, error, each prompt with its slug, text
+and pictures, and its spend from the ledger (units, and money with the job's ``[prices]``);
+and the job's whole spend (every version of every subject). Paths are relative to
+``outbox/<job>/``, where both files are written, so the folder can be moved or served as
+it is.
 
 The HTML page shows the same data and needs nothing else: inline CSS, no script, every
 thumbnail embedded as a small JPEG data URI. A generated picture's thumbnail links to the
@@ -34,10 +36,12 @@ from ..files import write_atomic, write_json_atomic
 from ..store.protocol import StateStore, SubjectRow
 from ..store.states import SUBJECT_STATES
 from .report_html import RefusedThumbnails, render_html
+from .spend import SpendLine, spend_by_subject, spend_line
 from .summary import MILESTONES, SubjectSummary, summarize
 
 if TYPE_CHECKING:
     from ..jobfile.loading import JobConfig
+    from ..jobfile.spending import PricesSection
 
 __all__ = [
     "build_report", "refused_thumbnails", "write_job_report", "write_report", "REPORT_HTML",
@@ -68,13 +72,19 @@ def build_report(
     store: StateStore,
     *,
     now: float | None = None,
+    prices: PricesSection | None = None,
 ) -> dict[str, Any]:
     """The report's data, JSON-able. ``outbox_dir`` is the job's outbox (``job.outbox``);
-    paths in the result are relative to ``outbox_dir / job_name``."""
+    paths in the result are relative to ``outbox_dir / job_name``; money is the ledger's
+    units at ``prices`` (None: units only)."""
     report_dir = outbox_dir / job_name
     rows = {(row.name, row.version): row for row in store.subjects(job_name)}
+    spend = spend_by_subject(store, job_name, prices)
+    nothing = spend_line((), prices)
     entries = [
-        _subject_entry(s, rows.get((s.name, s.version)), store, report_dir) for s in subjects
+        _subject_entry(s, rows.get((s.name, s.version)), store, report_dir,
+                       spend.get((s.name, s.version), nothing))
+        for s in subjects
     ]
     counts = {state: 0 for state in SUBJECT_STATES}
     for s in subjects:
@@ -89,12 +99,15 @@ def build_report(
             "pictures": sum(len(s.outputs) for s in subjects),
             "rejected_files": sum(len(s.rejected_files) for s in subjects),
         },
+        "spend": {"currency": prices.currency if prices is not None else None,
+                  **spend_line(store.ledger(job_name), prices).to_json()},
         "subjects": entries,
     }
 
 
 def _subject_entry(
-    s: SubjectSummary, row: SubjectRow | None, store: StateStore, report_dir: Path
+    s: SubjectSummary, row: SubjectRow | None, store: StateStore, report_dir: Path,
+    spend: SpendLine,
 ) -> dict[str, Any]:
     return {
         "name": s.name,
@@ -119,6 +132,7 @@ def _subject_entry(
         "prompts_done": s.prompts_done,
         "prompts_total": s.prompts_total,
         "prompts": _prompts(s, row, store, report_dir),
+        "spend": spend.to_json(),
     }
 
 
@@ -215,6 +229,6 @@ def write_job_report(
     """Summarize ``job`` from ``store`` and write both report files; return (json, html)."""
     name = job.job.name
     subjects = summarize(store, name)
-    data = build_report(name, subjects, job.job.outbox, store, now=now)
+    data = build_report(name, subjects, job.job.outbox, store, now=now, prices=job.prices)
     return write_report(data, job.job.outbox, thumbnails=refused_thumbnails(subjects))
 

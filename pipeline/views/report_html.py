@@ -17,6 +17,8 @@ from urllib.parse import quote
 import structlog
 from PIL import Image
 
+from ..budget import money_text, units_text
+from ..store.ledger import Tally
 from .report_photos import PHOTOS_CSS, converted_html, jpeg_data_uri, refused_html
 from .summary import MILESTONES
 
@@ -111,7 +113,7 @@ def render_html(
            f" &middot; <span id=\"total-subjects\">{totals['subjects']}</span> subjects"
            f" &middot; <span id=\"total-pictures\">{totals['pictures']}</span> pictures"
            f" &middot; <span id=\"total-rejected\">{totals['rejected_files']}</span>"
-           " refused files</p>\n<ul class=\"counts\">")
+           f" refused files{_spent_meta(data.get('spend'))}</p>\n<ul class=\"counts\">")
     for state, count in data["counts"].items():
         yield (f"<li class=\"count s-{_e(state)}\" data-state=\"{_e(state)}\"><b>{count}</b>"
                f"{_e(state)}</li>")
@@ -122,7 +124,8 @@ def render_html(
         yield _overview_html(data["subjects"])
     for subject in data["subjects"]:
         refused = (thumbnails or {}).get((subject["name"], subject["version"]), {})
-        yield from _subject_html(subject, report_dir, refused)
+        currency = (data.get("spend") or {}).get("currency")
+        yield from _subject_html(subject, report_dir, refused, currency)
     yield ("</main><footer>lora-pipeline &middot; paths are relative to this page's folder"
            "</footer></body></html>\n")
 
@@ -155,14 +158,15 @@ def _overview_row(s: dict[str, Any]) -> str:
 
 
 def _subject_html(
-    s: dict[str, Any], report_dir: Path, thumbnails: Mapping[str, bytes]
+    s: dict[str, Any], report_dir: Path, thumbnails: Mapping[str, bytes],
+    currency: str | None = None,
 ) -> Iterator[str]:
     name, state = _e(s["name"]), _e(s["state"])
     yield (f"<section class=\"subject\" id=\"subject-{_e(_anchor(s['name']))}\""
            f" data-state=\"{state}\"><div class=\"subject-head\"><h2>{name}</h2>"
            f"<span class=\"badge s-{state}\">{state}</span>"
            f"<span class=\"version\">version {s['version']}</span></div>\n")
-    yield _facts_html(s)
+    yield _facts_html(s, currency)
     if s["error"]:
         yield f"<p class=\"error\">{_e(s['error'])}</p>"
     if s["warnings"]:
@@ -179,7 +183,21 @@ def _subject_html(
     yield "</section>\n"
 
 
-def _facts_html(s: dict[str, Any]) -> str:
+def spend_text(spend: dict[str, Any], currency: str | None) -> str:
+    """``1 subject training, 4 txt2img images = 2.54 EUR`` from a spend entry's JSON."""
+    units = units_text(Tally(dict(spend["trainings"]), dict(spend["images"])))
+    money = money_text(spend.get("money"), currency)
+    return f"{units} = {money}" if money else units
+
+
+def _spent_meta(spend: dict[str, Any] | None) -> str:
+    if not spend or not spend["requests"]:
+        return ""
+    text = spend_text(spend, spend.get("currency"))
+    return f" &middot; spent <span id=\"total-spend\">{_e(text)}</span>"
+
+
+def _facts_html(s: dict[str, Any], currency: str | None = None) -> str:
     training = s["training"]
     facts = [f"<li><b>{s['images']}</b> images</li>"]
     if s.get("good_face_photos") is not None:
@@ -193,6 +211,9 @@ def _facts_html(s: dict[str, Any]) -> str:
                      "</li>")
     if s["prompts_total"]:
         facts.append(f"<li><b>{s['prompts_done']}/{s['prompts_total']}</b> prompts done</li>")
+    spend = s.get("spend")
+    if spend and spend["requests"]:
+        facts.append(f"<li class=\"spend\">spent <b>{_e(spend_text(spend, currency))}</b></li>")
     lora = s["lora_file"]
     if lora:
         size = f" ({_size(lora['bytes'])})" if lora["bytes"] is not None else ""
