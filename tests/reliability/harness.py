@@ -12,7 +12,9 @@ emulator's own task list and counters, the outbox and the state store:
   re-trained; every subject ends settled;
 - every prompt of every finished subject has its pictures exactly once (named for the subject,
   the prompt and the number, with their sidecars), with no partial, temp or stray file left;
-- the state store passes ``integrity_problems()`` after every kill and at the end.
+- the state store passes ``integrity_problems()`` after every kill and at the end;
+- the ledger never counts less than the service made: its trainings and pictures are at
+  least the emulator's ``trainings_created`` and ``images_requested``.
 
 The CI-sized run is ``tests/reliability/test_crash.py``; a longer soak is
 
@@ -151,6 +153,10 @@ class SoakReport:
     generation_resends: int = 0
     #: Tasks the service made that the state never recorded (each a picture set paid twice).
     generation_tasks_unrecorded: int = 0
+    #: What the ledger counts, and what the service made (never more than the ledger).
+    ledger_trainings: int = 0
+    ledger_images: int = 0
+    service_images: int = 0
     pictures_expected: int = 0
     pictures_present: int = 0
     results_lost: int = 0
@@ -178,6 +184,8 @@ class SoakReport:
             f" not recorded (paid twice): {self.generation_tasks_unrecorded}, at most the"
             f" POSTs a SIGKILL cut in flight ({self.generation_posts_cut}) plus the re-sends"
             f" after a lost answer ({self.generation_resends})",
+            f"ledger: {self.ledger_trainings} trainings, {self.ledger_images} pictures counted;"
+            f" the service made {self.trainings_paid} and {self.service_images}",
             f"pictures: {self.pictures_present} present of {self.pictures_expected} expected;"
             f" results lost: {self.results_lost}",
             f"temp files left by kills: {self.temp_files_after_kills}, at the end:"
@@ -556,12 +564,26 @@ def verify(workdir: Path, config: SoakConfig, emulator: EmulatorProcess,
             f"{report.generation_tasks_unrecorded} generation tasks were never recorded, more than"
             f" the {report.generation_posts_cut} POSTs cut by kills and the"
             f" {report.generation_resends} re-sends after lost answers")
+    _verify_ledger(workdir, counters, report)
     report.temp_files_at_end = len(temp_files(workdir / "outbox"))
     if report.temp_files_at_end:
         report.problems.append(f"{report.temp_files_at_end} temp file(s) left in the outbox")
     with SqliteStore(workdir / "state" / "state.db") as store:
         report.problems += [f"state at the end: {p}" for p in store.integrity_problems()]
     report.integrity_checks += 1
+
+
+def _verify_ledger(workdir: Path, counters: dict[str, Any], report: SoakReport) -> None:
+    """The ledger, written with each intent before its POST, never under-counts."""
+    with SqliteStore(workdir / "state" / "state.db") as store:
+        spent = store.spent(JOB)
+    report.ledger_trainings, report.ledger_images = spent.training_count, spent.image_count
+    report.service_images = int(counters["images_requested"])
+    made = int(counters["trainings_created"]["total"])
+    if spent.training_count < made or spent.image_count < report.service_images:
+        report.problems.append(
+            f"the ledger counts {spent.training_count} trainings and {spent.image_count} "
+            f"pictures, less than the service made ({made}, {report.service_images})")
 
 
 def _verify_trainings(rows: list[SubjectRow], emulator: EmulatorProcess,
