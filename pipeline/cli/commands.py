@@ -264,6 +264,10 @@ def _report_run(
     print_status(console, job.job.name, result.subjects)
     for name in result.waiting:
         console.print(line(f"waiting for {name} to settle"))
+    if result.ceiling:
+        console.print(line(("spend ceiling:", "yellow"),
+                           f" {len(result.ceiling)} paid request(s) not sent; "
+                           f"{result.ceiling[-1]}"), soft_wrap=True)
     console.print(line(f"outputs: {job.job.outbox / job.job.name}"))
     if html is not None:
         console.print(line(f"report:  {html}"))
