@@ -31,8 +31,9 @@ log = structlog.get_logger(__name__)
 
 CACHE_FILE: Final = "photo-checks.db"
 #: Bumped when what :func:`~pipeline.inputs.photo_checks.measure_photo` measures changes:
-#: rows of another version are not used.
-MEASURES_VERSION: Final = 1
+#: rows of another version are not used. 2: a multi-picture JPEG is a JPEG; metadata is
+#: whatever the upload drops (IPTC, vendor segments, trailers, unknown chunks), not a list.
+MEASURES_VERSION: Final = 2
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS measures (
     sha256 TEXT NOT NULL,

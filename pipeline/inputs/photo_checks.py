@@ -44,9 +44,11 @@ from pipeline.inputs.photo_formats import (
     PhotoFormat,
     bit_depth,
     conversions_needed,
+    frame_count,
     metadata_strippable,
     open_photo,
     orientation_of,
+    photo_format,
     to_analysis_rgb,
 )
 
@@ -236,10 +238,10 @@ def measure_photo(fp: IO[bytes], *, find_faces: bool) -> PhotoMeasures:
     fp.seek(0)
     image = open_photo(fp)
     try:
-        fmt: PhotoFormat = image.format.lower() if image.format else "png"  # type: ignore[assignment]
+        fmt = photo_format(image)
         stored = image.size
         orientation = orientation_of(image)
-        frames = getattr(image, "n_frames", 1)
+        frames = frame_count(image)
         mode = image.mode
         rgb = to_analysis_rgb(image, orientation, ANALYSIS_SIDE)
         has_metadata = _has_metadata(fp, fmt, image)

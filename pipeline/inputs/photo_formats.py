@@ -7,7 +7,8 @@ EXIF orientation. :func:`conversions_needed` says in words what must change befo
 service can take it, and :func:`upload_bytes` makes that change: rotated, converted to 8-bit
 RGB, HEIC/AVIF to JPEG, EXIF/XMP/GPS stripped unless ``keep_metadata``. A photo that needs no
 change keeps its exact bytes; one whose only change is its metadata loses it without being
-re-encoded (JPEG segments, PNG chunks and WebP chunks are dropped as they are).
+re-encoded (:mod:`pipeline.inputs.photo_metadata` drops JPEG segments, PNG chunks and WebP
+chunks as they are), or is encoded again when its stripped bytes would not decode the same.
 
     >>> photo = upload_bytes(Path("alice/IMG_0001.HEIC").read_bytes())
     >>> photo.format, photo.changes
@@ -17,7 +18,6 @@ re-encoded (JPEG segments, PNG chunks and WebP chunks are dropped as they are).
 from __future__ import annotations
 
 import io
-import struct
 import threading
 from dataclasses import dataclass
 from typing import IO, Final, Literal
@@ -25,15 +25,19 @@ from typing import IO, Final, Literal
 import numpy as np
 from PIL import Image
 
+from pipeline.inputs.photo_metadata import strip_metadata
+
 __all__ = [
     "METADATA_REMOVED",
     "PhotoFormat",
     "UploadPhoto",
     "bit_depth",
     "conversions_needed",
+    "frame_count",
     "metadata_strippable",
     "open_photo",
     "orientation_of",
+    "photo_format",
     "to_analysis_rgb",
     "upload_bytes",
 ]
@@ -81,6 +85,21 @@ def open_photo(fp: IO[bytes]) -> Image.Image:
     return Image.open(fp, formats=_PIL_FORMATS)
 
 
+def photo_format(image: Image.Image) -> PhotoFormat:
+    """The format of an opened photo: a multi-picture JPEG (Pillow's "MPO", as phones write
+    them with a depth map or an HDR gain map after the picture) is a JPEG."""
+    fmt = (image.format or "png").lower()
+    return "jpeg" if fmt == "mpo" else fmt  # type: ignore[return-value]
+
+
+def frame_count(image: Image.Image) -> int:
+    """The frames of an animation; 1 for a still photo, an MPO's extra pictures included
+    (they are not frames: the upload drops them with the metadata)."""
+    if image.format == "MPO":
+        return 1
+    return int(getattr(image, "n_frames", 1))
+
+
 def bit_depth(head: bytes) -> int:
     """Bits per channel of a PNG from its first 25 bytes; 8 for everything else."""
     if head.startswith(b"\x89PNG\r\n\x1a\n") and len(head) > 24 and head[12:16] == b"IHDR":
@@ -123,7 +142,7 @@ def to_analysis_rgb(image: Image.Image, orientation: int, side: int) -> Image.Im
     long side; a JPEG is decoded reduced (draft mode). Read ``image.size`` before: a draft
     changes it."""
     width, height = image.size
-    if image.format == "JPEG" and max(width, height) > side:
+    if image.format in ("JPEG", "MPO") and max(width, height) > side:
         scale = side * _DRAFT_SHARE / max(width, height)
         image.draft(None, (max(1, int(width * scale)), max(1, int(height * scale))))
     image.load()
@@ -169,8 +188,7 @@ class UploadPhoto:
 def metadata_strippable(data: bytes, fmt: str) -> bool:
     """Whether ``data`` (a png, jpeg or webp) holds metadata :func:`upload_bytes` removes:
     exactly when removing it changes the bytes."""
-    strip = _STRIPPERS.get(fmt)
-    return strip is not None and strip(data) != data
+    return fmt in ("png", "jpeg", "webp") and strip_metadata(data, fmt) is not data
 
 
 def upload_bytes(data: bytes, *, keep_metadata: bool = False) -> UploadPhoto:
@@ -179,19 +197,39 @@ def upload_bytes(data: bytes, *, keep_metadata: bool = False) -> UploadPhoto:
     Raises Pillow's errors for a photo that does not decode.
     """
     with open_photo(io.BytesIO(data)) as image:
-        fmt = (image.format or "").lower()
+        fmt = photo_format(image)
         orientation = orientation_of(image)
-        frames = getattr(image, "n_frames", 1)
-        changes = conversions_needed(fmt, image.mode, bit_depth(data[:32]), orientation, frames)
+        changes = conversions_needed(
+            fmt, image.mode, bit_depth(data[:32]), orientation, frame_count(image)
+        )
         if changes:
             return _reencoded(image, fmt, orientation, changes, keep_metadata)
-    target: UploadFormat = fmt  # type: ignore[assignment]  # no change: png, jpeg or webp
-    if keep_metadata:
-        return UploadPhoto(data, target, ())
-    stripped = _STRIPPERS[target](data)
-    if stripped == data:
-        return UploadPhoto(data, target, ())
-    return UploadPhoto(stripped, target, (METADATA_REMOVED,))
+        target: UploadFormat = fmt  # type: ignore[assignment]  # no change: png, jpeg or webp
+        if keep_metadata:
+            return UploadPhoto(data, target, ())
+        stripped = strip_metadata(data, target)
+        if stripped is data:
+            return UploadPhoto(data, target, ())
+        if stripped is not None and _same_picture(stripped, image):
+            return UploadPhoto(stripped, target, (METADATA_REMOVED,))
+        # A file the stripper cannot walk, or whose stripped bytes no longer decode the
+        # same: its picture is encoded again, which keeps no metadata.
+        return _reencoded(image, fmt, orientation, (), keep_metadata=False)
+
+
+def _same_picture(data: bytes, original: Image.Image) -> bool:
+    """Whether ``data`` decodes as the same format, size and mode as ``original``; a JPEG is
+    decoded at an eighth of its size (every compressed byte is still read)."""
+    try:
+        with open_photo(io.BytesIO(data)) as image:
+            same = (photo_format(image), image.size, image.mode) == (
+                photo_format(original), original.size, original.mode)
+            if image.format in ("JPEG", "MPO"):
+                image.draft(None, (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
+            return same
+    except Exception:  # any decoder error: the stripped bytes are not a photo
+        return False
 
 
 def _reencoded(
@@ -204,15 +242,14 @@ def _reencoded(
     image.seek(0)
     image.load()
     icc = image.info.get("icc_profile") if image.mode in ("RGB", "RGBA", "L", "P") else None
-    exif = image.getexif()
     pixels = _upright(_eight_bit_rgb(image), orientation)
     target: UploadFormat = "jpeg" if fmt in ("heif", "avif") else fmt  # type: ignore[assignment]
     params: dict[str, object] = {}
     if icc:
         params["icc_profile"] = icc
-    if keep_metadata and exif:
-        exif[_ORIENTATION_TAG] = 1
-        params["exif"] = exif.tobytes()
+    exif = _exif_kept(image) if keep_metadata else None
+    if exif:
+        params["exif"] = exif
     if target in ("jpeg", "webp"):
         params["quality"] = JPEG_QUALITY
     buffer = io.BytesIO()
@@ -221,67 +258,14 @@ def _reencoded(
     return UploadPhoto(buffer.getvalue(), target, changes + removed)
 
 
-# ----------------------------------------------------------------------------- metadata
-
-
-def _strip_jpeg(data: bytes) -> bytes:
-    """``data`` without its APP1 (EXIF, XMP) and COM segments; everything from the first
-    scan on is kept byte for byte, so the picture is not re-encoded."""
-    out = bytearray(data[:2])
-    pos = 2
-    while pos + 4 <= len(data) and data[pos] == 0xFF:
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker == 0xDA or marker == 0xD9:
-            break
-        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
-        end = pos + 2 + length
-        if marker not in (0xE1, 0xFE):
-            out += data[pos:end]
-        pos = end
-    return bytes(out + data[pos:])
-
-
-_PNG_METADATA_CHUNKS: Final = frozenset({b"tEXt", b"zTXt", b"iTXt", b"eXIf", b"tIME"})
-
-
-def _strip_png(data: bytes) -> bytes:
-    """``data`` without its text, EXIF and time chunks; the pixels' chunks untouched."""
-    out = bytearray(data[:8])
-    pos = 8
-    while pos + 8 <= len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind = data[pos + 4 : pos + 8]
-        end = pos + 12 + length
-        if kind not in _PNG_METADATA_CHUNKS:
-            out += data[pos:end]
-        pos = end
-        if kind == b"IEND":
-            break
-    return bytes(out)
-
-
-_VP8X_EXIF: Final = 0x08
-_VP8X_XMP: Final = 0x04
-
-
-def _strip_webp(data: bytes) -> bytes:
-    """``data`` without its EXIF and XMP chunks, the VP8X flags and RIFF size set to match."""
-    chunks = bytearray()
-    pos = 12
-    while pos + 8 <= len(data):
-        kind = data[pos : pos + 4]
-        (length,) = struct.unpack("<I", data[pos + 4 : pos + 8])
-        end = pos + 8 + length + (length & 1)
-        chunk = bytearray(data[pos:end])
-        if kind == b"VP8X" and len(chunk) > 8:
-            chunk[8] &= ~(_VP8X_EXIF | _VP8X_XMP) & 0xFF
-        if kind not in (b"EXIF", b"XMP "):
-            chunks += chunk
-        pos = end
-    return b"RIFF" + struct.pack("<I", len(chunks) + 4) + b"WEBP" + bytes(chunks)
-
-
-_STRIPPERS: Final = {"jpeg": _strip_jpeg, "png": _strip_png, "webp": _strip_webp}
+def _exif_kept(image: Image.Image) -> bytes | None:
+    """The EXIF block to keep on a re-encoded photo, its orientation reset; None when it
+    cannot be read (it says nothing about the pixels, which are sent all the same)."""
+    try:
+        exif = image.getexif()
+        if not exif:
+            return None
+        exif[_ORIENTATION_TAG] = 1
+        return exif.tobytes()
+    except Exception:
+        return None
