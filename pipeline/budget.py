@@ -54,11 +54,11 @@ def unpriced(tally: Tally, prices: PricesSection) -> list[str]:
     return missing
 
 
-def money_text(amount: float | None, prices: PricesSection | None) -> str:
-    """``12.5 USD``; empty without prices."""
-    if prices is None or amount is None:
+def money_text(amount: float | None, currency: str | None) -> str:
+    """``12.50 USD`` (``0.0060 USD`` for fractions of a cent); empty when unknown."""
+    if currency is None or amount is None:
         return ""
-    return f"{amount:.{_decimals(amount)}f} {prices.currency}"
+    return f"{amount:.{_decimals(amount)}f} {currency}"
 
 
 def _decimals(amount: float) -> int:
@@ -134,7 +134,7 @@ def _scope_refusal(scope: _Scope, prices: PricesSection | None, request: Tally) 
     if total_money > limits.money + 10 ** -MONEY_DECIMALS:
         return _refused(scope, f"{scope.field}.money = {limits.money:g} {prices.currency}",
                         f"{units_text(request)} would bring {scope.what} to "
-                        f"{money_text(total_money, prices)}")
+                        f"{money_text(total_money, prices.currency)}")
     return None
 
 

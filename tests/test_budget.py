@@ -32,9 +32,9 @@ def test_texts() -> None:
     assert units_text(ONE_TRAINING) == "1 subject training"
     assert units_text(Tally(images={"txt2img": 4, "img2img": 2})) == (
         "6 images (img2img 2, txt2img 4)")
-    assert money_text(2.5, PRICES) == "2.50 USD"
-    assert money_text(0.006, PRICES) == "0.0060 USD"
-    assert money_text(1.0, None) == ""
+    assert money_text(2.5, "USD") == "2.50 USD"
+    assert money_text(0.006, "USD") == "0.0060 USD"
+    assert money_text(1.0, None) == money_text(None, "USD") == ""
 
 
 def _refusal(limits: MaxSpendSection, job: Tally, this_pass: Tally, request: Tally,
