@@ -17,7 +17,6 @@ is accepted and words the rejections.
 
 from __future__ import annotations
 
-import os
 import struct
 from typing import IO, Final, Literal
 
@@ -29,6 +28,9 @@ __all__ = [
     "CONVERTED_FORMATS",
     "HEAD_BYTES",
     "JPEG_HEADER_SCAN_BYTES",
+    "MAX_JPEG_JUNK_BYTES",
+    "MAX_JPEG_SEGMENTS",
+    "DamagedHeader",
     "ImageFormat",
     "open_problem",
     "detect_format",
@@ -42,6 +44,12 @@ ImageFormat = Literal["png", "jpeg", "webp"]
 HEAD_BYTES: Final = 256
 #: How far into a JPEG the size (SOF segment) is looked for; EXIF/ICC blocks come first.
 JPEG_HEADER_SCAN_BYTES: Final = 16 << 20
+#: Segments a JPEG may have before its first scan. A photo has a few dozen (EXIF, XMP split
+#: in 64 KiB parts, an ICC profile in several, tables); every decoder walks them one by
+#: one, Pillow keeping an entry for each: four million empty ones took seconds and 300 MB.
+MAX_JPEG_SEGMENTS: Final = 1000
+#: Junk bytes decoders skip between a JPEG's segments (Pillow one by one, in Python).
+MAX_JPEG_JUNK_BYTES: Final = 1 << 20
 
 #: The detected formats the training API takes, by :func:`detect_format`'s name.
 ACCEPTED_FORMATS: Final[dict[str, ImageFormat]] = {"png": "png", "jpeg": "jpeg", "webp": "webp"}
@@ -175,8 +183,16 @@ def format_label(detected: str | None) -> str:
 # ----------------------------------------------------------------------------- header sizes
 
 
+class DamagedHeader(ValueError):
+    """A header built to cost the decoders time: its message completes "a damaged JPEG
+    file (...)"."""
+
+
 def header_size(fp: IO[bytes], head: bytes, fmt: str) -> tuple[int, int] | None:
-    """Width and height read from the header alone, before any pixel is decoded."""
+    """Width and height read from the header alone, before any pixel is decoded; None when
+    the header holds none. Raises :class:`DamagedHeader` for a JPEG of more than
+    :data:`MAX_JPEG_SEGMENTS` segments or :data:`MAX_JPEG_JUNK_BYTES` junk bytes before its
+    picture."""
     if fmt == "png":
         if head[12:16] != b"IHDR" or len(head) < 24:
             return None
@@ -202,37 +218,59 @@ def _webp_size(head: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _jpeg_next_marker(fp: IO[bytes]) -> int | None:
-    byte = fp.read(1)
-    while byte and byte != b"\xff":
-        byte = fp.read(1)
-    while byte == b"\xff":
-        byte = fp.read(1)
-    return byte[0] if byte else None
-
-
 def _jpeg_size(fp: IO[bytes]) -> tuple[int, int] | None:
-    fp.seek(2)
-    while fp.tell() < JPEG_HEADER_SCAN_BYTES:
-        marker = _jpeg_next_marker(fp)
-        if marker is None or marker in (0xD9, 0xDA):
-            return None
+    """The frame's size, from a walk of the segments up to the first scan (where the
+    decoders walk too: a flood after the frame costs them as much as one before it)."""
+    fp.seek(0)
+    data = fp.read(JPEG_HEADER_SCAN_BYTES)
+    size: tuple[int, int] | None = None
+    pos, segments, junk = 2, 0, 0
+    while True:
+        mark = data.find(b"\xff", pos)
+        if mark < 0 or mark + 1 >= len(data):
+            return _header_end(size, len(data))
+        junk += mark - pos
+        marker = data[mark + 1]
+        if marker == 0xFF or marker == 0x00:  # a fill byte; a stray zero, skipped as junk
+            pos = mark + 1 if marker == 0xFF else mark + 2
+            junk += 0 if marker == 0xFF else 2
+            continue
+        segments += 1
+        _check_header_cost(segments, junk)
+        if marker in (0xD9, 0xDA):
+            return size
+        pos = mark + 2
         if marker in _JPEG_STANDALONE_MARKERS:
             continue
-        length_bytes = fp.read(2)
-        if len(length_bytes) < 2:
-            return None
-        (length,) = struct.unpack(">H", length_bytes)
-        if marker in _JPEG_SOF_MARKERS:
-            frame = fp.read(5)
-            if len(frame) < 5:
-                return None
-            _precision, height, width = struct.unpack(">BHH", frame)
-            return int(width), int(height)
+        if pos + 7 > len(data):
+            return size
+        length, _precision, height, width = struct.unpack(">HBHH", data[pos : pos + 7])
+        if marker in _JPEG_SOF_MARKERS and size is None:
+            size = int(width), int(height)
         if length < 2:
-            return None
-        fp.seek(length - 2, os.SEEK_CUR)
-    return None
+            return size
+        pos += length
+
+
+def _check_header_cost(segments: int, junk: int) -> None:
+    if segments > MAX_JPEG_SEGMENTS:
+        raise DamagedHeader(
+            f"more than {MAX_JPEG_SEGMENTS:,} segments before its picture, where a photo "
+            "has a few dozen"
+        )
+    if junk > MAX_JPEG_JUNK_BYTES:
+        raise DamagedHeader(f"{junk:,} bytes of junk between its segments")
+
+
+def _header_end(size: tuple[int, int] | None, read: int) -> tuple[int, int] | None:
+    """The size found when the walk ran out of bytes before the first scan: a short file
+    is for the decoder to judge; one whose header fills the whole scan is refused."""
+    if read == JPEG_HEADER_SCAN_BYTES:
+        raise DamagedHeader(
+            f"more than {JPEG_HEADER_SCAN_BYTES >> 20} MiB of segments before its picture, "
+            "where a photo has a few hundred KiB"
+        )
+    return size
 
 
 # ----------------------------------------------------------------------------- decoding

@@ -38,6 +38,7 @@ from ..api.contract import MAX_INIT_IMAGE_BYTES, MAX_INIT_IMAGE_PIXELS
 from .image_formats import (
     ACCEPTED_FORMATS,
     HEAD_BYTES,
+    DamagedHeader,
     ImageFormat,
     detect_format,
     format_label,
@@ -95,7 +96,12 @@ def judge_init_image(path: Path, data: bytes) -> InitImage:
             "those; convert it to PNG or JPEG"
         )
     label = fmt.upper()
-    size = header_size(io.BytesIO(data), data[:HEAD_BYTES], fmt)
+    try:
+        size = header_size(io.BytesIO(data), data[:HEAD_BYTES], fmt)
+    except DamagedHeader as exc:
+        raise InitImageRefused(
+            f"{path} is a damaged {label} file ({exc}): export or copy it again"
+        ) from None
     if size is None:
         raise InitImageRefused(
             f"{path} is a damaged {label} file (no readable size in its header): export or "

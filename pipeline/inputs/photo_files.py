@@ -28,6 +28,7 @@ from pipeline.inputs.image_formats import (
     ACCEPTED_FORMATS,
     CONVERTED_FORMATS,
     HEAD_BYTES,
+    DamagedHeader,
     ImageFormat,
     detect_format,
     format_label,
@@ -148,7 +149,12 @@ def _read_content(data: bytes, name: str, gate: Gate) -> Content | Rejection:
             "convert it to PNG or JPEG, or remove it",
         )
     label = {"heic": "HEIC/HEIF"}.get(detected, detected.upper())
-    size = _claimed_size(data, detected)
+    try:
+        size = _claimed_size(data, detected)
+    except DamagedHeader as exc:
+        return Rejection(
+            name, f"{name} is a damaged {label} file ({exc}): export or copy it again"
+        )
     if size is None:
         return Rejection(
             name,

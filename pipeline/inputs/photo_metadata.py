@@ -13,8 +13,9 @@ the next vendor's block. What is kept:
 - PNG: the critical chunks and the colour and animation chunks, up to IEND.
 - WebP: the image, alpha, animation and ICC chunks, inside the RIFF's size.
 
-A file a stripper cannot walk (a length past the end, no end of picture) gives ``None``: the
-caller re-encodes the picture instead, which keeps no metadata at all.
+A file a stripper cannot walk (a length past the end, no end of picture, thousands of
+segments) gives ``None``: the caller re-encodes the picture instead, which keeps no
+metadata at all.
 
     >>> strip_metadata(jpeg_bytes, "jpeg") == jpeg_bytes   # nothing to take out
     True
@@ -40,6 +41,9 @@ _KEPT_APPS: Final = {
     0xE2: (b"ICC_PROFILE\x00",),
     0xEE: (b"Adobe",),
 }
+#: Segments walked in all (tables, scans, and those between scans); past it the file is
+#: not walked on (a flood of empty segments would cost seconds in Python) but re-encoded.
+MAX_JPEG_SEGMENTS: Final = 4096
 #: JFIF's header up to its thumbnail's size (identifier, version, units, density).
 _JFIF_HEADER: Final = 12
 #: The next marker after entropy-coded data: 0xFF followed by anything but a stuffed zero,
@@ -66,8 +70,8 @@ def _strip_jpeg(data: bytes) -> bytes | None:
     if not data.startswith(b"\xff\xd8"):
         return None
     out = bytearray(b"\xff\xd8")
-    pos, size = 2, len(data)
-    while True:
+    pos, size, segments = 2, len(data), 0
+    while segments <= MAX_JPEG_SEGMENTS:
         mark = data.find(b"\xff", pos)  # junk bytes before a marker are dropped
         if mark < 0 or mark + 1 >= size:
             return None  # no end of picture
@@ -77,6 +81,7 @@ def _strip_jpeg(data: bytes) -> bytes | None:
             continue
         if marker == _EOI:
             return bytes(out + b"\xff\xd9")  # anything after the picture is dropped
+        segments += 1
         if marker in _STANDALONE:
             out += data[mark : mark + 2]
             pos = mark + 2
@@ -96,6 +101,7 @@ def _strip_jpeg(data: bytes) -> bytes | None:
             scan_end = size if found is None else found.start()
             out += data[pos:scan_end]  # the compressed pixels, byte for byte
             pos = scan_end
+    return None
 
 
 #: PNG chunks a decoder needs for the pixels, their colours and an animation.
