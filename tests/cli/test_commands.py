@@ -443,13 +443,14 @@ def test_a_corrupt_state_file_gives_a_message_not_a_traceback(tmp_path, served, 
 
 
 def test_validate_without_a_job_reads_each_folders_subject_toml(tmp_path, capsys) -> None:
-    from tests.pictures import picture_bytes
+    from tests.inputs import photos
 
+    no_faces = [photos.chelsea(), photos.coffee(), photos.chelsea().rotate(90, expand=True)]
     for name in ("teapot", "alice"):
         folder = tmp_path / "inbox" / name
         folder.mkdir(parents=True)
-        for seed in range(3):
-            (folder / f"{name}_{seed}.png").write_bytes(picture_bytes(seed=seed + len(name)))
+        for index, picture in enumerate(no_faces):
+            (folder / f"{name}_{index}.jpg").write_bytes(photos.jpeg(picture))
     (tmp_path / "inbox" / "teapot" / "subject.toml").write_text('class_word = "teapot"\n')
     config = tmp_path / "none.env"
 

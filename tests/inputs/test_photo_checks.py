@@ -205,3 +205,10 @@ def test_a_damaged_photo_raises_for_the_caller_to_word() -> None:
 def test_faces_are_required_for_person_like_class_words(setting: str, kind: str, word: str | None,
                                                         expected: bool) -> None:
     assert faces_required(setting, kind, word) is expected  # type: ignore[arg-type]
+
+
+def test_a_box_without_an_eye_is_not_a_face() -> None:
+    sideways_cat = photos.chelsea().rotate(90, expand=True)  # the face cascade sees a face
+    result = analyse(photos.jpeg(sideways_cat), name="cat.jpg")
+    assert result.face_count == 0
+    assert result.refusals[0].startswith("cat.jpg: no face found")
