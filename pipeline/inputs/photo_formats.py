@@ -28,6 +28,7 @@ from PIL import Image
 from pipeline.inputs.photo_metadata import strip_metadata
 
 __all__ = [
+    "MAX_FULL_DECODES",
     "METADATA_REMOVED",
     "PhotoFormat",
     "UploadPhoto",
@@ -63,6 +64,12 @@ _DRAFT_SHARE: Final = 0.75
 JPEG_QUALITY: Final = 95
 #: The change named when a photo's EXIF, XMP and GPS blocks are taken out before the upload.
 METADATA_REMOVED: Final = "metadata removed"
+
+#: Photos decoded whole for the upload at once in the whole process (the upload stage
+#: derives them on up to ``upload_concurrency`` threads): converting a 40-megapixel photo
+#: holds some 300 MB.
+MAX_FULL_DECODES: Final = 2
+_full_decodes = threading.BoundedSemaphore(MAX_FULL_DECODES)
 
 _heif_lock = threading.Lock()
 _heif_registered = False
@@ -117,19 +124,62 @@ def orientation_of(image: Image.Image) -> int:
 
 
 def _eight_bit_rgb(image: Image.Image) -> Image.Image:
-    """``image`` as 8-bit RGB (alpha laid on white); 16-bit grey scaled, not clipped."""
+    """``image`` as 8-bit RGB (alpha laid on white); 16-bit grey scaled, not clipped.
+
+    Each step makes one full-size copy at most: a 40-megapixel picture is 120 MB as RGB."""
     if image.mode == "RGB":
         return image
     if image.mode.startswith("I") or image.mode == "F":
-        values = np.asarray(image).astype(np.float64)
-        top = 65535.0 if values.max() > 255 else 255.0
-        grey = (values * (255.0 / top)).clip(0, 255).astype(np.uint8)
-        return Image.fromarray(grey, "L").convert("RGB")
+        return _grey_to_rgb(image)
     if image.mode in ("RGBA", "LA", "P", "PA", "1"):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        white = Image.new("RGB", rgba.size, (255, 255, 255))
+        white.paste(rgba, mask=rgba)
+        return white
     return image.convert("RGB")
+
+
+#: Rows of a 16-bit picture converted at once: the float64 arithmetic on a whole
+#: 40-megapixel picture took a gigabyte.
+_GREY_ROWS: Final = 256
+
+
+def _grey_to_rgb(image: Image.Image) -> Image.Image:
+    _, brightest = image.getextrema()
+    top = 65535.0 if float(brightest) > 255 else 255.0  # type: ignore[arg-type]
+    width, height = image.size
+    grey = np.empty((height, width), np.uint8)
+    for row in range(0, height, _GREY_ROWS):
+        end = min(height, row + _GREY_ROWS)
+        values = np.asarray(image.crop((0, row, width, end))).astype(np.float64)
+        grey[row:end] = (values * (255.0 / top)).clip(0, 255).astype(np.uint8)
+    return Image.fromarray(grey, "L").convert("RGB")
+
+
+#: Modes Pillow reduces (box average) as they are; a palette or 16-bit picture is
+#: converted first, band by band.
+_REDUCIBLE: Final = frozenset({"L", "LA", "RGBA", "CMYK", "I", "F", "YCbCr", "RGBX"})
+#: Rows of output reduced at once: Pillow premultiplies a whole RGBA picture (a copy) to
+#: reduce it, so a 40-megapixel one is reduced in bands.
+_BAND_ROWS: Final = 64
+
+
+def _reduced_for(image: Image.Image, side: int) -> Image.Image:
+    """``image`` box-reduced by the factor its thumbnail would be reduced by (to no less
+    than twice ``side``), before it is converted to RGB: a 40-megapixel RGBA or palette
+    picture is never converted whole. An RGB picture is left to the thumbnail."""
+    factor = int(max(image.size) / side / 2.0)
+    if factor < 2 or image.mode == "RGB":
+        return image
+    mode = image.mode if image.mode in _REDUCIBLE else (
+        "RGBA" if image.mode in ("P", "PA", "1") else "I")
+    width, height = image.size
+    reduced = Image.new(mode, (-(-width // factor), -(-height // factor)))
+    band = factor * _BAND_ROWS
+    for top in range(0, height, band):
+        part = image.crop((0, top, width, min(height, top + band)))
+        reduced.paste(part.convert(mode).reduce(factor), (0, top // factor))
+    return reduced
 
 
 def _upright(image: Image.Image, orientation: int) -> Image.Image:
@@ -146,7 +196,7 @@ def to_analysis_rgb(image: Image.Image, orientation: int, side: int) -> Image.Im
         scale = side * _DRAFT_SHARE / max(width, height)
         image.draft(None, (max(1, int(width * scale)), max(1, int(height * scale))))
     image.load()
-    rgb = _upright(_eight_bit_rgb(image), orientation)
+    rgb = _upright(_eight_bit_rgb(_reduced_for(image, side)), orientation)
     if rgb is image:  # the caller closes ``image``: what is returned must outlive it
         rgb = rgb.copy()
     if max(rgb.size) > side:
@@ -203,18 +253,20 @@ def upload_bytes(data: bytes, *, keep_metadata: bool = False) -> UploadPhoto:
             fmt, image.mode, bit_depth(data[:32]), orientation, frame_count(image)
         )
         if changes:
-            return _reencoded(image, fmt, orientation, changes, keep_metadata)
+            with _full_decodes:
+                return _reencoded(image, fmt, orientation, changes, keep_metadata)
         target: UploadFormat = fmt  # type: ignore[assignment]  # no change: png, jpeg or webp
         if keep_metadata:
             return UploadPhoto(data, target, ())
         stripped = strip_metadata(data, target)
         if stripped is data:
             return UploadPhoto(data, target, ())
-        if stripped is not None and _same_picture(stripped, image):
-            return UploadPhoto(stripped, target, (METADATA_REMOVED,))
-        # A file the stripper cannot walk, or whose stripped bytes no longer decode the
-        # same: its picture is encoded again, which keeps no metadata.
-        return _reencoded(image, fmt, orientation, (), keep_metadata=False)
+        with _full_decodes:
+            if stripped is not None and _same_picture(stripped, image):
+                return UploadPhoto(stripped, target, (METADATA_REMOVED,))
+            # A file the stripper cannot walk, or whose stripped bytes no longer decode the
+            # same: its picture is encoded again, which keeps no metadata.
+            return _reencoded(image, fmt, orientation, (), keep_metadata=False)
 
 
 def _same_picture(data: bytes, original: Image.Image) -> bool:

@@ -5,18 +5,29 @@ taken) within a bound, with a sentence naming it.
 
 from __future__ import annotations
 
+import json
+import os
 import struct
+import subprocess
+import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
+from pipeline.inputs import photo_formats
 from pipeline.inputs.photo_checks import PhotoSettings
 from pipeline.inputs.photo_files import Content, Gate, Rejection, _read_content
 from pipeline.inputs.photo_formats import upload_bytes
 from pipeline.inputs.photo_metadata import strip_metadata
 from tests.inputs import photos
 
+ROOT = Path(__file__).resolve().parents[2]
+PROBES = Path(__file__).parent / "probes"
 GATE = Gate(PhotoSettings(), faces=False, cache=None, max_pixels=40_000_000)
 
 
@@ -100,3 +111,79 @@ def test_exif_blocks_after_the_frame_cost_no_more_than_the_header_bound() -> Non
     assert isinstance(result, Rejection), result
     assert "MiB of segments before its picture" in result.reason, result.reason
     assert seconds < 0.5, f"{seconds:.2f} s"
+
+
+# --- memory: small files that decode to 40 megapixels ---------------------------------------
+
+
+def _probe(*args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, str(PROBES / "photo_memory.py"), *args],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout else {}  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("kind", "gate_mib", "upload_mib"),
+    [
+        # measured before: 1,000 MiB at the gate and again at the upload, from a 3.7 MB file
+        ("png16", 300, 400),
+        # measured before: 650 and 670 MiB, from a 50 KB file
+        ("palette", 300, 400),
+        # measured before: 770 MiB at the gate, from a 230 KB file
+        ("rgba", 300, None),
+        # found and left: libwebp's animation decoder and Pillow hold four 144 MB canvases
+        # (600 MiB, as before) for a 140 KB animation on a 36 MP canvas
+        ("webp_canvas", 700, None),
+    ],
+)
+def test_a_small_file_that_decodes_to_40_megapixels_costs_a_bounded_memory(
+    tmp_path: Path, kind: str, gate_mib: int, upload_mib: int | None
+) -> None:
+    """Photos are measured two at a time in the whole process (MAX_READS), so what one
+    costs is what intake costs: a 40-megapixel picture is decoded whole (PNG and WebP
+    cannot be decoded reduced), but it is reduced before it is converted to 8-bit RGB and
+    a 16-bit one is converted in slices, not in floating point whole."""
+    path = tmp_path / f"{kind}.bin"
+    _probe("make", kind, str(path))
+    gate = _probe("gate", str(path))
+    grown = gate["rss_peak_mib"] - gate["rss_before_mib"]
+    assert grown < gate_mib, gate
+    assert gate["seconds"] < 10, gate
+    if upload_mib is not None:
+        upload = _probe("upload", str(path))
+        grown = upload["rss_peak_mib"] - upload["rss_before_mib"]
+        assert grown < upload_mib, upload
+
+
+def test_uploads_convert_at_most_two_photos_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The upload stage derives photos on up to upload_concurrency (8) threads; each
+    full-size conversion of a 40-megapixel photo holds some 300 MB, so at most
+    MAX_FULL_DECODES run at once in the process, as intake's reads do."""
+    inside, most = 0, 0
+    lock = threading.Lock()
+    crowd = threading.Barrier(photo_formats.MAX_FULL_DECODES + 1)
+    convert = photo_formats._eight_bit_rgb
+
+    def counted(image: Image.Image) -> Image.Image:
+        nonlocal inside, most
+        with lock:
+            inside += 1
+            most = max(most, inside)
+        try:
+            crowd.wait(timeout=1)  # breaks when no more than the bound can come in
+        except threading.BrokenBarrierError:
+            pass
+        with lock:
+            inside -= 1
+        return convert(image)
+
+    monkeypatch.setattr(photo_formats, "_eight_bit_rgb", counted)
+    data = photos.cmyk_jpeg(photos.astronaut())
+    with ThreadPoolExecutor(8) as pool:
+        sent = list(pool.map(lambda _: photo_formats.upload_bytes(data), range(8)))
+    assert all(photo.changes == ("CMYK colours to RGB", "metadata removed") for photo in sent)
+    assert most <= photo_formats.MAX_FULL_DECODES
