@@ -65,3 +65,35 @@ def test_the_larger_picture_then_the_larger_file_is_kept_before_the_sharper() ->
     drawing = HashedPhoto("drawing.png", "ffffffffffffffff", 100.0, 1000, 50, lossless=True)
     assert [(d.name, d.twin) for d in find_near_duplicates([resaved, drawing])] == [
         ("resaved.jpg", "drawing.png")]  # a PNG loses nothing, however small it is
+
+
+def _hash_with_bits(bits: int) -> str:
+    """A hash whose first ``bits`` bits are cleared: two of them differ by the difference."""
+    return f"{(1 << 64) - 1 >> bits << bits:016x}"
+
+
+def test_a_chain_of_near_duplicates_keeps_its_ends_when_they_differ() -> None:
+    """A slow turn shot in a burst: each photo 6 bits from the next, the first and the
+    last 12 bits apart. Grouping by chains left one photo of the whole turn, and named the
+    last "a near-duplicate" of the first at 12 bits, over the 10 allowed."""
+    a, b, c = (HashedPhoto(f"{name}.jpg", _hash_with_bits(bits), 100.0, 1000, size)
+               for name, bits, size in (("a", 0, 900), ("b", 6, 800), ("c", 12, 700)))
+    found = find_near_duplicates([a, b, c])
+    assert [(d.name, d.twin, d.distance) for d in found] == [("b.jpg", "a.jpg", 6)]
+    assert all(d.distance <= 10 for d in find_near_duplicates([c, b, a]))
+
+
+def test_a_long_burst_keeps_one_photo_in_each_stretch_of_the_turn() -> None:
+    burst = [HashedPhoto(f"{i:02}.jpg", _hash_with_bits(i), 100.0, 1000, 1000 - i)
+             for i in range(50)]
+    found = find_near_duplicates(burst)
+    kept = sorted({photo.name for photo in burst} - {d.name for d in found})
+    assert kept == ["00.jpg", "11.jpg", "22.jpg", "33.jpg", "44.jpg"]
+    assert all(d.distance <= 10 for d in found)
+
+
+def test_fifty_copies_of_one_picture_keep_one() -> None:
+    copies = [HashedPhoto(f"{i:02}.jpg", "ffffffffffffffff", 100.0, 1000, 1000 + i)
+              for i in range(50)]
+    found = find_near_duplicates(copies)
+    assert len(found) == 49 and {d.twin for d in found} == {"49.jpg"}
