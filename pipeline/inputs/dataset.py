@@ -583,7 +583,8 @@ def validate_subject(
         return _failed(
             subject, folder, f"{folder} cannot be listed ({exc.strerror or exc}): make it readable"
         )
-    gate = Gate(settings, faces_required(settings.faces, kind, class_word), cache, max_pixels)
+    gate = Gate(settings, faces_required(settings.faces, kind, class_word), cache, max_pixels,
+                root=given_root)
     found = _accept(listing, captions, gate, given_root, stop)
     accepted = [image for image, _ in found.accepted]
     warnings = listing.warnings + found.warnings

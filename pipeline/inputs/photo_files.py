@@ -38,7 +38,7 @@ from pipeline.inputs.image_formats import (
 from pipeline.inputs.photo_cache import MeasureCache
 from pipeline.inputs.photo_checks import PhotoMeasures, PhotoSettings, measure_photo
 from pipeline.inputs.photo_formats import open_photo
-from pipeline.inputs.safe_files import RefusedFile, open_inbox_file, size_text
+from pipeline.inputs.safe_files import RefusedFile, open_beneath, open_inbox_file, size_text
 
 __all__ = [
     "HASH_CHUNK_BYTES",
@@ -101,20 +101,37 @@ class Content:
 @dataclass(frozen=True, slots=True)
 class Gate:
     """How this folder's photos are judged: the settings, whether faces are required, where
-    measures are kept, and the pixel bound."""
+    measures are kept, the pixel bound, and the inbox every photo must be reached from with
+    no link on the way (None: bytes are judged, not files)."""
 
     settings: PhotoSettings
     faces: bool
     cache: MeasureCache | None
     max_pixels: int
+    root: Path | None = None
 
 
 def _open_for_read(path: Path) -> io.BufferedReader:
     """A photo, opened the one safe way (:func:`~pipeline.inputs.safe_files.open_inbox_file`).
 
     ``path`` is never a link here: a link was resolved and checked when the folder was listed.
+    A folder on its way may have become one since: :func:`_reached_beneath` looks.
     """
     return open_inbox_file(path)
+
+
+def _reached_beneath(fp: io.BufferedReader, path: Path, root: Path | None) -> bool:
+    """Whether the opened ``fp`` is the file reached from ``root`` with no link followed on
+    the way (:func:`~pipeline.inputs.safe_files.open_beneath`, which raises
+    :class:`RefusedFile` for a link): a subject folder renamed and replaced by a link after
+    it was listed would otherwise have a file outside the inbox read, measured and shown in
+    the report. False when the two differ: the file changed between them."""
+    if root is None:
+        return True
+    with open_beneath(root, path) as beneath:
+        reached = os.fstat(beneath.fileno())
+    opened = os.fstat(fp.fileno())
+    return (reached.st_dev, reached.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 def _claimed_size(data: bytes, detected: str) -> tuple[int, int] | None:
@@ -241,6 +258,8 @@ def _inspect(candidate: Candidate, gate: Gate) -> Content | Rejection:
     name = candidate.name
     try:
         with _open_for_read(candidate.path) as fp:
+            if not _reached_beneath(fp, candidate.path, gate.root):
+                return _changed(name)
             opened = os.fstat(fp.fileno())
             if opened.st_size == 0:
                 return Rejection(name, f"{name} is empty (0 bytes): copy the photo again")

@@ -5,6 +5,7 @@ taken) within a bound, with a sentence naming it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from pipeline.inputs import photo_formats
+from pipeline.inputs import dataset, photo_formats
 from pipeline.inputs.photo_checks import PhotoSettings
 from pipeline.inputs.photo_files import Content, Gate, Rejection, _read_content
 from pipeline.inputs.photo_formats import upload_bytes
@@ -187,3 +188,42 @@ def test_uploads_convert_at_most_two_photos_at_once(monkeypatch: pytest.MonkeyPa
         sent = list(pool.map(lambda _: photo_formats.upload_bytes(data), range(8)))
     assert all(photo.changes == ("CMYK colours to RGB", "metadata removed") for photo in sent)
     assert most <= photo_formats.MAX_FULL_DECODES
+
+
+# --- races on the folder ----------------------------------------------------------------------
+
+
+def test_a_photo_read_after_its_folder_became_a_link_is_refused_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder is listed, then renamed and replaced by a link to a folder outside the
+    inbox holding a photo of the same name: the photo was read through the link, measured,
+    and its thumbnail and hash put in the report (the upload, which walks with no link
+    followed, refused it later)."""
+    inbox = tmp_path / "inbox"
+    folder = inbox / "alice"
+    folder.mkdir(parents=True)
+    (folder / "p1.jpg").write_bytes(photos.jpeg(photos.coffee()))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = photos.jpeg(photos.chelsea())
+    (outside / "p1.jpg").write_bytes(secret)
+    inspect_all = dataset.inspect_all
+
+    def swap_after_listing(*args: Any) -> Any:
+        folder.rename(inbox / ".moved")
+        folder.symlink_to(outside)
+        return inspect_all(*args)
+
+    monkeypatch.setattr(dataset, "inspect_all", swap_after_listing)
+
+    report = dataset.validate_subject(folder, class_word="cup", root=inbox)
+
+    assert report.accepted == ()
+    (refusal,) = report.rejected_files
+    assert refusal.reason == (
+        "p1.jpg is reached through a link (alice), which is not followed: replace it with "
+        "the photo itself, or remove it"
+    )
+    assert refusal.thumbnail is None
+    assert hashlib.sha256(secret).hexdigest() not in repr(report)
