@@ -49,6 +49,7 @@ from pipeline.inputs.photo_formats import (
     open_photo,
     orientation_of,
     photo_format,
+    pillow_quiet,
     to_analysis_rgb,
 )
 
@@ -302,7 +303,8 @@ def _has_metadata(fp: IO[bytes], fmt: str, image: Image.Image) -> bool:
     if fmt in ("png", "jpeg", "webp"):  # exactly when the upload would take something out
         fp.seek(0)
         return metadata_strippable(fp.read(), fmt)
-    return bool(image.getexif()) or any(image.info.get(key) for key in ("exif", "xmp"))
+    with pillow_quiet():
+        return bool(image.getexif()) or any(image.info.get(key) for key in ("exif", "xmp"))
 
 
 def _thumbnail(rgb: Image.Image) -> bytes:

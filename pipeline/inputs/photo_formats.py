@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import io
 import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Final, Literal
 
@@ -39,6 +42,7 @@ __all__ = [
     "open_photo",
     "orientation_of",
     "photo_format",
+    "pillow_quiet",
     "to_analysis_rgb",
     "upload_bytes",
 ]
@@ -86,10 +90,28 @@ def _register_heif() -> None:
             _heif_registered = True
 
 
+_quiet_lock = threading.Lock()
+
+
+@contextmanager
+def pillow_quiet() -> Iterator[None]:
+    """Pillow's warnings silenced while it reads a photo's header and metadata blocks.
+
+    It warns once per damaged EXIF tag (a hostile block printed 5,000 lines for one photo),
+    and under an error filter for warnings the same call raises instead, so the gate would
+    judge differently there; what it skips is worded by the gate or does not matter. The
+    warnings filter is the process's: the lock keeps two threads from restoring each
+    other's."""
+    with _quiet_lock, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def open_photo(fp: IO[bytes]) -> Image.Image:
     """``fp`` opened (not decoded) as one of png, jpeg, webp, HEIF or AVIF, by content."""
     _register_heif()
-    return Image.open(fp, formats=_PIL_FORMATS)
+    with pillow_quiet():
+        return Image.open(fp, formats=_PIL_FORMATS)
 
 
 def photo_format(image: Image.Image) -> PhotoFormat:
@@ -117,7 +139,8 @@ def bit_depth(head: bytes) -> int:
 def orientation_of(image: Image.Image) -> int:
     """The EXIF orientation (1-8; 1 when absent or nonsense)."""
     try:
-        value = image.getexif().get(_ORIENTATION_TAG, 1)
+        with pillow_quiet():
+            value = image.getexif().get(_ORIENTATION_TAG, 1)
     except Exception:  # a damaged EXIF block says nothing about the pixels
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
@@ -314,7 +337,8 @@ def _exif_kept(image: Image.Image) -> bytes | None:
     """The EXIF block to keep on a re-encoded photo, its orientation reset; None when it
     cannot be read (it says nothing about the pixels, which are sent all the same)."""
     try:
-        exif = image.getexif()
+        with pillow_quiet():
+            exif = image.getexif()
         if not exif:
             return None
         exif[_ORIENTATION_TAG] = 1

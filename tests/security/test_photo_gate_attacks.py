@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -227,3 +228,37 @@ def test_a_photo_read_after_its_folder_became_a_link_is_refused_unread(
     )
     assert refusal.thumbnail is None
     assert hashlib.sha256(secret).hexdigest() not in repr(report)
+
+
+# --- Pillow's warnings ------------------------------------------------------------------------
+
+
+def exif_with_bad_tags(count: int) -> bytes:
+    """Orientation 6, then ``count`` tags whose data lies past the end of the block: Pillow
+    warns once per tag ("Tag data larger than file. Skipping tag N")."""
+    entries = struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0)
+    for tag in range(count):
+        entries += struct.pack(">HHII", 0x9000 + tag, 4, 1 << 20, 8)
+    ifd = struct.pack(">H", count + 1) + entries + b"\x00" * 4
+    return b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08" + ifd
+
+
+def test_a_damaged_exif_block_neither_floods_the_terminal_nor_changes_the_verdict() -> None:
+    """5,000 damaged tags printed 5,000 warnings on the terminal for one photo; and under
+    an error filter for warnings (the test suite's) the same photo was analysed unrotated,
+    its orientation lost with the block: the gate judged differently there and here."""
+    data = photos.jpeg(photos.astronaut(), exif=exif_with_bad_tags(5000))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        printed = _read_content(data, "tagged.jpg", GATE)
+    assert len(seen) == 0, f"{len(seen)} warnings, the first: {seen[0].message}"
+    assert isinstance(printed, Content)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        strict = _read_content(data, "tagged.jpg", GATE)
+    assert isinstance(strict, Content)
+    assert strict.measures.conversions == printed.measures.conversions == (
+        "rotated upright (EXIF orientation 6)",)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert upload_bytes(data).changes[0] == "rotated upright (EXIF orientation 6)"
