@@ -3,7 +3,9 @@
 :class:`PhotoCache` is a small SQLite file of its own (``photo-checks.db``, beside the job's
 state), not part of the state: losing it costs only the time to measure again. It holds
 :class:`~pipeline.inputs.photo_checks.PhotoMeasures` (facts about a photo's content, never
-judged under settings), keyed by the photo's sha256 and whether faces were looked for.
+judged under settings), keyed by the photo's sha256 and whether faces were looked for. A
+row that is too long or holds what no photo measures (a size of -1, a hash that is not hex,
+a thumbnail that is not a JPEG) is a miss too.
 Intake calls it from several worker threads; one connection serves them under a lock, each
 call is one statement. A cache that cannot be read or written is a miss, with one warning in
 the log, never a failed intake.
@@ -43,6 +45,34 @@ CREATE TABLE IF NOT EXISTS measures (
     PRIMARY KEY (sha256, faces, version)
 )
 """
+
+
+#: A row is a few KiB (the thumbnail, base64); a longer one is not read.
+MAX_ROW_CHARS: Final = 256 << 10
+_FORMATS: Final = frozenset({"png", "jpeg", "webp", "heif", "avif"})
+_MAX_SIDE: Final = 1 << 20
+
+
+def _plausible(measures: PhotoMeasures) -> PhotoMeasures:
+    """``measures`` if :func:`~pipeline.inputs.photo_checks.measure_photo` could have
+    written them; raises ``ValueError`` for a row that is not ours (its values reach the
+    verdicts, the near-duplicate hashes and the report's thumbnails)."""
+    width, height = measures.stored_size
+    turned = measures.orientation in (5, 6, 7, 8)
+    checks = (
+        measures.format in _FORMATS,
+        0 < width <= _MAX_SIDE and 0 < height <= _MAX_SIDE,
+        measures.size == ((height, width) if turned else (width, height)),
+        1 <= measures.orientation <= 8 and measures.frames >= 1,
+        len(measures.phash) == 16 and all(c in "0123456789abcdef" for c in measures.phash),
+        0 <= measures.sharpness < float("inf") and 0 <= measures.brightness <= 255,
+        measures.thumbnail.startswith(b"\xff\xd8") and len(measures.thumbnail) < MAX_ROW_CHARS,
+        all(box.x >= 0 and box.y >= 0 and box.width > 0 and box.height > 0
+            for box in measures.faces or ()),
+    )
+    if not all(checks):
+        raise ValueError("measures no photo has")
+    return measures
 
 
 class MeasureCache(Protocol):
@@ -97,13 +127,14 @@ class PhotoCache:
 
     def get(self, sha256: str, *, find_faces: bool) -> PhotoMeasures | None:
         row = self._run(
-            "SELECT measures FROM measures WHERE sha256 = ? AND faces = ? AND version = ?",
-            (sha256, int(find_faces), MEASURES_VERSION),
+            "SELECT measures FROM measures WHERE sha256 = ? AND faces = ? AND version = ?"
+            " AND length(measures) <= ?",
+            (sha256, int(find_faces), MEASURES_VERSION, MAX_ROW_CHARS),
         )
         if row is None:
             return None
         try:
-            return PhotoMeasures.from_json(row[0])
+            return _plausible(PhotoMeasures.from_json(row[0]))
         except (ValueError, KeyError, TypeError):
             return None  # not ours, or damaged: measured again and written over
 

@@ -5,14 +5,17 @@ taken) within a bound, with a sentence naming it.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
+import sqlite3
 import struct
 import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +25,7 @@ import pytest
 from PIL import Image
 
 from pipeline.inputs import dataset, photo_formats
+from pipeline.inputs.photo_cache import PhotoCache
 from pipeline.inputs.photo_checks import PhotoSettings
 from pipeline.inputs.photo_files import Content, Gate, Rejection, _read_content
 from pipeline.inputs.photo_formats import upload_bytes
@@ -262,3 +266,58 @@ def test_a_damaged_exif_block_neither_floods_the_terminal_nor_changes_the_verdic
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert upload_bytes(data).changes[0] == "rotated upright (EXIF orientation 6)"
+
+
+# --- the cache of measures ----------------------------------------------------------------------
+
+
+def _poison(cache_path: Path, rewrite: Any) -> None:
+    with sqlite3.connect(cache_path) as db:
+        rows = db.execute("SELECT rowid, measures FROM measures").fetchall()
+        for rowid, text in rows:
+            db.execute("UPDATE measures SET measures = ? WHERE rowid = ?",
+                       (rewrite(json.loads(text)), rowid))
+
+
+@pytest.mark.parametrize(
+    "poison",
+    [
+        "a phash that is not hex",  # crashed the near-duplicate pass: the subject never ended
+        "a thumbnail that is not a JPEG",
+        "a size that is not a size",
+        "a row of 64 MiB",  # read whole and parsed, per photo
+    ],
+)
+def test_a_poisoned_cache_row_is_a_miss_measured_again(tmp_path: Path, poison: str) -> None:
+    folder = tmp_path / "inbox" / "cups"
+    folder.mkdir(parents=True)
+    (folder / "cup.jpg").write_bytes(photos.jpeg(photos.coffee()))
+    (folder / "cat.jpg").write_bytes(photos.jpeg(photos.chelsea()))
+    (folder / "blur.jpg").write_bytes(photos.jpeg(photos.blurred(photos.camera(), 8)))
+    cache_path = tmp_path / "state" / "photo-checks.db"
+    with PhotoCache.open(cache_path) as cache:
+        first = dataset.validate_subject(folder, class_word="cup", cache=cache)
+
+    def rewrite(row: dict[str, Any]) -> str:
+        if poison == "a phash that is not hex":
+            row["phash"] = "<script>not hex"
+        elif poison == "a thumbnail that is not a JPEG":
+            row["thumbnail"] = base64.b64encode(b"<svg onload=alert(1)>").decode()
+        elif poison == "a size that is not a size":
+            row["size"] = [-1, 10**30]
+        else:
+            row["pad"] = "x" * (64 << 20)
+        return json.dumps(row)
+
+    _poison(cache_path, rewrite)
+    tracemalloc.start()
+    try:
+        with PhotoCache.open(cache_path) as cache:
+            again = dataset.validate_subject(folder, class_word="cup", cache=cache)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [i.sha256 for i in again.accepted] == [i.sha256 for i in first.accepted]
+    assert again.photos == first.photos and again.rejected_files == first.rejected_files
+    assert [r.name for r in again.rejected_files] == ["blur.jpg"]
+    assert peak < 16 << 20, f"{peak >> 20} MiB held while the rows were read"
