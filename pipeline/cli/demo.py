@@ -1,8 +1,10 @@
 """``lora-pipeline demo``: the whole flow on sample folders against the embedded emulator.
 
-It makes a work folder with sample subjects (good ones, and one of deliberately bad files
-to show what validation refuses), starts the emulator in-process with short durations,
-runs one pass to completion and says where everything went. Nothing leaves the machine.
+It makes a work folder with sample subjects (good ones, and folders of deliberately bad
+files to show what the photo gate refuses) and a job with two txt2img prompts and an
+img2img one (from a reference picture beside the job file), starts the emulator in-process
+with short durations, runs one pass to completion and says where everything went. Nothing
+leaves the machine.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from PIL import Image
 from pydantic import SecretStr
 from rich.console import Console
 
@@ -45,11 +48,15 @@ image_num = 2
 prompts = [
   "{instance_prompt}, studio portrait, soft light",
   "{instance_prompt} as an astronaut, cinematic",
+  # img2img: each picture starts from this reference (refs/ sits beside the job file)
+  { prompt = "{instance_prompt}, sunset colours", init_image = "refs/sunset.png", strength = 0.6 },
 ]
 """
+#: The demo's img2img reference: bands of a sunset, easy to recognise in the pictures.
+REFERENCE_BANDS = ((255, 196, 87), (244, 128, 55), (201, 70, 80), (98, 54, 110), (32, 38, 84))
 DEMO_EMULATOR = EmulatorConfig(
     api_keys=[DEMO_KEY], queue_seconds=1, train_seconds=3, deploy_seconds=1,
-    generation_queue_seconds=0.2, generation_seconds=0.8,
+    generation_queue_seconds=0.2, generation_seconds=0.8, img2img_images_per_minute=60,
 )
 
 
@@ -62,9 +69,20 @@ def prepare_workdir(workdir: Path) -> Path:
     workdir.mkdir(parents=True)
     (workdir / MARKER).touch()
     create_samples(workdir / "inbox")
+    (workdir / "refs").mkdir()
+    _reference_picture().save(workdir / "refs" / "sunset.png")
     job_file = workdir / "demo.toml"
     job_file.write_text(DEMO_JOB, encoding="utf-8")
     return job_file
+
+
+def _reference_picture(side: int = 512) -> Image.Image:
+    picture = Image.new("RGB", (side, side))
+    bands = len(REFERENCE_BANDS)
+    for index, colour in enumerate(REFERENCE_BANDS):
+        top, bottom = side * index // bands, side * (index + 1) // bands
+        picture.paste(colour, (0, top, side, bottom))
+    return picture
 
 
 async def run_demo(workdir: Path, console: Console) -> int:

@@ -247,7 +247,11 @@ def test_demo_runs_the_whole_flow(tmp_path, capsys) -> None:
     # alice, bob, teapot, mixed_bag and photo_gate train; too_many is refused as a whole
     assert "Trainings paid for: 5" in out
     pictures = list((tmp_path / "demo" / "outbox" / "demo").rglob("*.png"))
-    assert len(pictures) == 5 * 2 * 2
+    assert len(pictures) == 5 * 3 * 2  # two txt2img prompts and one img2img, 2 pictures each
+    from_reference = [p for p in pictures if "sunset-colours" in p.name]
+    assert len(from_reference) == 5 * 2
+    sidecar = json.loads(from_reference[0].with_suffix(".json").read_text())
+    assert sidecar["endpoint"] == "img2img"
 
 
 def _pipeline(*args: str, cwd: Path) -> subprocess.Popen[str]:
