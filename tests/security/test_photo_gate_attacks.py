@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
 import sqlite3
@@ -21,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -321,3 +323,43 @@ def test_a_poisoned_cache_row_is_a_miss_measured_again(tmp_path: Path, poison: s
     assert again.photos == first.photos and again.rejected_files == first.rejected_files
     assert [r.name for r in again.rejected_files] == ["blur.jpg"]
     assert peak < 16 << 20, f"{peak >> 20} MiB held while the rows were read"
+
+
+# --- shapes -----------------------------------------------------------------------------------
+
+
+def _strip_png(width: int, height: int) -> bytes:
+    stripes = np.zeros((height, width), np.uint8)
+    stripes[::2] = 200
+    buffer = io.BytesIO()
+    Image.fromarray(stripes).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("size", [(1, 40_000_000), (40_000_000, 1), (3, 100_000), (100_000, 3)])
+def test_a_strip_of_pixels_is_refused_from_its_header_unread(size: tuple[int, int]) -> None:
+    """1x40,000,000 is within the pixel bound (not over it): it was decoded (1.7 s and
+    370 MB, Pillow keeps a pointer per row), measured and, for a subject without faces,
+    accepted and sent to be trained as a square."""
+    data = _strip_png(*size)
+    start = time.perf_counter()
+    result = _read_content(data, "strip.png", GATE)
+    seconds = time.perf_counter() - start
+    assert isinstance(result, Rejection), result
+    assert result.reason.startswith(f"strip.png is {size[0]}x{size[1]}, a strip rather than "
+                                    "a photo"), result.reason
+    assert seconds < 0.2, f"{seconds:.2f} s"
+
+
+def test_a_panorama_and_a_tiny_photo_are_still_photos() -> None:
+    for size in ((1000, 200), (200, 1000), (1, 1), (32, 32)):
+        assert isinstance(_read_content(_strip_png(*size), "wide.png", GATE), Content), size
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 20), (30, 3), (24, 24), (25, 250)])
+def test_faces_are_looked_for_in_tiny_and_thin_pictures_without_a_crash(
+    size: tuple[int, int]
+) -> None:
+    gate = Gate(PhotoSettings(), faces=True, cache=None, max_pixels=40_000_000)
+    result = _read_content(_strip_png(*size), "thin.png", gate)
+    assert isinstance(result, Content) and result.measures.faces == (), result
