@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Final
 
-from PIL import UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from pipeline.inputs.image_formats import (
     ACCEPTED_FORMATS,
@@ -140,11 +140,14 @@ def _reached_beneath(fp: io.BufferedReader, path: Path, root: Path | None) -> bo
 
 
 def _claimed_size(data: bytes, detected: str) -> tuple[int, int] | None:
-    """The size the file's header claims, before any pixel is decoded."""
+    """The size the file's header claims, before any pixel is decoded. Raises Pillow's
+    ``DecompressionBombError`` for a HEIC or AVIF claiming more than Pillow opens at all."""
     if detected in CONVERTED_FORMATS:
         try:
             with open_photo(io.BytesIO(data)) as image:  # reads the header only
                 return image.size
+        except Image.DecompressionBombError:
+            raise
         except Exception:  # a damaged header is worded by the caller
             return None
     return header_size(io.BytesIO(data), data[:HEAD_BYTES], detected)
@@ -176,6 +179,13 @@ def _read_content(data: bytes, name: str, gate: Gate) -> Content | Rejection:
     except DamagedHeader as exc:
         return Rejection(
             name, f"{name} is a damaged {label} file ({exc}): export or copy it again"
+        )
+    except Image.DecompressionBombError:
+        return Rejection(
+            name,
+            f"{name} claims a picture of more than {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:,.0f} "
+            f"megapixels, over the {gate.max_pixels / 1e6:g}-megapixel limit: scale it down "
+            "(2048 px on the long side is plenty)",
         )
     if size is None:
         return Rejection(

@@ -363,3 +363,41 @@ def test_faces_are_looked_for_in_tiny_and_thin_pictures_without_a_crash(
     gate = Gate(PhotoSettings(), faces=True, cache=None, max_pixels=40_000_000)
     result = _read_content(_strip_png(*size), "thin.png", gate)
     assert isinstance(result, Content) and result.measures.faces == (), result
+
+
+# --- HEIC and AVIF claiming a huge picture ------------------------------------------------------
+
+
+def _claiming(data: bytes, width: int, height: int) -> bytes:
+    """``data`` (a HEIF or AVIF file) with its image size box (ispe) claiming another size."""
+    at = data.index(b"ispe") + 8
+    return data[:at] + struct.pack(">II", width, height) + data[at + 8 :]
+
+
+def test_a_heic_claiming_a_huge_picture_is_refused_for_its_size() -> None:
+    """Pillow refuses to open it (over its own bomb bound), which the gate worded as a
+    damaged file with no readable size in its header, where its size is the problem."""
+    data = _claiming(photos.encode(photos.coffee(), "HEIF", quality=50), 30000, 30000)
+    result = _read_content(data, "huge.heic", GATE)
+    assert isinstance(result, Rejection), result
+    assert result.reason.startswith("huge.heic claims a picture of more than 179 "), result
+    assert "over the 40-megapixel limit: scale it down" in result.reason
+
+
+@pytest.mark.parametrize(("fmt", "claimed"), [
+    ("HEIF", (30000, 30000)), ("HEIF", (6000, 6000)), ("HEIF", (64, 64)),
+    ("AVIF", (30000, 30000)),
+])
+def test_a_heic_or_avif_whose_size_box_lies_is_refused_undecoded(
+    fmt: str, claimed: tuple[int, int]
+) -> None:
+    """(held) libheif refuses a picture that does not match its size box, and libavif one
+    that claims too much, before decoding it. (Found and left: an AVIF whose size box
+    claims less than its AV1 frame is decoded whole, up to libavif's 268-megapixel limit,
+    and taken at the claimed size: a 3 KB file claiming 64x64 over a 16000x16000 frame cost
+    550 MB; telling needs the primary item's AV1 sequence header, read through iloc.)"""
+    data = _claiming(photos.encode(photos.coffee(), fmt, quality=50), *claimed)
+    start = time.perf_counter()
+    result = _read_content(data, "odd.heic", GATE)
+    assert isinstance(result, Rejection), result
+    assert time.perf_counter() - start < 0.5
