@@ -26,12 +26,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.engine.stages import upload
+from pipeline.errors import DatasetError
 from pipeline.inputs import dataset, photo_formats
 from pipeline.inputs.photo_cache import PhotoCache
 from pipeline.inputs.photo_checks import PhotoSettings
 from pipeline.inputs.photo_files import Content, Gate, Rejection, _read_content
-from pipeline.inputs.photo_formats import upload_bytes
+from pipeline.inputs.photo_formats import UploadPhoto, upload_bytes
 from pipeline.inputs.photo_metadata import strip_metadata
+from pipeline.store.protocol import ImageRow
 from tests.inputs import photos
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -401,3 +404,26 @@ def test_a_heic_or_avif_whose_size_box_lies_is_refused_undecoded(
     result = _read_content(data, "odd.heic", GATE)
     assert isinstance(result, Rejection), result
     assert time.perf_counter() - start < 0.5
+
+
+# --- the upload of derived bytes --------------------------------------------------------------
+
+
+def test_derived_bytes_whose_format_is_not_the_recorded_one_are_never_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service is told the recorded format (the image row's, from intake) only when the
+    derived bytes are of it: before MPO was a JPEG, the gate refused it as damaged, but the
+    upload would have derived its bytes as an "mpo"."""
+    data = photos.jpeg(photos.astronaut(), comment=b"at home")
+    path = tmp_path / "a.jpg"
+    path.write_bytes(data)
+    row = ImageRow(subject_id=1, name="a.jpg", file=os.fsencode(path),  # type: ignore[arg-type]
+                   sha256=hashlib.sha256(data).hexdigest(), format="jpeg", caption=None,
+                   assets_id=None, changes=json.dumps(["metadata removed"]))
+    with path.open("rb") as handle:
+        assert upload.derived_upload(handle, row, keep_metadata=False).format == "jpeg"
+        monkeypatch.setattr(upload, "upload_bytes", lambda data, keep_metadata: UploadPhoto(
+            b"\x89PNG\r\n\x1a\n", "png", ("metadata removed",)))
+        with pytest.raises(DatasetError, match=r"a\.jpg was recorded as a jpeg"):
+            upload.derived_upload(handle, row, keep_metadata=False)

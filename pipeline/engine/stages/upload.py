@@ -93,7 +93,8 @@ def asset_key(sha256: str, changes: list[str]) -> str:
 
 def derived_upload(handle: BinaryIO, image: ImageRow, keep_metadata: bool) -> UploadPhoto:
     """The bytes to send for a photo with changes, made from the checked descriptor.
-    Raises :class:`DatasetError` when it changed since it was validated."""
+    Raises :class:`DatasetError` when it changed since it was validated, or when the bytes
+    made are not of the format intake recorded (the service is told that one)."""
     size = os.fstat(handle.fileno()).st_size
     if size > MAX_PHOTO_BYTES:
         raise RefusedFile(image.path, f"is larger than {size_text(MAX_PHOTO_BYTES)}")
@@ -101,7 +102,13 @@ def derived_upload(handle: BinaryIO, image: ImageRow, keep_metadata: bool) -> Up
     data = handle.read(size)
     if hashlib.sha256(data).hexdigest() != image.sha256:
         raise _changed(image)
-    return upload_bytes(data, keep_metadata=keep_metadata)
+    photo = upload_bytes(data, keep_metadata=keep_metadata)
+    if photo.format != image.format:
+        raise DatasetError(
+            f"{image.name} was recorded as a {image.format} but converts to a "
+            f"{photo.format}: it will be checked again on the next pass"
+        )
+    return photo
 
 
 def _changed(image: ImageRow) -> DatasetError:
