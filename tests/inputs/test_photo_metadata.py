@@ -225,3 +225,16 @@ def test_the_gate_takes_a_phone_s_multi_picture_jpeg_as_a_photo(tmp_path: Path) 
     assert report.rejected_files == ()
     (image,) = report.accepted
     assert (image.format, image.changes) == ("jpeg", ("metadata removed",))
+
+
+def test_a_jfif_thumbnail_is_dropped_and_its_header_kept() -> None:
+    """JFIF may carry a thumbnail of the picture as it was (before a crop, say)."""
+    jpeg = plain_jpeg()
+    app0_end = 4 + int.from_bytes(jpeg[4:6], "big")
+    header = jpeg[6:18]  # "JFIF\0", version, units, density
+    with_thumbnail = segment(0xE0, header + b"\x02\x02" + b"\x10\x20\x30" * 4)
+    data = jpeg[:2] + with_thumbnail + jpeg[app0_end:]
+    sent = upload_bytes(data)
+    assert sent.changes == ("metadata removed",)
+    assert sent.data == jpeg[:2] + segment(0xE0, header + b"\x00\x00") + jpeg[app0_end:]
+    assert pixels(sent.data) == pixels(data)

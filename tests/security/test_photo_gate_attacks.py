@@ -427,3 +427,31 @@ def test_derived_bytes_whose_format_is_not_the_recorded_one_are_never_sent(
             b"\x89PNG\r\n\x1a\n", "png", ("metadata removed",)))
         with pytest.raises(DatasetError, match=r"a\.jpg was recorded as a jpeg"):
             upload.derived_upload(handle, row, keep_metadata=False)
+
+
+# --- links ------------------------------------------------------------------------------------
+
+
+def test_link_loops_and_chains_of_links_are_refused_by_name(tmp_path: Path) -> None:
+    """(held) A link to itself, two links to each other, and a link to a link to a photo of
+    the same folder: each refused with a sentence, the photo used once, nothing hangs."""
+    folder = tmp_path / "inbox" / "cups"
+    folder.mkdir(parents=True)
+    (folder / "real.jpg").write_bytes(photos.jpeg(photos.coffee()))
+    os.symlink("self.jpg", folder / "self.jpg")
+    os.symlink("pong.jpg", folder / "ping.jpg")
+    os.symlink("ping.jpg", folder / "pong.jpg")
+    os.symlink("middle.jpg", folder / "first.jpg")
+    os.symlink("real.jpg", folder / "middle.jpg")
+    report = dataset.validate_subject(folder, class_word="cup")
+    assert [image.name for image in report.accepted] == ["real.jpg"]
+    reasons = {r.name: r.reason for r in report.rejected_files}
+    assert reasons == {
+        "self.jpg": "self.jpg is a broken link: copy the photo itself into the folder",
+        "ping.jpg": "ping.jpg is a broken link: copy the photo itself into the folder",
+        "pong.jpg": "pong.jpg is a broken link: copy the photo itself into the folder",
+        "first.jpg": "first.jpg is a link to real.jpg in the same folder: real.jpg is used "
+        "once; delete the link",
+        "middle.jpg": "middle.jpg is a link to real.jpg in the same folder: real.jpg is used "
+        "once; delete the link",
+    }
