@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from aiohttp import web
 from PIL import Image
 
 from pipeline.engine.stages import upload
@@ -36,6 +37,9 @@ from pipeline.inputs.photo_formats import UploadPhoto, upload_bytes
 from pipeline.inputs.photo_metadata import strip_metadata
 from pipeline.store.protocol import ImageRow
 from tests.inputs import photos
+
+from .conftest import Workspace
+from .hostile import Hostile
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBES = Path(__file__).parent / "probes"
@@ -455,3 +459,50 @@ def test_link_loops_and_chains_of_links_are_refused_by_name(tmp_path: Path) -> N
         "middle.jpg": "middle.jpg is a link to real.jpg in the same folder: real.jpg is used "
         "once; delete the link",
     }
+
+
+# --- what the service receives, through a whole pass ------------------------------------------
+
+
+async def test_the_service_receives_phone_photos_whole_and_without_their_places(
+    hostile: Hostile, workspace: Workspace
+) -> None:
+    """A phone's multi-picture JPEG (its second picture with its own GPS), a JPEG with an
+    IPTC block naming the city and one with an EXIF block after junk bytes: the pass takes
+    all three, and what reaches the storage bucket is three single pictures that decode,
+    with no place in them."""
+    folder = workspace.ws / "inbox" / "alice"
+    exif = Image.Exif()
+    exif[0x010F] = "48.8566N 2.3522E"
+    exif[0x8825] = {2: (48.0, 51.0, 30.0)}
+    buffer = io.BytesIO()
+    coffee = photos.coffee()
+    coffee.save(buffer, "MPO", save_all=True, append_images=[coffee.rotate(3)],
+                exif=exif.tobytes(), quality=90)
+    (folder / "phone.jpg").write_bytes(buffer.getvalue())
+    plain = photos.jpeg(photos.chelsea())
+    app0_end = 4 + int.from_bytes(plain[4:6], "big")
+    iptc = b"Photoshop 3.0\x008BIM\x04\x04\x00\x00\x00\x00\x00\x09\x1c\x02\x5a\x00\x05Paris"
+    (folder / "iptc.jpg").write_bytes(plain[:app0_end] + segment(0xED, iptc) + plain[app0_end:])
+    camera = photos.jpeg(photos.camera())
+    (folder / "junk.jpg").write_bytes(
+        camera[:app0_end] + b"\x00\x00" + segment(0xE1, exif.tobytes()) + camera[app0_end:])
+    sent: list[bytes] = []
+
+    async def bucket(request: web.Request) -> web.Response:
+        sent.append(await request.read())
+        return web.Response(status=200)
+
+    hostile.serve(r"^/_s3/training/", bucket)
+    result = await workspace.run(hostile.base_url, max_wait=5)
+
+    subject = result.subjects[0]  # the bucket here keeps what it gets: training then fails
+    assert (subject.images, subject.rejected_files) == (5, []), subject
+    jpegs = [body for body in sent if body.startswith(b"\xff\xd8")]
+    assert len(jpegs) == 3, [body[:8] for body in sent]
+    for body in jpegs:
+        assert b"48.8566N" not in body and b"Paris" not in body and b"MPF" not in body
+        assert body.count(b"\xff\xd9") >= 1 and body.endswith(b"\xff\xd9")
+        with Image.open(io.BytesIO(body)) as image:
+            image.load()
+            assert (image.format, getattr(image, "n_frames", 1)) == ("JPEG", 1)
