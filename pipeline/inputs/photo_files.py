@@ -5,9 +5,11 @@
 :class:`Content` (hash, detected format, size, and the photo gate's measures, from the cache
 when it has them) or a :class:`Rejection` with a sentence naming the file and what to do.
 A photo is opened the one safe way (:func:`~pipeline.inputs.safe_files.open_inbox_file`),
+read only when the file opened is the one reached from the inbox with no link on the way,
 refused from its size before a byte is read when it is over :data:`MAX_PHOTO_BYTES`, read
 whole, and refused as changing when its size, time or inode moved while it was read. Its
-header's claimed size is checked against the pixel bound before anything is decoded.
+header's claimed size is checked against the pixel bound and :data:`MAX_ASPECT_RATIO`
+before anything is decoded.
 :mod:`pipeline.inputs.dataset` sorts the answers into what is used and what is not.
 """
 
