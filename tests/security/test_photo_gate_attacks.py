@@ -18,6 +18,7 @@ import threading
 import time
 import tracemalloc
 import warnings
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -506,3 +507,35 @@ async def test_the_service_receives_phone_photos_whole_and_without_their_places(
         with Image.open(io.BytesIO(body)) as image:
             image.load()
             assert (image.format, getattr(image, "n_frames", 1)) == ("JPEG", 1)
+
+
+# --- held: bombs the libraries already bound ----------------------------------------------------
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+@pytest.mark.parametrize("kind", [b"zTXt", b"iCCP"])
+def test_a_small_png_with_a_compressed_text_or_profile_bomb_is_refused_quickly(
+    kind: bytes,
+) -> None:
+    """(held) 200 MB of text or colour profile in 200 KB: Pillow stops inflating a chunk at
+    1 MB (MAX_TEXT_CHUNK) and the photo is refused as damaged."""
+    png = photos.encode(photos.coffee(), "PNG")
+    first_data = png.index(b"IDAT") - 4
+    bomb = _png_chunk(kind, b"name\x00\x00" + zlib.compress(b"a" * (200 << 20), 9))
+    data = png[:first_data] + bomb + png[first_data:]
+    result, seconds = timed(data)
+    assert isinstance(result, Rejection) and "is a damaged PNG file" in result.reason, result
+    assert seconds < 0.5
+
+
+def test_an_animation_of_thousands_of_frames_is_judged_from_its_first() -> None:
+    """(held) 2,000 frames: only the first is decoded; refused as animated by default."""
+    frames = [Image.new("RGB", (64, 64), (index % 256, 0, 0)) for index in range(2000)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    result, seconds = timed(buffer.getvalue())
+    assert isinstance(result, Content) and result.measures.frames == 2000, result
+    assert seconds < 1
