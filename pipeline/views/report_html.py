@@ -6,7 +6,6 @@ report; those of refused photos come ready-made from the store (``report_photos`
 
 from __future__ import annotations
 
-import html
 import io
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from ..budget import money_text, units_text
 from ..store.ledger import Tally
 from .report_photos import PHOTOS_CSS, converted_html, jpeg_data_uri, refused_html
 from .summary import MILESTONES
+from .textsafe import html_text as _e
 
 log = structlog.get_logger(__name__)
 
@@ -302,9 +302,6 @@ def _flatten(image: Image.Image) -> Image.Image:
         return background
     return image.convert("RGB")
 
-
-def _e(value: object) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
 
 
 def _href(relative: str) -> str:

@@ -9,9 +9,10 @@ and a refused photo's thumbnail only ever reaches the page as the base64 of its 
 from __future__ import annotations
 
 import base64
-import html
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
+
+from .textsafe import html_text as _e
 
 JPEG_DATA_URI: Final = "data:image/jpeg;base64,"
 #: Intake makes these at most 160 px a side, a few KB; anything much larger is not one of
@@ -87,7 +88,3 @@ def converted_html(photos: list[dict[str, Any]]) -> str:
 def _looks_like_a_thumbnail(data: bytes) -> bool:
     return data.startswith(_JPEG_START) and len(data) <= MAX_REFUSED_THUMBNAIL_BYTES
 
-
-def _e(value: object) -> str:
-    # The page's one escaping rule, the same as report_html's.
-    return html.escape("" if value is None else str(value), quote=True)

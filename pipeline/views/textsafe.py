@@ -20,12 +20,13 @@ there is one rule to keep: nothing reaches a console or a table cell as a plain 
 
 from __future__ import annotations
 
+import html
 import re
 from typing import Final
 
 from rich.text import Text
 
-__all__ = ["printable", "line"]
+__all__ = ["html_text", "line", "printable"]
 
 #: Bidi marks, embeddings, overrides and isolates: they reorder how the rest of a line reads.
 _BIDI: Final = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
@@ -71,3 +72,10 @@ def line(*pieces: str | tuple[str, str]) -> Text:
         else:
             text.append(printable(piece))
     return text
+
+
+def html_text(value: object) -> str:
+    """``value`` as text for an HTML page: its controls spelt out as :func:`printable` does
+    (so a bidi override cannot turn a name around on the page either), then escaped for
+    both text and attribute values. None is the empty string."""
+    return html.escape(printable("" if value is None else str(value)), quote=True)

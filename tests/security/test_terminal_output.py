@@ -375,3 +375,16 @@ def test_report_keeps_hostile_names_out_of_tags_attributes_and_links(tmp_path: P
         assert hostile in text
     assert html.escape(script) in html_path.read_text(encoding="utf-8")
 
+
+
+def test_the_report_page_spells_out_a_bidi_override_instead_of_obeying_it(tmp_path) -> None:
+    turned = "photo\u202egnp.exe"  # shows as "photoexe.png" where the override is obeyed
+    with SqliteStore(tmp_path / "state.db") as store:
+        store.add_version(JOB, "alice", "fp", "subject", state=REJECTED, now=1.0,
+                          rejections=[(turned, f"{turned} is a text file")])
+        data = build_report(JOB, summarize(store, JOB), tmp_path / "outbox", store, now=2.0)
+    _, html_path = write_report(data, tmp_path / "outbox")
+
+    page = html_path.read_text(encoding="utf-8")
+    assert "\u202e" not in page
+    assert "photo\\u202egnp.exe" in page
