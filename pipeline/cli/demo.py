@@ -69,7 +69,13 @@ def prepare_workdir(workdir: Path) -> Path:
     workdir.mkdir(parents=True)
     (workdir / MARKER).touch()
     create_samples(workdir / "inbox")
-    (workdir / "refs").mkdir()
+    return write_demo_job(workdir)
+
+
+def write_demo_job(workdir: Path) -> Path:
+    """The demo's job file in ``workdir``, with the reference picture its img2img prompt
+    starts from; returns the job file."""
+    (workdir / "refs").mkdir(exist_ok=True)
     _reference_picture().save(workdir / "refs" / "sunset.png")
     job_file = workdir / "demo.toml"
     job_file.write_text(DEMO_JOB, encoding="utf-8")

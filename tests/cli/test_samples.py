@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli.demo import DEMO_JOB
+from pipeline.cli.demo import write_demo_job
 from pipeline.cli.samples import (
     BAD_SUBJECT,
     GATE_SUBJECT,
@@ -40,9 +40,7 @@ def validate_as_the_demo(job_file: Path, folder: Path) -> DatasetReport:
 def demo_job(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("demo")
     create_samples(workdir / "inbox", count=len(SUBJECT_NAMES))
-    job_file = workdir / "demo.toml"
-    job_file.write_text(DEMO_JOB, encoding="utf-8")
-    return job_file
+    return write_demo_job(workdir)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +101,7 @@ def test_good_subjects_pass_the_photo_gate(reports: dict[str, DatasetReport], na
 
 def test_more_subjects_than_names_are_people_who_pass(tmp_path: Path) -> None:
     create_samples(tmp_path / "inbox", count=len(SUBJECT_NAMES) + 1, include_bad=False)
-    (tmp_path / "demo.toml").write_text(DEMO_JOB, encoding="utf-8")
+    write_demo_job(tmp_path)
 
     report = validate_as_the_demo(tmp_path / "demo.toml", tmp_path / "inbox" / "subject_10")
 
