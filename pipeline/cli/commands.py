@@ -18,7 +18,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 
 import structlog
@@ -40,6 +40,8 @@ from ..store.location import open_reader, open_store, state_dir, state_file
 from ..store.lock import job_lock
 from ..store.sqlite import SqliteStore
 from ..views.console import print_status, print_validation
+from ..views.metrics import DEFAULT_HOST as DEFAULT_METRICS_HOST
+from ..views.metrics import MetricsServer
 from ..views.report import write_job_report
 from ..views.summary import (
     EXIT_BAD_CREDENTIALS,
@@ -73,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds to wait for in-flight work before exiting (default 240)")
     watch = commands.add_parser("watch", help="run until stopped, reacting to the inbox")
     watch.add_argument("job", type=Path)
+    watch.add_argument("--metrics-port", type=int, metavar="PORT",
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics")
+    watch.add_argument("--metrics-host", default=DEFAULT_METRICS_HOST, metavar="HOST",
+                       help=f"address for --metrics-port (default {DEFAULT_METRICS_HOST})")
     status = commands.add_parser("status", help="where every subject of a job stands")
     status.add_argument("job", type=Path)
     report = commands.add_parser("report", help="write outbox/<job>/report.html and .json")
@@ -178,7 +184,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings, console: Console) ->
     job = load_job(args.job)
     if command in ("run", "watch"):
         max_wait = args.max_wait if command == "run" else None
-        result, html = asyncio.run(_run(job, settings, console, max_wait))
+        metrics = (args.metrics_host, args.metrics_port) if command == "watch" else None
+        result, html = asyncio.run(_run(job, settings, console, max_wait, metrics))
         _report_run(console, job, result, html)
         return result.exit_code
     if command == "status":
@@ -246,11 +253,18 @@ def _read_state(
 
 
 async def _run(
-    job: JobConfig, settings: Settings, console: Console, max_wait: float | None
+    job: JobConfig, settings: Settings, console: Console, max_wait: float | None,
+    metrics: tuple[str, int | None] | None = None,
 ) -> tuple[RunResult, Path | None]:
-    """A pass (``max_wait`` given) or a watch, with progress, report and notifications."""
-    runner = Runner(job, settings, handle_signals=True)
-    async with PassHooks(job, settings, console) as hooks:
+    """A pass (``max_wait`` given) or a watch, with progress, report and notifications;
+    a watch serves ``/metrics`` when ``metrics`` (host, port) has a port."""
+    async with AsyncExitStack() as stack:
+        on_round = None
+        if metrics is not None and metrics[1] is not None:
+            server = MetricsServer(job, settings, host=metrics[0], port=metrics[1])
+            on_round = (await stack.enter_async_context(server)).round_done
+        runner = Runner(job, settings, handle_signals=True, on_round=on_round)
+        hooks = await stack.enter_async_context(PassHooks(job, settings, console))
         if max_wait is None:
             result = await runner.watch()
         else:

@@ -71,6 +71,7 @@ class Runner:
         session: aiohttp.ClientSession | None = None,
         store: StateStore | None = None,
         handle_signals: bool = False,
+        on_round: Callable[[float, bool], None] | None = None,
     ) -> None:
         self.job = job
         self.settings = settings
@@ -81,6 +82,9 @@ class Runner:
         self._signal: int | None = None
         self._stop = asyncio.Event()
         self._photo_cache: MeasureCache | None = None
+        #: Told at the end of each round of ``watch`` (its time, whether the spend ceiling
+        #: held a request back): the metrics view's hook.
+        self._on_round = on_round
 
     def stop(self, signum: int | None = None) -> None:
         """Stop taking new work; the current pass ends cleanly."""
@@ -114,6 +118,8 @@ class Runner:
                     taken = await self._intake(services, drivers)
                     if not self._stop.is_set():
                         drivers.start_all(services)
+                    if self._on_round is not None:
+                        self._on_round(self.clock.now(), services.ctx.spend.stopped)
                     rescan = self._rescan_delay(taken)
                     changed.clear()
                     await _first_of(changed.wait(), self._stop.wait(), drivers.failed.wait(),

@@ -1,0 +1,91 @@
+"""``/metrics`` of a watch running against the emulator, read over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pipeline.engine.runner import Runner
+from pipeline.errors import ConfigError
+from pipeline.store.states import DONE, SUBJECT_STATES
+from pipeline.views.metrics import MetricsServer
+from pipeline.views.summary import EXIT_OK
+from tests.conftest import EMULATOR_KEY, fast_settings
+from tests.engine.folders import write_subjects
+from tests.engine.test_runner import setup_job, store
+
+
+async def scrape(port: int) -> tuple[str, dict[str, list]]:
+    async with aiohttp.ClientSession() as http, \
+            http.get(f"http://127.0.0.1:{port}/metrics") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = await response.text()
+    families = {f.name: f.samples for f in text_string_to_metric_families(text)}
+    return text, families
+
+
+def value(samples: list, **labels: str) -> float:
+    [sample] = [s for s in samples if all(s.labels.get(k) == v for k, v in labels.items())]
+    return float(sample.value)
+
+
+async def test_metrics_of_a_running_watch_match_the_store(tmp_path: Path, emulator) -> None:
+    job, _ = setup_job(tmp_path, subjects=0, image_num=2)
+    settings = fast_settings(emulator.base_url, tmp_path / "state")
+    async with MetricsServer(job, settings, port=0) as metrics:
+        _, before = await scrape(metrics.port)  # before the watch made its store
+        assert all(s.value == 0 for s in before["lora_pipeline_subjects"])
+        runner = Runner(job, settings, on_round=metrics.round_done)
+        watching = asyncio.create_task(runner.watch())
+        write_subjects(tmp_path / "inbox", 2, 3)
+        db = store(tmp_path)
+        for _ in range(200):  # the watcher reacts to the file system: bounded real wait
+            rows = db.subjects("test")
+            if len(rows) == 2 and all(row.state == DONE for row in rows):
+                break
+            await asyncio.sleep(0.05)
+        text, families = await scrape(metrics.port)  # while the watch still runs
+        runner.stop()
+        result = await asyncio.wait_for(watching, 10)
+
+    assert result.exit_code == EXIT_OK
+    subjects = families["lora_pipeline_subjects"]
+    by_state = Counter(row.state for row in db.subjects("test"))
+    assert {s.labels["state"] for s in subjects} == set(SUBJECT_STATES)
+    for state in SUBJECT_STATES:
+        assert value(subjects, job="test", state=state) == by_state[state]
+    assert value(subjects, state=DONE) == 2
+    assert value(families["lora_pipeline_trainings_in_flight"], job="test") == 0
+
+    ledger = [entry for entry in db.ledger("test") if entry.counted]
+    paid = families["lora_pipeline_paid_requests"]  # the family's name, without _total
+    assert {s.name for s in paid} >= {"lora_pipeline_paid_requests_total"}
+    assert value(paid, endpoint="training", kind="subject") == 2
+    txt2img = [entry for entry in ledger if entry.endpoint == "txt2img"]
+    assert value(paid, endpoint="txt2img", kind="") == len(txt2img) == 4  # 2 prompts x 2
+    units = families["lora_pipeline_paid_units"]
+    assert value(units, endpoint="txt2img") == sum(entry.units for entry in txt2img)
+
+    assert value(families["lora_pipeline_exit_code"], job="test") == EXIT_OK
+    assert value(families["lora_pipeline_spend_ceiling_reached"], job="test") == 0
+    last_round = value(families["lora_pipeline_last_round_end_timestamp_seconds"], job="test")
+    assert last_round >= max(row.created_at for row in db.subjects("test"))
+
+    # Labels are the job and bounded values only: no subject's name, no key.
+    for name in ("alice", "bob", EMULATOR_KEY, str(tmp_path)):
+        assert name not in text
+
+
+async def test_a_port_already_taken_is_a_usage_error(tmp_path: Path) -> None:
+    job, _ = setup_job(tmp_path, subjects=0)
+    settings = fast_settings("http://127.0.0.1:9", tmp_path / "state")
+    async with MetricsServer(job, settings, port=0) as first:
+        with pytest.raises(ConfigError, match="cannot listen"):
+            async with MetricsServer(job, settings, port=first.port):
+                pass
