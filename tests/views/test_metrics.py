@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import socket
 from collections import Counter
 from pathlib import Path
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
 
+from pipeline.cli.commands import _run, build_parser
 from pipeline.engine.runner import Runner
 from pipeline.errors import ConfigError
 from pipeline.store.states import DONE, SUBJECT_STATES
@@ -89,3 +93,24 @@ async def test_a_port_already_taken_is_a_usage_error(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match="cannot listen"):
             async with MetricsServer(job, settings, port=first.port):
                 pass
+
+
+def test_watch_takes_the_metrics_options_and_run_does_not() -> None:
+    args = build_parser().parse_args(["watch", "job.toml", "--metrics-port", "9464"])
+    assert (args.metrics_host, args.metrics_port) == ("127.0.0.1", 9464)
+    assert build_parser().parse_args(["watch", "job.toml"]).metrics_port is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "job.toml", "--metrics-port", "9464"])
+
+
+async def test_the_command_refuses_a_taken_port_before_any_work(tmp_path: Path, emulator) -> None:
+    job, _ = setup_job(tmp_path, subjects=1)
+    settings = fast_settings(emulator.base_url, tmp_path / "state")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"127.0.0.1:{port}"):
+            await _run(job, settings, Console(file=io.StringIO()), None, ("127.0.0.1", port))
+    assert not (tmp_path / "state" / "state.db").exists()
+    assert emulator.emulator.counters_snapshot()["uploads"] == 0
