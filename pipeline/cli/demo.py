@@ -21,7 +21,9 @@ from ..emulator import EmulatorConfig, serve_emulator
 from ..engine.runner import Runner
 from ..errors import ConfigError
 from ..jobfile.loading import load_job
+from ..store.location import open_store
 from ..views.console import print_status
+from ..views.report import write_job_report
 from ..views.summary import EXIT_FAILED, EXIT_OK, EXIT_REJECTED
 from ..views.textsafe import line
 from .samples import create_samples
@@ -100,16 +102,20 @@ async def run_demo(workdir: Path, console: Console) -> int:
         settings = Settings(
             _env_file=None,
             api_key=SecretStr(DEMO_KEY), base_url=server.base_url,
-            state_dir=workdir.resolve() / ".state",
             poll_interval_min=0.5, poll_interval_max=1.0, generation_poll_interval=0.3,
             images_per_minute=DEMO_EMULATOR.txt2img_images_per_minute,
             img2img_images_per_minute=DEMO_EMULATOR.img2img_images_per_minute,
         )
         result = await Runner(job, settings, handle_signals=True).run_once(max_wait=120)
         counters = server.emulator.counters_snapshot()
+    with open_store(job, settings) as store:
+        _, html = write_job_report(job, store)
     print_status(console, job.job.name, result.subjects)
     console.print(line(
         f"Trainings paid for: {counters['trainings_created']['total']}; pictures and LoRA "
         "files in ", (str(job.job.outbox / job.job.name), "bold"),
     ))
+    console.print(line("Report: ", (str(html), "bold"), "; ",
+                       (f"lora-pipeline status {workdir / 'demo.toml'}", "bold"),
+                       " shows the state again."))
     return EXIT_OK if result.exit_code in (EXIT_OK, EXIT_REJECTED) else EXIT_FAILED

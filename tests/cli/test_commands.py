@@ -252,6 +252,12 @@ def test_demo_runs_the_whole_flow(tmp_path, capsys) -> None:
     assert len(from_reference) == 5 * 2
     sidecar = json.loads(from_reference[0].with_suffix(".json").read_text())
     assert sidecar["endpoint"] == "img2img"
+    report = tmp_path / "demo" / "outbox" / "demo" / "report.html"
+    assert report.is_file() and f"Report: {report}" in out.replace("\n", "")
+    # The state lives with the job's outbox: status on the demo's job file finds it.
+    assert main(["--config", str(tmp_path / "none.env"), "status",
+                 str(tmp_path / "demo" / "demo.toml")]) == EXIT_OK
+    assert "demo/alice: done" in capsys.readouterr().out
 
 
 def _pipeline(*args: str, cwd: Path) -> subprocess.Popen[str]:
