@@ -9,6 +9,8 @@ Exit codes:
     6   another run of the same job holds its lock
     7   the spend ceiling (max_spend) kept a paid request from being sent; raise it in the
         job file and the next pass goes on (a per-pass ceiling: the next pass goes on)
+    8   not one API request of the pass was answered (connection refused or reset,
+        timeouts, only server errors)
     130 stopped by SIGINT (Ctrl-C), 143 by SIGTERM; state is saved, the next run continues
 """
 
@@ -20,6 +22,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
+from typing import TextIO
 
 import structlog
 from pydantic import ValidationError
@@ -51,6 +54,7 @@ from ..views.summary import (
     EXIT_REJECTED,
     EXIT_SIGINT,
     EXIT_USAGE,
+    SubjectSummary,
     summarize,
 )
 from ..views.textsafe import line
@@ -67,14 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lora-pipeline {__version__}")
     parser.add_argument("--config", type=Path, default=Path("config.env"),
                         help="settings file (default: config.env)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="print only errors and warnings (on stderr), for cron")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="one pass for cron")
     run.add_argument("job", type=Path)
     run.add_argument("--max-wait", type=float, default=DEFAULT_MAX_WAIT,
                      help="seconds to wait for in-flight work before exiting (default 240)")
+    run.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                     help="print only errors and warnings (on stderr), for cron")
     watch = commands.add_parser("watch", help="run until stopped, reacting to the inbox")
     watch.add_argument("job", type=Path)
+    watch.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="print only errors and warnings (on stderr)")
     watch.add_argument("--metrics-port", type=int, metavar="PORT",
                        help="serve Prometheus metrics at http://HOST:PORT/metrics")
     watch.add_argument("--metrics-host", default=DEFAULT_METRICS_HOST, metavar="HOST",
@@ -118,44 +128,57 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = _console()
+    quiet = bool(getattr(args, "quiet", False))
+    out, err = _console(sys.stdout, quiet=quiet), _console(sys.stderr)
     try:
         settings = Settings(_env_file=args.config)
     except ValidationError as exc:
-        _print_error(console, f"settings ({args.config} or LORA_* variables): {exc}")
+        _print_error(err, f"settings ({args.config} or LORA_* variables): {exc}")
         return EXIT_USAGE
+    if quiet and settings.log_level in ("debug", "info"):
+        settings = settings.model_copy(update={"log_level": "warning"})
     configure_logging(settings)
     try:
-        return _dispatch(args, settings, console)
+        return _dispatch(args, settings, out, err)
     except KeyboardInterrupt:  # Ctrl-C before a run installed its own handler
-        console.print("stopped before any work began")
+        err.print("stopped before any work began")
         return EXIT_SIGINT
     except ConfigError as exc:
-        _print_error(console, str(exc))
+        _print_error(err, str(exc))
         return EXIT_USAGE
     except (StateConflict, StoreError) as exc:
-        _print_error(console, str(exc))
+        _print_error(err, str(exc))
         return EXIT_USAGE
     except LockHeld as exc:
-        console.print(line((str(exc), "yellow")))
+        err.print(line((str(exc), "yellow")))
         return EXIT_LOCK_HELD
     except BadCredentials as exc:
-        console.print(line(("error:", "red"), f" the API refused the key ({exc.reason}). Set "
-                           "LORA_API_KEY in config.env or the environment; nothing was retried."))
+        err.print(line(("error:", "red"), f" the API refused the key ({exc.reason}). Set "
+                       "LORA_API_KEY in config.env or the environment; nothing was retried."))
         return EXIT_BAD_CREDENTIALS
     except PipelineError as exc:
-        _print_error(console, str(exc))
+        _print_error(err, str(exc))
         return EXIT_FAILED
 
 
-def _console() -> Console:
-    """Where people read us. Our lines are ``Text`` from :func:`textsafe.line`; a ``str``
-    printed here all the same is shown as typed: no markup, emoji codes or highlighting."""
-    console = Console(markup=False, emoji=False, highlight=False)
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # rich would exit 1; a reader that stopped reading (`| head -1`) is no error, and
+        # the launcher ends such a run quietly with 0 (see pipeline.launch).
+        self.quiet = True
+        raise BrokenPipeError
+
+
+def _console(file: TextIO, *, quiet: bool = False) -> Console:
+    """Where people read us: results on stdout, errors and warnings on stderr. Our lines are
+    ``Text`` from :func:`textsafe.line`; a ``str`` printed here all the same is shown as
+    typed: no markup, emoji codes or highlighting. ``quiet`` prints nothing (``--quiet``)."""
+    console = _Console(file=file, markup=False, emoji=False, highlight=False, quiet=quiet)
     if console.is_terminal:
         return console
     # Cron mail and log files: whole lines, no wrapping.
-    return Console(soft_wrap=True, markup=False, emoji=False, highlight=False)
+    return _Console(file=file, soft_wrap=True, markup=False, emoji=False, highlight=False,
+                   quiet=quiet)
 
 
 def _print_error(console: Console, message: str) -> None:
@@ -168,7 +191,9 @@ def _print_error(console: Console, message: str) -> None:
         console.print(line(f"  {more}"))
 
 
-def _dispatch(args: argparse.Namespace, settings: Settings, console: Console) -> int:
+def _dispatch(
+    args: argparse.Namespace, settings: Settings, out: Console, err: Console
+) -> int:
     command = args.command
     if command == "emulator":
         from ..emulator import run_from_args
@@ -178,33 +203,33 @@ def _dispatch(args: argparse.Namespace, settings: Settings, console: Console) ->
     if command == "demo":
         from .demo import run_demo
 
-        return asyncio.run(run_demo(args.workdir, console))
+        return asyncio.run(run_demo(args.workdir, out))
     if command == "validate":
-        return _validate(args.path, args.kind, args.class_word, console)
+        return _validate(args.path, args.kind, args.class_word, out)
     job = load_job(args.job)
     if command in ("run", "watch"):
         max_wait = args.max_wait if command == "run" else None
         metrics = (args.metrics_host, args.metrics_port) if command == "watch" else None
-        result, html = asyncio.run(_run(job, settings, console, max_wait, metrics))
-        _report_run(console, job, result, html)
+        result, html = asyncio.run(_run(job, settings, out, max_wait, metrics))
+        _report_run(out, err, job, result, html)
         return result.exit_code
     if command == "status":
-        with _read_state(job, settings, console) as store:
+        with _read_state(job, settings, out) as store:
             if store is not None:
-                print_status(console, job.job.name, summarize(store, job.job.name))
+                print_status(out, job.job.name, summarize(store, job.job.name))
         return EXIT_OK
     if command in ("spend", "plan"):
         look = spending.spend if command == "spend" else spending.plan
-        return look(job, settings, console, as_json=args.json)
+        return look(job, settings, out, as_json=args.json)
     if command == "report":
-        with _read_state(job, settings, console) as store:
+        with _read_state(job, settings, out) as store:
             if store is None:
                 return EXIT_OK
             json_path, html_path = write_job_report(job, store)
-        console.print(line(f"report: {html_path}"))
-        console.print(line(f"data:   {json_path}"))
+        out.print(line(f"report: {html_path}"))
+        out.print(line(f"data:   {json_path}"))
         return EXIT_OK
-    return _request(job, settings, console, command, args)
+    return _request(job, settings, out, command, args)
 
 
 def _request(
@@ -273,18 +298,31 @@ async def _run(
 
 
 def _report_run(
-    console: Console, job: JobConfig, result: RunResult, html: Path | None
+    out: Console, err: Console, job: JobConfig, result: RunResult, html: Path | None
 ) -> None:
-    print_status(console, job.job.name, result.subjects)
+    """The subjects and where things went on stdout; the spend ceiling on stderr, and under
+    ``--quiet`` (stdout silenced) every subject's error, warning and refused file too."""
+    print_status(out, job.job.name, result.subjects)
+    if out.quiet:
+        for s in result.subjects:
+            for kind, text in _problems(s):
+                err.print(line(f"{job.job.name}/{s.name}: ", (kind, "yellow"), f" {text}"),
+                          soft_wrap=True)
     for name in result.waiting:
-        console.print(line(f"waiting for {name} to settle"))
+        out.print(line(f"waiting for {name} to settle"))
     if result.ceiling:
-        console.print(line(("spend ceiling:", "yellow"),
-                           f" {len(result.ceiling)} paid request(s) not sent; "
-                           f"{result.ceiling[-1]}"), soft_wrap=True)
-    console.print(line(f"outputs: {job.job.outbox / job.job.name}"))
+        err.print(line(("spend ceiling:", "yellow"),
+                       f" {len(result.ceiling)} paid request(s) not sent; "
+                       f"{result.ceiling[-1]}"), soft_wrap=True)
+    out.print(line(f"outputs: {job.job.outbox / job.job.name}"))
     if html is not None:
-        console.print(line(f"report:  {html}"))
+        out.print(line(f"report:  {html}"))
+
+
+def _problems(s: SubjectSummary) -> list[tuple[str, str]]:
+    found = [("error:", f"{s.state}: {s.error}")] if s.error else []
+    found += [("warning:", w) for w in s.warnings]
+    return found + [("refused:", r["reason"]) for r in s.rejected_files]
 
 
 def _validate(path: Path, kind: str, class_word: str, console: Console) -> int:

@@ -121,7 +121,7 @@ def test_bad_key_exits_5_with_one_clear_message(tmp_path, served, capsys) -> Non
     config = config_file(tmp_path, served.base_url, key="sk-not-the-key-000")
     assert cli(config, "run", str(job)) == EXIT_BAD_CREDENTIALS
     out = capsys.readouterr()
-    assert "refused the key" in out.out
+    assert "refused the key" in out.err and "refused the key" not in out.out
     assert "sk-not-the-key" not in out.out + out.err
 
 
@@ -137,7 +137,7 @@ def test_overlapping_run_exits_6_and_does_nothing(project, served, capsys) -> No
     job, config = project
     with job_lock(job.parent / "state", "test"):
         assert cli(config, "run", str(job)) == EXIT_LOCK_HELD
-    assert "another run" in capsys.readouterr().out
+    assert "another run" in capsys.readouterr().err
     assert served.emulator.counters_snapshot()["trainings_created"]["total"] == 0
 
 
@@ -145,15 +145,16 @@ def test_job_file_error_exits_2_naming_file_and_field(tmp_path, served, capsys) 
     job = write_job(tmp_path)
     job.write_text(job.read_text().replace("[generation]", "[generation]\nlora_strength = 1.5"))
     assert cli(config_file(tmp_path, served.base_url), "run", str(job)) == EXIT_USAGE
-    out = capsys.readouterr().out
-    assert "test.toml" in out and "generation.lora_strength" in out
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "test.toml" in captured.err and "generation.lora_strength" in captured.err
 
 
 def test_bad_setting_exits_2(tmp_path, capsys) -> None:
     config = tmp_path / "config.env"
     config.write_text("LORA_UPLOAD_CONCURRENCY=zero\n")
     assert main(["--config", str(config), "status", "x.toml"]) == EXIT_USAGE
-    assert "upload_concurrency" in capsys.readouterr().out
+    assert "upload_concurrency" in capsys.readouterr().err
 
 
 def test_validate_folder_inbox_and_job(tmp_path, capsys) -> None:
@@ -403,7 +404,7 @@ def test_status_of_an_older_state_file_says_to_run_a_pass(tmp_path, capsys) -> N
     db.execute("PRAGMA user_version = 1")
     db.close()
     assert cli(config, "status", str(job)) == EXIT_USAGE
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert str(path) in out and "run a pass" in out
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == 1  # not upgraded by a look
@@ -426,7 +427,7 @@ def test_a_lost_state_file_beside_results_is_refused_and_nothing_is_paid(tmp_pat
     capsys.readouterr()
     for command in ("run", "status", "report"):
         assert cli(config, command, str(job)) == EXIT_USAGE, command
-        out = " ".join(capsys.readouterr().out.split())  # the message as one line
+        out = " ".join(capsys.readouterr().err.split())  # the message as one line
         assert f"{state / 'state.db'} is {lost}" in out
         assert f"{tmp_path / 'outbox' / 'test'} already holds results" in out
         assert "Restore the state file" in out and "to start afresh" in out
@@ -445,7 +446,7 @@ def test_a_corrupt_state_file_gives_a_message_not_a_traceback(tmp_path, served, 
         args = (command, str(job), "alice") if command == "cancel" else (command, str(job))
         assert cli(config, *args) == EXIT_USAGE, command
         captured = capsys.readouterr()
-        out = " ".join(captured.out.split())
+        out = " ".join(captured.err.split())
         assert str(path) in out and "not a sound state database" in out, command
         assert "Restore it from a backup" in out
         assert "Traceback" not in captured.out + captured.err

@@ -115,7 +115,7 @@ def test_the_ceiling_exits_7_says_why_in_status_and_a_higher_one_goes_on(
     assert "stopped by the spend ceiling: 1 request(s), 2 txt2img images" in out
     assert cli(config, "run", str(job)) == EXIT_SPEND_CEILING
     assert "spend ceiling: 1 paid request(s) not sent; spend ceiling reached" in (
-        capsys.readouterr().out)
+        capsys.readouterr().err)
     assert cli(config, "status", str(job)) == EXIT_OK
     out = capsys.readouterr().out
     assert "spend ceiling reached (max_spend.images = 6)" in out
