@@ -58,6 +58,7 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
     )
     structlog.configure(
         processors=[
+            structlog.contextvars.merge_contextvars,  # the job and pass id of a pass
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

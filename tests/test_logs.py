@@ -58,3 +58,11 @@ def test_json_logs_drop_url_queries_and_lone_surrogates() -> None:
                                    name="caf\udce9")
     line = json.loads(stream.getvalue())
     assert line["url"] == "https://bucket/a.png?…" and line["name"] == "caf\\udce9"
+
+
+def test_lines_carry_the_context_bound_for_a_pass() -> None:
+    stream = _configured("json")
+    with structlog.contextvars.bound_contextvars(job="portraits", pass_id="1700000000-abcd"):
+        structlog.get_logger("t").info("pass.started")
+    line = json.loads(stream.getvalue())
+    assert (line["job"], line["pass_id"]) == ("portraits", "1700000000-abcd")

@@ -20,8 +20,8 @@ import asyncio
 import hashlib
 import os
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -40,6 +40,7 @@ from ..errors import (
     IntegrityError,
     PermanentApiError,
     TooLarge,
+    TransportError,
     UnsafeUrl,
     UrlExpired,
 )
@@ -97,6 +98,25 @@ class Download:
     sha256: str
 
 
+@dataclass
+class Reachability:
+    """How the service answered the API requests of one client (not presigned transfers).
+
+    A request is *answered* when the service sent anything but a server error (5xx) or a
+    429; it is *unanswered* when it could not be connected to, timed out, or sent one of
+    those. Every try counts, retries included.
+    """
+
+    answered: int = 0
+    unanswered: int = 0
+    last_error: str | None = None
+
+    @property
+    def unreachable(self) -> bool:
+        """True when requests were made and not one of them was answered."""
+        return self.unanswered > 0 and self.answered == 0
+
+
 class ApiClient:
     """Typed calls of the hosted API. Use as ``async with``; not reusable once closed."""
 
@@ -123,6 +143,8 @@ class ApiClient:
             base_delay=settings.retry_base_delay,
             max_delay=settings.retry_max_delay,
         )
+        #: How the service answered: the runner tells an unreachable service by it.
+        self.reachability = Reachability()
 
     async def __aenter__(self) -> Self:
         if self._closed:
@@ -189,10 +211,12 @@ class ApiClient:
             sent = dict(headers)
             if api and self._urls.may_authorize(url):
                 sent.update(self._api_headers())
-            with translate_transport_errors(what, self.scrub):
+            with self._tallied(api), translate_transport_errors(what, self.scrub):
                 async with self.session.request(
                     method, url, headers=sent, allow_redirects=False, **kwargs
                 ) as response:
+                    if api:
+                        self._note_status(response.status, what)
                     if response.status not in REDIRECT_STATUSES:
                         yield response
                         return
@@ -207,6 +231,24 @@ class ApiClient:
             what,
         )
 
+    @contextmanager
+    def _tallied(self, api: bool) -> Iterator[None]:
+        """Count a request that never got an answer (refused, reset, timed out)."""
+        try:
+            yield
+        except TransportError as exc:
+            if api:
+                self.reachability.unanswered += 1
+                self.reachability.last_error = str(exc)
+            raise
+
+    def _note_status(self, status: int, what: str) -> None:
+        if status >= 500 or status == 429:
+            self.reachability.unanswered += 1
+            self.reachability.last_error = f"HTTP {status} ({self.scrub(what)})"
+        else:
+            self.reachability.answered += 1
+
     def _error(
         self, response: aiohttp.ClientResponse, body: bytes, what: str, *, presigned: bool
     ) -> Exception:
@@ -216,21 +258,31 @@ class ApiClient:
         )
 
     async def _retrying(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+        """``call()``, tried again while its failure is transient. Each retry is logged at
+        debug; a call that needed retries ends with one ``api.retried`` at info (how many
+        tries, and whether it finally succeeded)."""
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await call()
+                result = await call()
             except Exception as exc:
                 if not should_retry(exc, attempt, self._policy):
+                    if attempt > 1:
+                        log.info("api.retried", call=what, attempts=attempt, outcome="failed",
+                                 error=str(exc))
                     raise
                 delay = backoff_delay(
                     attempt, self._policy, retry_after=retry_after_of(exc), rand=self._rand
                 )
-                log.info(
+                log.debug(
                     "api.retry", call=what, attempt=attempt, delay=round(delay, 2), error=str(exc)
                 )
                 await self._clock.sleep(delay)
+            else:
+                if attempt > 1:
+                    log.info("api.retried", call=what, attempts=attempt, outcome="succeeded")
+                return result
 
     async def _send(
         self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None

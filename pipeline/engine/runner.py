@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ import aiohttp
 import structlog
 
 from ..api import ApiClient
+from ..api.client import Reachability
 from ..clock import Clock, SystemClock
 from ..config import Settings
 from ..errors import BadCredentials, StateConflict
@@ -33,7 +35,14 @@ from ..store.location import open_store, state_dir
 from ..store.lock import job_lock
 from ..store.protocol import StateStore, SubjectRow
 from ..store.states import ACTIVE_STATES, FAILED
-from ..views.summary import EXIT_SIGINT, EXIT_SIGTERM, SubjectSummary, exit_code_for, summarize
+from ..views.summary import (
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_UNREACHABLE,
+    SubjectSummary,
+    exit_code_for,
+    summarize,
+)
 from .concurrency import supervise
 from .control import act
 from .spend_guard import SpendGuard, new_pass_id
@@ -85,6 +94,8 @@ class Runner:
         #: Told at the end of each round of ``watch`` (its time, whether the spend ceiling
         #: held a request back): the metrics view's hook.
         self._on_round = on_round
+        #: What was last logged as ``inbox.waiting``: it is logged again only when it changes.
+        self._waiting_logged: frozenset[tuple[str, str]] = frozenset()
 
     def stop(self, signum: int | None = None) -> None:
         """Stop taking new work; the current pass ends cleanly."""
@@ -140,6 +151,28 @@ class Runner:
     ) -> RunResult:
         started = self.clock.now()
         spend = SpendGuard(self.job, new_pass_id(started))
+        # Every line of the pass, from every task it starts, carries these.
+        with structlog.contextvars.bound_contextvars(job=self.job.job.name,
+                                                     pass_id=spend.pass_id):
+            log.info("pass.started")
+            result, counts = await self._pass(body, started, spend)
+            by_state = Counter(s.state for s in result.subjects)
+            log.info(
+                "pass.finished", exit_code=result.exit_code,
+                duration=round(self.clock.now() - started, 3),
+                subjects=dict(sorted(by_state.items())),
+                pictures_saved=counts["pictures_saved"], loras_saved=counts["loras_saved"],
+                trainings_submitted=counts["trainings_submitted"],
+                **({"signal": signal.Signals(result.signal).name} if result.signal else {}),
+            )
+            return result
+
+    async def _pass(
+        self, body: Callable[[Services, _Drivers], Awaitable[list[str]]], started: float,
+        spend: SpendGuard,
+    ) -> tuple[RunResult, Counter[str]]:
+        counts: Counter[str] = Counter()
+        reached = Reachability()
         folder = state_dir(self.job, self.settings)
         with job_lock(folder, self.job.job.name), PhotoCache.open(folder / CACHE_FILE) as cache:
             self._photo_cache = cache
@@ -156,23 +189,31 @@ class Runner:
                     )
                 elif removed := remove_partials(job_root):
                     log.info("outbox.cleaned", partial_files=removed)
-                waiting = await self._with_api(store, spend, body)
+                waiting, reached = await self._with_api(store, spend, counts, body)
                 subjects = summarize(store, self.job.job.name)
             finally:
                 if self._store is None:
                     store.close()
-        code = exit_code_for(subjects, since=started, ceiling_reached=spend.stopped)
+        code = exit_code_for(subjects, since=started, ceiling_reached=spend.stopped,
+                             unreachable=reached.unreachable)
+        if code == EXIT_UNREACHABLE:
+            log.error(
+                "pass.unreachable", base_url=self.settings.base_url,
+                failed_requests=reached.unanswered, last_error=reached.last_error,
+                hint="not one request to the service was answered: check LORA_BASE_URL and "
+                     "the network; the next pass tries again",
+            )
         if self._signal is not None:
             code = EXIT_SIGINT if self._signal == signal.SIGINT else EXIT_SIGTERM
-        return RunResult(subjects, code, self._signal, waiting, list(spend.refusals))
+        return RunResult(subjects, code, self._signal, waiting, list(spend.refusals)), counts
 
     async def _with_api(
-        self, store: StateStore, spend: SpendGuard,
+        self, store: StateStore, spend: SpendGuard, counts: Counter[str],
         body: Callable[[Services, _Drivers], Awaitable[list[str]]],
-    ) -> list[str]:
+    ) -> tuple[list[str], Reachability]:
         async with ApiClient(self.settings, session=self._session, clock=self.clock) as api:
             ctx = StageContext(self.job, self.settings, api, store, self.clock,
-                               spend_guard=spend)
+                               spend_guard=spend, counts=counts)
             services = Services.create(ctx)
             drivers = _Drivers()
             monitor = asyncio.create_task(
@@ -186,7 +227,7 @@ class Runner:
             ), name="requests")
             with self._signals():
                 try:
-                    return await body(services, drivers)
+                    return await body(services, drivers), api.reachability
                 finally:
                     requests.cancel()
                     await asyncio.gather(requests, return_exceptions=True)
@@ -240,8 +281,12 @@ class Runner:
             self.job, services.ctx.store, self.clock, stopping=self._stop,
             on_version=lambda row: drivers.start(services, row), cache=self._photo_cache,
         )
-        for folder in taken.waiting:
-            log.info("inbox.waiting", subject=folder.name, reason=folder.reason)
+        # Keyed by the kind of wait ("settling", the marker...), not its wording, which
+        # counts the seconds: a folder is logged when it starts waiting, not at each look.
+        waiting = {(f.name, f.reason.split(":", 1)[0]): f.reason for f in taken.waiting}
+        for key in sorted(waiting.keys() - self._waiting_logged):
+            log.info("inbox.waiting", subject=key[0], reason=waiting[key])
+        self._waiting_logged = frozenset(waiting)
         return taken
 
     def _rescan_delay(self, taken: IntakeResult) -> float:

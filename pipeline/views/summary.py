@@ -22,6 +22,9 @@ EXIT_BAD_CREDENTIALS = 5
 EXIT_LOCK_HELD = 6
 #: The spend ceiling (``max_spend``) kept a paid request from being sent in this pass.
 EXIT_SPEND_CEILING = 7
+#: Not one API request of this pass was answered: connection refused or reset, timeouts,
+#: or only server errors (5xx, 429) however often they were tried.
+EXIT_UNREACHABLE = 8
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
@@ -130,20 +133,33 @@ class Summaries:
 
 
 def exit_code_for(
-    subjects: list[SubjectSummary], *, since: float, ceiling_reached: bool = False
+    subjects: list[SubjectSummary], *, since: float, ceiling_reached: bool = False,
+    unreachable: bool = False,
 ) -> int:
     """The exit code of a pass that started at ``since``: what changed in it decides.
 
     The spend ceiling stopping a paid request outranks everything (nothing more is paid
-    until a person raises it, or the next pass for a per-pass ceiling); then failed
-    trainings or prompts; then rejected input; anything done or still in flight is a
-    success (the next pass goes on).
+    until a person raises it, or the next pass for a per-pass ceiling); then a service
+    that answered none of the pass's requests; then failed trainings or prompts; then
+    input refused in this pass: a version taken in during it that was rejected whole or
+    had files refused (as ``check`` says 3 for a folder with a refused file); anything
+    done or still in flight is a success (the next pass goes on).
     """
     if ceiling_reached:
         return EXIT_SPEND_CEILING
+    if unreachable:
+        return EXIT_UNREACHABLE
     recent = [s for s in subjects if s.updated_at >= since]
     if any(s.state in (FAILED, CANCELED) or (s.state == DONE and s.error) for s in recent):
         return EXIT_FAILED
-    if any(s.state == REJECTED for s in recent):
+    if any(s.state == REJECTED or (s.rejected_files and _taken_in_since(s, since))
+           for s in recent):
         return EXIT_REJECTED
     return EXIT_OK
+
+
+def _taken_in_since(subject: SubjectSummary, since: float) -> bool:
+    """The version was taken in during the pass (not one refused files of an older pass,
+    that is trained or generated in this one)."""
+    discovered = subject.timings.get("discovered")
+    return discovered is not None and discovered >= since

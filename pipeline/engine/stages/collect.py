@@ -164,8 +164,13 @@ async def _save_one(
 ) -> None:
     if not already_saved(dest, "generation_task_id", generation.task_id):
         async with limit:
-            await ctx.api.download(result.images[number - 1].image_url, dest, accept=is_picture)
+            download = await ctx.api.download(
+                result.images[number - 1].image_url, dest, accept=is_picture
+            )
         write_json_atomic(sidecar_of(dest), sidecar_data(ctx, subject, generation, result, dest))
+        log.info("picture.saved", subject=subject.name, version=subject.version,
+                 prompt=generation.slug, number=number, file=str(dest), bytes=download.size)
+        ctx.counts["pictures_saved"] += 1
     ctx.store.record_output(generation.id, number, str(dest))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,9 @@ class StageContext:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     #: The pass's charges and ceiling (the runner gives one; else a pass of its own).
     spend_guard: SpendGuard | None = None
+    #: What this pass did, for its ``pass.finished`` line: ``pictures_saved``,
+    #: ``loras_saved``, ``trainings_submitted``.
+    counts: Counter[str] = field(default_factory=Counter)
     _subject_settings: dict[SubjectId, SubjectSettings] = field(default_factory=dict)
 
     @property

@@ -78,5 +78,7 @@ async def fetch_lora(
                 for image in ctx.store.images(subject.id)
             ],
         })
-        log.info("fetch.lora", subject=subject.name, file=str(dest), bytes=download.size)
+        log.info("lora.saved", subject=subject.name, version=subject.version, file=str(dest),
+                 bytes=download.size)
+        ctx.counts["loras_saved"] += 1
     return ctx.store.update_subject(subject.id, now=ctx.clock.now(), lora_path=str(dest))

@@ -171,6 +171,7 @@ async def _send(
             error=f"the service refused the training: {exc}",
         )
     log.info("train.submitted", subject=subject.name, task_id=task_id, name=request.name)
+    ctx.counts["trainings_submitted"] += 1
     return _started(ctx, subject, task_id)
 
 
