@@ -62,6 +62,9 @@ from . import spending
 
 log = structlog.get_logger(__name__)
 DEFAULT_MAX_WAIT = 240.0
+DEFAULT_CONFIG = Path("config.env")
+#: Commands that talk to the API, and so need a key before they do anything.
+PAID_COMMANDS = frozenset({"run", "watch"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lora-pipeline", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"lora-pipeline {__version__}")
-    parser.add_argument("--config", type=Path, default=Path("config.env"),
-                        help="settings file (default: config.env)")
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help=f"settings file (default: {DEFAULT_CONFIG}, when there is one; "
+                             "LORA_* variables in the environment win over it)")
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="print only errors and warnings (on stderr), for cron")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -130,11 +134,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet = bool(getattr(args, "quiet", False))
     out, err = _console(sys.stdout, quiet=quiet), _console(sys.stderr)
-    try:
-        settings = Settings(_env_file=args.config)
-    except ValidationError as exc:
-        _print_error(err, f"settings ({args.config} or LORA_* variables): {exc}")
+    config = args.config or DEFAULT_CONFIG
+    if args.config is not None and args.command != "emulator" and not args.config.is_file():
+        _print_error(err, f"--config {args.config}: no such file")
         return EXIT_USAGE
+    try:
+        settings = Settings(_env_file=config)
+    except ValidationError as exc:
+        _print_error(err, f"settings ({config} or LORA_* variables): {exc}")
+        return EXIT_USAGE
+    if args.command in PAID_COMMANDS and settings.api_key is None:
+        _print_error(err, f"no API key: LORA_API_KEY is empty or not set. Put the key in "
+                          f"{config} (LORA_API_KEY=...) or set LORA_API_KEY in the "
+                          "environment; nothing was read from the inbox or sent.")
+        return EXIT_BAD_CREDENTIALS
     if quiet and settings.log_level in ("debug", "info"):
         settings = settings.model_copy(update={"log_level": "warning"})
     configure_logging(settings)

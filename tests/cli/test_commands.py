@@ -125,12 +125,30 @@ def test_bad_key_exits_5_with_one_clear_message(tmp_path, served, capsys) -> Non
     assert "sk-not-the-key" not in out.out + out.err
 
 
-def test_missing_key_exits_5(tmp_path, served) -> None:
+@pytest.mark.parametrize("command", ["run", "watch"])
+@pytest.mark.parametrize("line", ["", "LORA_API_KEY=\n", "LORA_API_KEY=   \n"])
+def test_a_missing_or_empty_key_is_refused_before_any_request_or_intake(
+        tmp_path, served, capsys, monkeypatch, line, command) -> None:
+    monkeypatch.delenv("LORA_API_KEY", raising=False)
     job = write_job(tmp_path)
     write_subjects(tmp_path / "inbox", 1, 3)
     config = config_file(tmp_path, served.base_url)
-    config.write_text(config.read_text().replace(f"LORA_API_KEY={EMULATOR_KEY}\n", ""))
-    assert cli(config, "run", str(job)) == EXIT_BAD_CREDENTIALS
+    config.write_text(config.read_text().replace(f"LORA_API_KEY={EMULATOR_KEY}\n", line))
+    assert cli(config, command, str(job)) == EXIT_BAD_CREDENTIALS
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "LORA_API_KEY" in captured.err and str(config) in captured.err
+    assert served.emulator.counters_snapshot()["requests"] == {}
+    assert not (tmp_path / "state").exists() and not (tmp_path / "outbox").exists()
+
+
+def test_a_config_file_that_does_not_exist_is_an_error(tmp_path, capsys) -> None:
+    job = write_job(tmp_path)
+    missing = tmp_path / "conifg.env"
+    assert cli(missing, "status", str(job)) == EXIT_USAGE
+    captured = capsys.readouterr()
+    assert str(missing) in captured.err and "no such file" in captured.err
+    assert captured.out == ""
 
 
 def test_overlapping_run_exits_6_and_does_nothing(project, served, capsys) -> None:
@@ -159,7 +177,8 @@ def test_bad_setting_exits_2(tmp_path, capsys) -> None:
 
 def test_validate_folder_inbox_and_job(tmp_path, capsys) -> None:
     write_subjects(tmp_path / "inbox", 1, 10)
-    config = tmp_path / "none.env"
+    config = tmp_path / "config.env"
+    config.write_text("")
     alice = str(tmp_path / "inbox" / "alice")
     # a person by default: each photo must show a face, and these pictures show none
     assert main(["--config", str(config), "validate", alice]) == EXIT_REJECTED
@@ -242,7 +261,7 @@ def test_regenerate_new_prompts_of_the_job_for_a_done_subject(project, served, c
 
 
 def test_demo_runs_the_whole_flow(tmp_path, capsys) -> None:
-    assert main(["--config", str(tmp_path / "none.env"), "demo", "--workdir",
+    assert main(["demo", "--workdir",
                  str(tmp_path / "demo")]) == EXIT_OK
     out = capsys.readouterr().out
     # alice, bob, teapot, mixed_bag and photo_gate train; too_many is refused as a whole
@@ -256,7 +275,9 @@ def test_demo_runs_the_whole_flow(tmp_path, capsys) -> None:
     report = tmp_path / "demo" / "outbox" / "demo" / "report.html"
     assert report.is_file() and f"Report: {report}" in out.replace("\n", "")
     # The state lives with the job's outbox: status on the demo's job file finds it.
-    assert main(["--config", str(tmp_path / "none.env"), "status",
+    blank = tmp_path / "blank.env"
+    blank.write_text("")
+    assert main(["--config", str(blank), "status",
                  str(tmp_path / "demo" / "demo.toml")]) == EXIT_OK
     assert "demo/alice: done" in capsys.readouterr().out
 
@@ -318,7 +339,8 @@ def test_ctrl_c_before_the_run_started_exits_130_without_a_traceback(tmp_path, m
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pipeline.cli.commands, "load_job", interrupted)
-    assert main(["--config", str(tmp_path / "none.env"), "run", "job.toml"]) == 130
+    config = config_file(tmp_path, "http://127.0.0.1:9")
+    assert main(["--config", str(config), "run", "job.toml"]) == 130
     assert "Traceback" not in capsys.readouterr().err
 
 
@@ -463,9 +485,7 @@ def test_validate_without_a_job_reads_each_folders_subject_toml(tmp_path, capsys
         for index, picture in enumerate(no_faces):
             (folder / f"{name}_{index}.jpg").write_bytes(photos.jpeg(picture))
     (tmp_path / "inbox" / "teapot" / "subject.toml").write_text('class_word = "teapot"\n')
-    config = tmp_path / "none.env"
-
-    code = main(["--config", str(config), "validate", str(tmp_path / "inbox")])
+    code = main(["validate", str(tmp_path / "inbox")])
 
     out = capsys.readouterr().out
     assert code == EXIT_REJECTED  # alice is a person: her faceless pictures are refused

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ def _restore_sigterm() -> Any:
 
 
 def test_a_sigterm_before_any_pass_is_an_orderly_exit_143(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     def starting(*args: Any) -> int:
         os.kill(os.getpid(), signal.SIGTERM)
@@ -29,7 +30,9 @@ def test_a_sigterm_before_any_pass_is_an_orderly_exit_143(
         return 0
 
     monkeypatch.setattr(commands, "_dispatch", starting)
-    assert launch.main(["--config", "none.env", "status", "job.toml"]) == 143
+    config = tmp_path / "config.env"
+    config.write_text("")
+    assert launch.main(["--config", str(config), "status", "job.toml"]) == 143
     assert "stopped by SIGTERM outside a pass" in capsys.readouterr().err
 
 

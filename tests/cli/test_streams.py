@@ -43,8 +43,7 @@ def test_quiet_run_prints_only_problems_on_stderr(
 def test_an_error_goes_to_stderr_and_nothing_to_stdout(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = tmp_path / "config.env"
-    config.write_text("")
+    config = config_file(tmp_path, "http://127.0.0.1:9")
     assert cli(config, "run", str(tmp_path / "missing.toml")) == EXIT_USAGE
     captured = capsys.readouterr()
     assert captured.out == "" and "error:" in captured.err and "missing.toml" in captured.err
