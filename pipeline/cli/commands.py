@@ -59,6 +59,7 @@ from ..views.summary import (
 )
 from ..views.textsafe import line
 from . import spending
+from .status import status_data
 
 log = structlog.get_logger(__name__)
 DEFAULT_MAX_WAIT = 240.0
@@ -95,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"address for --metrics-port (default {DEFAULT_METRICS_HOST})")
     status = commands.add_parser("status", help="where every subject of a job stands")
     status.add_argument("job", type=Path)
+    status.add_argument("--json", action="store_true",
+                        help="one JSON document with documented fields (see README)")
     report = commands.add_parser("report", help="write outbox/<job>/report.html and .json")
     report.add_argument("job", type=Path)
     for name, text in (("spend", "what was paid for, per subject (from the ledger)"),
@@ -227,9 +230,12 @@ def _dispatch(
         _report_run(out, err, job, result, html)
         return result.exit_code
     if command == "status":
-        with _read_state(job, settings, out) as store:
-            if store is not None:
-                print_status(out, job.job.name, summarize(store, job.job.name))
+        with _read_state(job, settings, err if args.json else out) as store:
+            subjects = [] if store is None else summarize(store, job.job.name)
+        if args.json:
+            spending.print_json(out, status_data(job.job.name, subjects))
+        elif store is not None:
+            print_status(out, job.job.name, subjects)
         return EXIT_OK
     if command in ("spend", "plan"):
         look = spending.spend if command == "spend" else spending.plan

@@ -28,7 +28,7 @@ def spend(job: JobConfig, settings: Settings, console: Console, *, as_json: bool
     with _state(job, settings) as store:
         data = spend_data(job, store)
     if as_json:
-        _print_json(console, data)
+        print_json(console, data)
     else:
         print_spend(console, data)
     return EXIT_OK
@@ -41,7 +41,7 @@ def plan(job: JobConfig, settings: Settings, console: Console, *, as_json: bool)
         data = plan_data(plan_pass(job, store, now=SystemClock().now(), cache=cache),
                          job.prices)
     if as_json:
-        _print_json(console, data)
+        print_json(console, data)
     else:
         print_plan(console, data)
     return EXIT_OK
@@ -53,6 +53,6 @@ def _state(job: JobConfig, settings: Settings) -> SqliteStore:
     return open_reader(job, settings) or SqliteStore(":memory:")
 
 
-def _print_json(console: Console, data: dict[str, Any]) -> None:
+def print_json(console: Console, data: dict[str, Any]) -> None:
     # ASCII only (every other character escaped): nothing in it can act on a terminal.
     console.print(json.dumps(data, indent=2, ensure_ascii=True), soft_wrap=True)

@@ -1,0 +1,52 @@
+"""``status --json``: where every subject of a job stands, as one JSON document.
+
+The fields are a promise to scripts (documented in README, "Commands"); ``schema`` changes
+when one is removed or changes meaning, never when one is added::
+
+    {"schema": 1, "job": "portraits", "subjects": [
+      {"name": "alice", "version": 1, "state": "done", "images": 12,
+       "refused_files": [{"file": "x.gif", "reason": "..."}], "warnings": [],
+       "task": {"id": "...", "status": "SUCCESS"}, "progress": 100, "eta": null,
+       "outputs": {"prompts_done": 3, "prompts_total": 3, "files": 6},
+       "error": null}]}
+
+``spend`` is added to a subject when the summary carries one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..views.summary import SubjectSummary
+
+SCHEMA = 1
+
+
+def subject_data(subject: SubjectSummary) -> dict[str, Any]:
+    """One subject's documented fields, from its summary."""
+    full = subject.to_json()
+    data: dict[str, Any] = {
+        "name": subject.name,
+        "version": subject.version,
+        "state": subject.state,
+        "images": subject.images,
+        "refused_files": [{"file": r["file"], "reason": r["reason"]}
+                          for r in subject.rejected_files],
+        "warnings": list(subject.warnings),
+        "task": {"id": subject.task_id, "status": subject.task_status},
+        "progress": subject.progress,
+        "eta": subject.eta,
+        "outputs": {"prompts_done": subject.prompts_done,
+                    "prompts_total": subject.prompts_total,
+                    "files": len(subject.outputs)},
+        "error": subject.error,
+    }
+    if "spend" in full:
+        data["spend"] = full["spend"]
+    return data
+
+
+def status_data(job: str, subjects: Sequence[SubjectSummary]) -> dict[str, Any]:
+    """The whole document: the job's name and every subject, in the store's order."""
+    return {"schema": SCHEMA, "job": job, "subjects": [subject_data(s) for s in subjects]}
