@@ -120,9 +120,11 @@ def with_a_bug(root: Path, number: int, job: Path) -> int:
 
 FAULTS = {**FAST, "seed": 11, "fault_5xx": 0.1, "fault_429": 0.05,
           "fault_429_retry_after": 0.5, "fault_drop": 0.05, "fault_slow": 0.03,
-          "slow_seconds": 2.0, "fault_training_failed": 0.6, "fault_generation_failed": 0.3}
-# (0.6: with 6 trainings, a run without any failed training, which the test needs, is 0.4%
-# likely; at 0.3 it was 12%.)
+          "slow_seconds": 2.0, "fault_training_failed": 0.3, "fault_generation_failed": 0.3}
+# (With 6 subjects, a run where neither a training nor a picture fails is some 0.2% likely,
+# and one where every training fails, so that the planted bug in collect is never reached,
+# 0.07%. Requiring a failed training alone was 12% likely to miss; failing 60% of them
+# left too few subjects to reach collect.)
 
 
 def test_the_key_never_leaks_from_a_faulty_killed_run(tmp_path) -> None:
@@ -151,13 +153,14 @@ def test_the_key_never_leaks_from_a_faulty_killed_run(tmp_path) -> None:
         emulator.stop()
     logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "logs").iterdir())
     assert "prompt.crashed" in logs and "Traceback" in logs  # checked like the rest
-    assert "api.retry" in logs and "failed" in logs
+    assert "api.retried" in logs and "failed" in logs  # retries end in one info line
     with SqliteStore(tmp_path / "state" / "state.db") as store:
         assert store.subjects("soak")
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(p.name == "state.db" for p in written) and any(p.suffix == ".json" for p in written)
     assert leaks(tmp_path, CANARY) == []
-    assert set(counters["faults_injected"]) >= {"5xx", "training_failed"}
+    faults = set(counters["faults_injected"])
+    assert "5xx" in faults and faults & {"training_failed", "generation_failed"}, faults
     record("credentials", {"files scanned for the key (faulty run)": len(written)})
 
 
