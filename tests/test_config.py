@@ -45,3 +45,9 @@ def test_environment_wins_over_the_file(tmp_path: Path, monkeypatch) -> None:
 def test_timeouts_are_split_by_phase() -> None:
     timeout = Settings(_env_file=None, connect_timeout=1, read_timeout=2, total_timeout=3).client_timeout()
     assert (timeout.connect, timeout.sock_read, timeout.total) == (1, 2, 3)
+
+
+def test_init_writes_the_example_as_it_is() -> None:
+    from pipeline.cli.scaffold import CONFIG_TEMPLATE
+
+    assert EXAMPLE.read_text(encoding="utf-8") == CONFIG_TEMPLATE

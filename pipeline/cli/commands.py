@@ -59,6 +59,7 @@ from ..views.summary import (
 )
 from ..views.textsafe import line
 from . import spending
+from .scaffold import scaffold
 from .status import status_data
 
 log = structlog.get_logger(__name__)
@@ -66,6 +67,8 @@ DEFAULT_MAX_WAIT = 240.0
 DEFAULT_CONFIG = Path("config.env")
 #: Commands that talk to the API, and so need a key before they do anything.
 PAID_COMMANDS = frozenset({"run", "watch"})
+#: Commands that read no settings (``init`` writes the settings file).
+SETTINGS_FREE = frozenset({"emulator", "init"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="a prompt to generate again, by slug or number (repeatable)")
     regenerate.add_argument("--new", action="store_true",
                             help="the job's prompts this subject never had (added since)")
+    init = commands.add_parser("init", help="write a job file, config.env and inbox/ to start")
+    init.add_argument("dir", type=Path, nargs="?", default=Path("."),
+                      help="the folder to write them in (default: the current one)")
     demo = commands.add_parser("demo", help="the whole flow on sample folders, offline")
     demo.add_argument("--workdir", type=Path, default=Path("demo"))
     emulator = commands.add_parser("emulator", help="serve the local stand-in of the API")
@@ -138,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet = bool(getattr(args, "quiet", False))
     out, err = _console(sys.stdout, quiet=quiet), _console(sys.stderr)
     config = args.config or DEFAULT_CONFIG
-    if args.config is not None and args.command != "emulator" and not args.config.is_file():
+    if args.config is not None and args.command not in SETTINGS_FREE and not args.config.is_file():
         _print_error(err, f"--config {args.config}: no such file")
         return EXIT_USAGE
     try:
@@ -222,6 +228,8 @@ def _dispatch(
         return asyncio.run(run_demo(args.workdir, out))
     if command == "validate":
         return _validate(args.path, args.kind, args.class_word, out)
+    if command == "init":
+        return _init(args.dir, out)
     job = load_job(args.job)
     if command in ("run", "watch"):
         max_wait = args.max_wait if command == "run" else None
@@ -249,6 +257,17 @@ def _dispatch(
         out.print(line(f"data:   {json_path}"))
         return EXIT_OK
     return _request(job, settings, out, command, args)
+
+
+def _init(folder: Path, out: Console) -> int:
+    job, config, inbox = scaffold(folder)
+    out.print(line(f"wrote {job}, {config} (readable by you only) and {inbox}/. Next:"))
+    out.print(line(f"  1. put your key in {config}: LORA_API_KEY=..."))
+    out.print(line(f"  2. one folder of photos per subject in {inbox}/ (inbox/alice/*.jpg)"))
+    out.print(line(f"  3. lora-pipeline validate {job}; "
+                   f"lora-pipeline --config {config} plan {job}"))
+    out.print(line(f"  4. lora-pipeline --config {config} run {job}"))
+    return EXIT_OK
 
 
 def _request(
