@@ -1,17 +1,6 @@
 """``lora-pipeline``: parse, build settings, set up logging, run, map errors to exit codes.
 
-Exit codes:
-    0   everything done, or still in flight (the next run goes on)
-    2   bad usage, settings or job file; a state file that cannot be used as it is
-    3   some input was rejected (the message names the files and why)
-    4   a training or generation failed or was canceled
-    5   the API key is missing or refused
-    6   another run of the same job holds its lock
-    7   the spend ceiling (max_spend) kept a paid request from being sent; raise it in the
-        job file and the next pass goes on (a per-pass ceiling: the next pass goes on)
-    8   not one API request of the pass was answered (connection refused or reset,
-        timeouts, only server errors)
-    130 stopped by SIGINT (Ctrl-C), 143 by SIGTERM; state is saved, the next run continues
+The exit codes are listed in :data:`pipeline.cli.parser.EXIT_CODES` (and ``--help``).
 """
 
 from __future__ import annotations
@@ -28,7 +17,6 @@ import structlog
 from pydantic import ValidationError
 from rich.console import Console
 
-from .. import __version__
 from ..clock import SystemClock
 from ..config import Settings
 from ..engine.control import act, request_args
@@ -43,7 +31,6 @@ from ..store.location import open_reader, open_store, state_dir, state_file
 from ..store.lock import job_lock
 from ..store.sqlite import SqliteStore
 from ..views.console import print_status, print_validation
-from ..views.metrics import DEFAULT_HOST as DEFAULT_METRICS_HOST
 from ..views.metrics import MetricsServer
 from ..views.report import write_job_report
 from ..views.summary import (
@@ -59,84 +46,15 @@ from ..views.summary import (
 )
 from ..views.textsafe import line
 from . import spending
+from .parser import DEFAULT_CONFIG, build_parser
 from .scaffold import scaffold
 from .status import status_data
 
 log = structlog.get_logger(__name__)
-DEFAULT_MAX_WAIT = 240.0
-DEFAULT_CONFIG = Path("config.env")
 #: Commands that talk to the API, and so need a key before they do anything.
 PAID_COMMANDS = frozenset({"run", "watch"})
 #: Commands that read no settings (``init`` writes the settings file).
 SETTINGS_FREE = frozenset({"emulator", "init"})
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="lora-pipeline", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--version", action="version", version=f"lora-pipeline {__version__}")
-    parser.add_argument("--config", type=Path, metavar="FILE",
-                        help=f"settings file (default: {DEFAULT_CONFIG}, when there is one; "
-                             "LORA_* variables in the environment win over it)")
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="print only errors and warnings (on stderr), for cron")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    run = commands.add_parser("run", help="one pass for cron")
-    run.add_argument("job", type=Path)
-    run.add_argument("--max-wait", type=float, default=DEFAULT_MAX_WAIT,
-                     help="seconds to wait for in-flight work before exiting (default 240)")
-    run.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                     help="print only errors and warnings (on stderr), for cron")
-    watch = commands.add_parser("watch", help="run until stopped, reacting to the inbox")
-    watch.add_argument("job", type=Path)
-    watch.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                       help="print only errors and warnings (on stderr)")
-    watch.add_argument("--metrics-port", type=int, metavar="PORT",
-                       help="serve Prometheus metrics at http://HOST:PORT/metrics")
-    watch.add_argument("--metrics-host", default=DEFAULT_METRICS_HOST, metavar="HOST",
-                       help=f"address for --metrics-port (default {DEFAULT_METRICS_HOST})")
-    status = commands.add_parser("status", help="where every subject of a job stands")
-    status.add_argument("job", type=Path)
-    status.add_argument("--json", action="store_true",
-                        help="one JSON document with documented fields (see README)")
-    report = commands.add_parser("report", help="write outbox/<job>/report.html and .json")
-    report.add_argument("job", type=Path)
-    for name, text in (("spend", "what was paid for, per subject (from the ledger)"),
-                       ("plan", "what the next pass would do and pay for, paying nothing")):
-        looks = commands.add_parser(name, help=text)
-        looks.add_argument("job", type=Path)
-        looks.add_argument("--json", action="store_true", help="print the data as JSON")
-    validate = commands.add_parser("validate", help="check folders without the network")
-    validate.add_argument("path", type=Path, help="a subject folder, an inbox, or a job file")
-    validate.add_argument("--kind", choices=("subject", "style"), default="subject")
-    validate.add_argument(
-        "--class-word", default="person",
-        help='what the subject is, as a job file says it (default "person": each photo '
-             "must show one face); ignored with a job file, which says it itself",
-    )
-    for name, text in (("retry", "go again on a failed subject"),
-                       ("cancel", "stop all further work on a subject"),
-                       ("regenerate", "generate prompts again for a done subject")):
-        action = commands.add_parser(name, help=text + " (a running pass acts on it)")
-        action.add_argument("job", type=Path)
-        action.add_argument("subject")
-    regenerate = commands.choices["regenerate"]
-    regenerate.add_argument("--prompt", action="append", metavar="SLUG",
-                            help="a prompt to generate again, by slug or number (repeatable)")
-    regenerate.add_argument("--new", action="store_true",
-                            help="the job's prompts this subject never had (added since)")
-    init = commands.add_parser("init", help="write a job file, config.env and inbox/ to start")
-    init.add_argument("dir", type=Path, nargs="?", default=Path("."),
-                      help="the folder to write them in (default: the current one)")
-    demo = commands.add_parser("demo", help="the whole flow on sample folders, offline")
-    demo.add_argument("--workdir", type=Path, default=Path("demo"))
-    emulator = commands.add_parser("emulator", help="serve the local stand-in of the API")
-    from ..emulator import add_cli_arguments
-
-    add_cli_arguments(emulator)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.cli.commands import __doc__ as COMMANDS_DOC
+from pipeline.cli.parser import EXIT_CODES as COMMANDS_DOC
 from pipeline.emulator import EmulatorHandle
 from pipeline.views import summary
 from pipeline.views.summary import EXIT_OK, EXIT_SPEND_CEILING
