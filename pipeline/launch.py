@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK  (argcomplete: this entry point completes its own arguments)
 """The ``lora-pipeline`` command's first step: from here on a SIGTERM is an orderly stop.
 
 Until a pass installs its own handlers (and after it removes them), SIGTERM would end the

@@ -13,6 +13,7 @@ from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from typing import TextIO
 
+import argcomplete
 import structlog
 from pydantic import ValidationError
 from rich.console import Console
@@ -58,7 +59,9 @@ SETTINGS_FREE = frozenset({"emulator", "init"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    argcomplete.autocomplete(parser)  # answers the shell and exits when it is asking
+    args = parser.parse_args(argv)
     quiet = bool(getattr(args, "quiet", False))
     out, err = _console(sys.stdout, quiet=quiet), _console(sys.stderr)
     config = args.config or DEFAULT_CONFIG
