@@ -718,7 +718,7 @@ def test_validate_shows_refused_folders_and_bad_subject_files(
     (inbox / "smuggled").symlink_to(outside, target_is_directory=True)
     piped = subject_with_photos(inbox, "piped", 3)
     os.mkfifo(piped / "subject.toml")
-    assert main(["--config", str(tmp_path / "none.env"), "validate", str(job_file)]) == 3
+    assert main(["validate", str(job_file)]) == 3
     out = capsys.readouterr().out
     assert "smuggled: rejected" in out and "outside the inbox" in out
     assert "piped: rejected" in out and "not a regular file (a FIFO)" in out

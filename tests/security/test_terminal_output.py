@@ -87,11 +87,13 @@ def screen(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> S
     terminal = request.param == "terminal"
     monkeypatch.setenv("TERM", "xterm-256color")
 
-    def console(**options: Any) -> Console:
-        return Console(**options, file=buffer, force_terminal=terminal, width=400,
+    def console(file: Any, *, quiet: bool = False) -> Console:
+        # Both streams (results and errors) land in one buffer: all of it must be safe.
+        return Console(file=buffer, force_terminal=terminal, width=400, quiet=quiet,
+                       markup=False, emoji=False, highlight=False,
                        color_system="truecolor" if terminal else None)
 
-    monkeypatch.setattr(pipeline.cli.commands, "Console", console)
+    monkeypatch.setattr(pipeline.cli.commands, "_console", console)
     return Screen(buffer, terminal)
 
 
@@ -225,7 +227,7 @@ def test_demo_prints_its_folders_as_text(tmp_path, screen, monkeypatch) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pipeline.cli.demo, "serve_emulator", interrupted)
-    assert main(["--config", str(tmp_path / "none.env"), "demo", "--workdir",
+    assert main(["demo", "--workdir",
                  str(workdir)]) == EXIT_SIGINT
     assert str(workdir.resolve() / "inbox") in screen.out
     assert_safe(screen.out, terminal=screen.terminal)
