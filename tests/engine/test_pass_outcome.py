@@ -133,3 +133,19 @@ def test_exit_3_means_input_refused_in_this_pass_whole_or_in_part() -> None:
     assert code(failed) == EXIT_FAILED
     assert code(failed, unreachable=True) == EXIT_UNREACHABLE
     assert code(failed, unreachable=True, ceiling_reached=True) == EXIT_SPEND_CEILING
+
+
+async def test_a_settling_folder_is_logged_when_it_starts_waiting_only(tmp_path) -> None:
+    job_file = write_job(tmp_path)
+    job_file.write_text(job_file.read_text().replace("settle_seconds = 0", "settle_seconds = 3600"))
+    job = load_job(job_file)
+    write_subjects(tmp_path / "inbox", 1, 3)
+    settings = fast_settings(f"http://127.0.0.1:{closed_port()}", tmp_path / "state")
+    runner = Runner(job, settings)
+    with captured() as logs:
+        for _ in range(3):  # as watch's rounds look again while the folder settles
+            result = await runner.run_once(max_wait=0)
+    assert result.exit_code == EXIT_OK  # nothing was asked of the service
+    waiting = [e for e in logs if e["event"] == "inbox.waiting"]
+    assert [e["subject"] for e in waiting] == ["alice"]
+    assert waiting[0]["reason"].startswith("settling")
