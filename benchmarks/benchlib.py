@@ -287,7 +287,9 @@ def run_pipeline(emulator: EmulatorProcess, workload: Workload, inbox: Path, wor
     job = write_job(run_dir / "job.toml", inbox, outbox, workload)
     env = _child_env(settings.env(emulator.base_url, run_dir / "state",
                                   emulator.settings.txt2img_images_per_minute))
-    cmd = [*pipeline_command(), "--config", str(run_dir / "none.env"), "run", str(job),
+    settings_file = run_dir / "settings.env"  # empty: every setting comes from ``env``
+    settings_file.write_text("# every setting comes from the environment\n")
+    cmd = [*pipeline_command(), "--config", str(settings_file), "run", str(job),
            "--max-wait", "7200"]
     if profile is not None:
         py_spy = Path(sys.executable).with_name("py-spy")
