@@ -30,7 +30,7 @@ from ..config import Settings
 from ..engine.runner import RunResult
 from ..errors import PipelineError
 from ..jobfile.loading import JobConfig
-from ..store.location import open_reader, state_file
+from ..store.location import open_reader, reader_once_made, state_file
 from ..store.sqlite import SqliteStore
 from ..store.states import CANCELED, FAILED
 from ..views.progress import ProgressView
@@ -86,13 +86,8 @@ class PassHooks:
         runner has made (or upgraded) it there is nothing to read, and the runner, not
         this, reports a store that cannot be used."""
         if self._store is None:
-            try:
-                path = state_file(self._job, self._settings)
-                if not path.is_file():
-                    return None
-                self._store = SqliteStore(path, read_only=True)
-            except PipelineError as exc:
-                log.debug("hooks.store_not_ready", reason=str(exc))
+            self._store = reader_once_made(self._job, self._settings)
+            if self._store is None:
                 return None
             if self._unread_at_start:
                 # It was there but unreadable when the pass began (an older schema that the

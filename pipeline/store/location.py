@@ -25,7 +25,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from ..errors import StoreError
+import structlog
+
+from ..errors import PipelineError, StoreError
 from ..redact import Scrubber
 from .sqlite import SqliteStore
 
@@ -33,8 +35,10 @@ if TYPE_CHECKING:
     from ..config import Settings
     from ..jobfile.loading import JobConfig
 
+log = structlog.get_logger(__name__)
+
 __all__ = ["STATE_FILE", "STATE_FOLDER", "first_result", "open_reader", "open_store",
-           "state_dir", "state_file"]
+           "reader_once_made", "state_dir", "state_file"]
 
 #: The state folder inside ``<outbox>/<job>/``; hidden, so nothing takes it for a subject.
 STATE_FOLDER: Final = ".lora-pipeline"
@@ -136,3 +140,17 @@ def _refuse_forgotten_results(job: JobConfig, path: Path, how: str) -> None:
         "where it was kept before: LORA_STATE_DIR, or .lora-pipeline/ in the folder an "
         f"older lora-pipeline ran from); or move {job_dir} away to start afresh"
     )
+
+
+def reader_once_made(job: JobConfig, settings: Settings) -> SqliteStore | None:
+    """The job's store opened read-only for a look beside a running pass (its notifications,
+    its metrics), or None while there is none to read yet: the pass makes (or upgrades) it,
+    and it, not the look, reports a store that cannot be used."""
+    try:
+        path = state_file(job, settings)
+        if not path.is_file():
+            return None
+        return SqliteStore(path, read_only=True)
+    except PipelineError as exc:
+        log.debug("store.not_ready", reason=str(exc))
+        return None

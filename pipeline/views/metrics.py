@@ -40,9 +40,9 @@ from prometheus_client.registry import Collector
 
 from ..clock import Clock, SystemClock
 from ..config import Settings
-from ..errors import ConfigError, PipelineError
+from ..errors import ConfigError
 from ..jobfile.loading import JobConfig
-from ..store.location import state_file
+from ..store.location import reader_once_made
 from ..store.sqlite import SqliteStore
 from ..store.states import SUBJECT_STATES, SUBMITTING, TRAINING
 from .summary import Summaries, exit_code_for
@@ -129,14 +129,7 @@ class JobCollector(Collector):
     def _reader(self) -> SqliteStore | None:
         """The read-only store, once the watch has made (or upgraded) it."""
         if self._store is None:
-            try:
-                path = state_file(self._job, self._settings)
-                if not path.is_file():
-                    return None
-                self._store = SqliteStore(path, read_only=True)
-            except PipelineError as exc:
-                log.debug("metrics.store_not_ready", reason=str(exc))
-                return None
+            self._store = reader_once_made(self._job, self._settings)
         return self._store
 
     def close(self) -> None:
