@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.engine.stages.intake import MAX_CHECK_THREADS
+from pipeline.inputs.photo_files import MAX_READS
 from pipeline.views.summary import EXIT_OK
 from tests.pictures import picture
 
@@ -140,8 +141,12 @@ def test_memory_stays_flat_and_descriptors_bounded(tmp_path) -> None:
     assert grown_kib * 1024 < large_bytes / 8, (small_rss, large_rss, large_bytes)
     # Open files and connections: within the settings, and no more for 30 subjects than 6.
     assert large_fds["sockets"] <= LIMITS["LORA_MAX_CONNECTIONS"] + 2, large_fds  # + loop pipe
-    # Intake's checking threads and the uploads of subjects already taken in run side by side.
-    assert large_fds["inbox files"] <= LIMITS["LORA_UPLOAD_CONCURRENCY"] + MAX_CHECK_THREADS
+    # Intake's checking threads and the uploads of subjects already taken in run side by side:
+    # each folder thread may read a subject.toml or a caption, and the photo gate reads at most
+    # MAX_READS photos at once, each through two descriptors (the file, and the same file
+    # reached from the inbox with no link followed, to compare them).
+    bound = LIMITS["LORA_UPLOAD_CONCURRENCY"] + MAX_CHECK_THREADS + 2 * MAX_READS
+    assert large_fds["inbox files"] <= bound, large_fds
     assert large_fds["downloads"] <= LIMITS["LORA_DOWNLOAD_CONCURRENCY"], large_fds
     assert large_fds["outbox writes"] <= 1, large_fds
     assert large_fds["total"] <= small_fds["total"] + 4, (small_fds, large_fds)
