@@ -149,7 +149,10 @@ def test_memory_stays_flat_and_descriptors_bounded(tmp_path) -> None:
     assert large_fds["inbox files"] <= bound, large_fds
     assert large_fds["downloads"] <= LIMITS["LORA_DOWNLOAD_CONCURRENCY"], large_fds
     assert large_fds["outbox writes"] <= 1, large_fds
-    assert large_fds["total"] <= small_fds["total"] + 4, (small_fds, large_fds)
+    # The peak of each run is one sample of a moving count: the photo gate's reads (up to
+    # 2 * MAX_READS) may be at their height in one run and not in the other.
+    slack = 4 + 2 * MAX_READS
+    assert large_fds["total"] <= small_fds["total"] + slack, (small_fds, large_fds)
     record("resources", {
         "peak RSS MiB, 6 subjects": small_rss // 1024, "peak RSS MiB, 30 subjects":
         large_rss // 1024, "photo MiB, 30 subjects": large_bytes // 2**20,
