@@ -321,8 +321,9 @@ def test_a_huge_photo_is_refused_unread_and_a_pass_answers_sigterm_at_once(
             process.kill()
             process.wait()
         process.communicate()  # closes the pipes
-    # The pass ran (3: the photo refused; 143: stopped by the signal), not a usage error (2).
-    assert process.returncode in (3, 143), process.returncode
+    # Not a usage error (2): the pass ran and refused the photo (3), or was stopped by the
+    # signal, handled (143) or still starting up with Python's default handler (-15).
+    assert process.returncode in (3, 143, -15), process.returncode
     assert after_signal < 1.0, (
         f"SIGTERM answered only {after_signal:.1f} s later (exit {process.returncode})")
 
