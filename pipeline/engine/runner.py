@@ -80,7 +80,7 @@ class Runner:
         session: aiohttp.ClientSession | None = None,
         store: StateStore | None = None,
         handle_signals: bool = False,
-        on_round: Callable[[float, bool], None] | None = None,
+        on_round: Callable[[float, bool, Reachability], None] | None = None,
     ) -> None:
         self.job = job
         self.settings = settings
@@ -92,7 +92,8 @@ class Runner:
         self._stop = asyncio.Event()
         self._photo_cache: MeasureCache | None = None
         #: Told at the end of each round of ``watch`` (its time, whether the spend ceiling
-        #: held a request back): the metrics view's hook.
+        #: held a request back, and the client's live count of answered requests): the
+        #: metrics view's hook.
         self._on_round = on_round
         #: What was last logged as ``inbox.waiting``: it is logged again only when it changes.
         self._waiting_logged: frozenset[tuple[str, str]] = frozenset()
@@ -130,7 +131,8 @@ class Runner:
                     if not self._stop.is_set():
                         drivers.start_all(services)
                     if self._on_round is not None:
-                        self._on_round(self.clock.now(), services.ctx.spend.stopped)
+                        self._on_round(self.clock.now(), services.ctx.spend.stopped,
+                                       services.ctx.api.reachability)
                     rescan = self._rescan_delay(taken)
                     changed.clear()
                     await _first_of(changed.wait(), self._stop.wait(), drivers.failed.wait(),

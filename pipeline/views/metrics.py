@@ -38,6 +38,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ..api.client import Reachability
 from ..clock import Clock, SystemClock
 from ..config import Settings
 from ..errors import ConfigError
@@ -61,6 +62,8 @@ class Round:
 
     ended_at: float
     ceiling_reached: bool
+    #: The API client's counts, kept up to date by it: read at each scrape.
+    reachability: Reachability | None = None
 
 
 class JobCollector(Collector):
@@ -100,7 +103,9 @@ class JobCollector(Collector):
                          name, int(last.ceiling_reached))
         if store is not None:
             code = exit_code_for(self._summaries(store), since=self._since,
-                                 ceiling_reached=last is not None and last.ceiling_reached)
+                                 ceiling_reached=last is not None and last.ceiling_reached,
+                                 unreachable=last is not None and last.reachability is not None
+                                 and last.reachability.unreachable)
             yield _gauge("exit_code", "The exit code the watch would exit with if stopped now.",
                          name, code)
 
@@ -161,9 +166,11 @@ class MetricsServer:
         app.router.add_get("/metrics", self._metrics)
         self._runner = web.AppRunner(app, access_log=None)
 
-    def round_done(self, ended_at: float, ceiling_reached: bool) -> None:
+    def round_done(
+        self, ended_at: float, ceiling_reached: bool, reachability: Reachability
+    ) -> None:
         """The runner's hook at the end of each round of the watch loop."""
-        self._collector.last_round = Round(ended_at, ceiling_reached)
+        self._collector.last_round = Round(ended_at, ceiling_reached, reachability)
 
     @property
     def port(self) -> int:

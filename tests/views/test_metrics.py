@@ -114,3 +114,29 @@ async def test_the_command_refuses_a_taken_port_before_any_work(tmp_path: Path, 
             await _run(job, settings, Console(file=io.StringIO()), None, ("127.0.0.1", port))
     assert not (tmp_path / "state" / "state.db").exists()
     assert emulator.emulator.counters_snapshot()["uploads"] == 0
+
+
+async def test_a_watch_whose_service_answers_nothing_shows_exit_8(tmp_path: Path) -> None:
+    from pipeline.views.summary import EXIT_UNREACHABLE
+
+    job, _ = setup_job(tmp_path, subjects=0)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: every request is refused
+    settings = fast_settings(f"http://127.0.0.1:{port}", tmp_path / "state")
+    async with MetricsServer(job, settings, port=0) as metrics:
+        runner = Runner(job, settings, on_round=metrics.round_done)
+        watching = asyncio.create_task(runner.watch())
+        write_subjects(tmp_path / "inbox", 1, 2)
+        code = None
+        for _ in range(200):  # the watcher reacts to the file system: bounded real wait
+            _, families = await scrape(metrics.port)
+            samples = families.get("lora_pipeline_exit_code")
+            code = value(samples, job="test") if samples else None
+            if code == EXIT_UNREACHABLE:
+                break
+            await asyncio.sleep(0.05)
+        runner.stop()
+        await asyncio.wait_for(watching, 10)
+    assert code == EXIT_UNREACHABLE
