@@ -21,12 +21,14 @@ ceiling. The SQL lives here; :class:`~pipeline.store.sqlite.SqliteStore` calls i
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ..errors import SpendCeilingReached
+
+if TYPE_CHECKING:
+    from .protocol import Database
 
 #: Schema 5: the ledger (appended to :data:`pipeline.store.sqlite.MIGRATIONS`).
 LEDGER_SCHEMA: Final = """
@@ -158,7 +160,7 @@ class LedgerEntry:
         return Tally.of(self.endpoint, self.kind, self.units) if self.counted else Tally()
 
 
-def add(db: sqlite3.Connection, charge: Charge, *, now: float) -> None:
+def add(db: Database, charge: Charge, *, now: float) -> None:
     """Write ``charge``'s row, after its ceiling check, inside the caller's transaction
     (its target's open rows marked ``not_created`` first when it says ``void_open``).
     Raises :class:`SpendCeilingReached` when the check refuses; the caller's transaction
@@ -183,7 +185,7 @@ def add(db: sqlite3.Connection, charge: Charge, *, now: float) -> None:
 
 
 def settle(
-    db: sqlite3.Connection, subject_id: int, generation_id: int | None, outcome: str, *,
+    db: Database, subject_id: int, generation_id: int | None, outcome: str, *,
     now: float, every_open: bool,
 ) -> None:
     """Record what became of the newest open row of a target (a subject's training when
@@ -200,7 +202,7 @@ def settle(
 
 
 def tally(
-    db: sqlite3.Connection, job: str, *, pass_id: str | None = None,
+    db: Database, job: str, *, pass_id: str | None = None,
     subject_id: int | None = None,
 ) -> Tally:
     """What a job (one pass of it, one subject version of it) has spent, as counted."""
@@ -216,7 +218,7 @@ def tally(
     return sum_tallies(Tally.of(str(r[0]), r[1], int(r[2])) for r in rows)
 
 
-def entries(db: sqlite3.Connection, job: str) -> list[LedgerEntry]:
+def entries(db: Database, job: str) -> list[LedgerEntry]:
     """Every row of a job, oldest first."""
     rows = db.execute("SELECT * FROM ledger WHERE job = ? ORDER BY id", (job,))
     return [LedgerEntry(**r) for r in rows]

@@ -22,6 +22,15 @@ from .ledger import Charge, LedgerEntry, Tally
 SubjectId = int
 
 
+class Database(Protocol):
+    """A DB-API connection as the store's queries use it: ``sqlite3.Connection``, or the
+    PostgreSQL one of :mod:`pipeline.store.postgres`. Rows answer both ``row[0]`` and
+    ``row["name"]``, and ``SubjectRow(**row)``."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
+    def executemany(self, sql: str, parameters: Any, /) -> Any: ...
+
+
 @dataclass(frozen=True)
 class SubjectRow:
     """One version of one subject folder."""
