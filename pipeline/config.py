@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     #: the job's results, in ``<outbox>/<job>/.lora-pipeline/``, so every working directory
     #: finds the same state (see :func:`pipeline.store.location.state_dir`).
     state_dir: Path | None = None
+    #: A PostgreSQL database shared by several workers (hosts) of a job, instead of the
+    #: SQLite file: ``postgresql://user:password@host/dbname``. Secret: it may carry a password.
+    state_url: SecretStr | None = None
+    #: How long a worker's lease on a subject (or a role: intake, the poller) lasts unless
+    #: its heartbeat renews it (every third of it): a dead worker's work waits this long.
+    lease_seconds: float = Field(default=60.0, ge=3)
     log_format: Literal["auto", "console", "json"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -87,6 +93,20 @@ class Settings(BaseSettings):
         """``LORA_STATE_DIR=`` means the default place, not the working directory."""
         if isinstance(value, str) and not value.strip():
             return None
+        return value
+
+    @field_validator("state_url", mode="before")
+    @classmethod
+    def _postgres_url(cls, value: object) -> object:
+        """Empty means SQLite; anything else must be a PostgreSQL URL."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        if not text.startswith(("postgresql://", "postgres://")):
+            raise ValueError(
+                "LORA_STATE_URL must be a PostgreSQL URL (postgresql://user@host/dbname), "
+                "or empty for the SQLite file"
+            )
         return value
 
     @field_validator("api_key")

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from pipeline.config import Settings
 from pipeline.emulator import EmulatorConfig, EmulatorHandle, serve_emulator
+from tests.postgres import PostgresServer
 
 TEST_KEY = "sk-test-0123456789abcdef"
 
@@ -169,3 +170,40 @@ def _close_opened_stores() -> Iterator[None]:
     yield
     while _OPENED_STORES:
         _OPENED_STORES.pop().close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the whole run (see :mod:`tests.postgres`)."""
+    with PostgresServer.start() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh, empty database of its own for each test."""
+    return postgres_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """The state store of each backend: the same test runs against SQLite and PostgreSQL."""
+    from pipeline.store.postgres import PostgresStore
+    from pipeline.store.sqlite import SqliteStore
+
+    if request.param == "sqlite":
+        store: Any = SqliteStore(tmp_path / "state.db")
+    else:
+        store = PostgresStore(request.getfixturevalue("postgres_url"))
+    with store:
+        yield store
+
+
+def reopened(store: Any, **options: Any) -> Any:
+    """Another connection to ``store``'s database (a process after a kill, a reader)."""
+    from pipeline.store.postgres import PostgresStore
+    from pipeline.store.sqlite import SqliteStore
+
+    if isinstance(store, PostgresStore):
+        return PostgresStore(store.url, **options)
+    return SqliteStore(store._path, **options)

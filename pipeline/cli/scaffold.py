@@ -117,6 +117,12 @@ LORA_DEPLOY_DEADLINE=3600.0
 # <outbox>/<job>/.lora-pipeline/, the same from any working directory. A folder set here
 # (best absolute: a relative one follows the working directory) holds them instead.
 LORA_STATE_DIR=
+# Several hosts sharing one job: a PostgreSQL database instead of the SQLite file, e.g.
+# postgresql://lora:PASSWORD@db.example/lora (README "Several hosts"). Empty: SQLite.
+LORA_STATE_URL=
+# With LORA_STATE_URL: seconds a worker's lease on a subject lasts unless renewed (every
+# third of it); a worker that dies leaves its subjects to the others after this long.
+LORA_LEASE_SECONDS=60.0
 # Logs: auto (readable on a terminal, JSON lines otherwise), console or json.
 LORA_LOG_FORMAT=auto
 # debug, info, warning or error.

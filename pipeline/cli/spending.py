@@ -17,6 +17,7 @@ from ..engine.plan import plan_pass
 from ..inputs.photo_cache import CACHE_FILE, PhotoCache
 from ..jobfile.loading import JobConfig
 from ..store.location import open_reader, state_dir
+from ..store.queries import SqlStore
 from ..store.sqlite import SqliteStore
 from ..views.plan import plan_data, print_plan
 from ..views.spend import print_spend, spend_data
@@ -47,7 +48,7 @@ def plan(job: JobConfig, settings: Settings, console: Console, *, as_json: bool)
     return EXIT_OK
 
 
-def _state(job: JobConfig, settings: Settings) -> SqliteStore:
+def _state(job: JobConfig, settings: Settings) -> SqlStore:
     """The job's state, read-only; an empty one in memory when it has none yet (nothing is
     written anywhere either way)."""
     return open_reader(job, settings) or SqliteStore(":memory:")

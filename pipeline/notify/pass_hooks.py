@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -27,11 +27,12 @@ import structlog
 from rich.console import Console
 
 from ..config import Settings
+from ..engine.live import LiveMeter, metering
 from ..engine.runner import RunResult
 from ..errors import PipelineError
 from ..jobfile.loading import JobConfig
 from ..store.location import open_reader, reader_once_made, state_file
-from ..store.sqlite import SqliteStore
+from ..store.queries import SqlStore
 from ..store.states import CANCELED, FAILED
 from ..views.progress import ProgressView
 from ..views.report import write_job_report
@@ -60,10 +61,15 @@ class PassHooks:
         self._check_every = check_every
         self._reads = ThreadPoolExecutor(1, thread_name_prefix="pass-hooks")
         # Used in the reader thread only (see the module doc).
-        self._store: SqliteStore | None = None
+        self._store: SqlStore | None = None
         self._summaries = Summaries(job.job.name)
         self._known_failed: set[tuple[str, int]] = set()
         self._unread_at_start = False
+        #: The pass's live counters (uploads, waiting folders), shown by the progress view.
+        self.meter = LiveMeter()
+        self._metering = contextlib.ExitStack()
+        #: Each subject version's warnings before the pass (see :attr:`warnings_before`).
+        self._warnings_before: dict[tuple[str, int], frozenset[str]] = {}
         # Used on the event loop only.
         self._progress: ProgressView | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -81,7 +87,7 @@ class PassHooks:
         store = self._reader()
         return self._summaries(store) if store is not None else []
 
-    def _reader(self) -> SqliteStore | None:
+    def _reader(self) -> SqlStore | None:
         """The read-only store, opened at the first look that finds one usable: before the
         runner has made (or upgraded) it there is nothing to read, and the runner, not
         this, reports a store that cannot be used."""
@@ -99,8 +105,11 @@ class PassHooks:
         with contextlib.suppress(PipelineError):  # the runner says what is wrong with it
             self._unread_at_start = state_file(self._job, self._settings).is_file()
         await self._read(self._remember_failed)
+        # Set in this task, so the pass run after this (in the same task) and every task it
+        # starts report to the meter.
+        self._metering.enter_context(metering(self.meter))
         self._progress = ProgressView(self._console, self._snapshot, title=self._job.job.name,
-                                      executor=self._reads)
+                                      executor=self._reads, meter=self.meter)
         await self._progress.__aenter__()
         if self._job.on_complete is not None:
             self._watcher = asyncio.create_task(self._watch_failures())
@@ -120,6 +129,7 @@ class PassHooks:
                 await asyncio.gather(*self._sent, return_exceptions=True)
             await self._read(self._close)
         finally:
+            self._metering.close()
             self._reads.shutdown(wait=False)
 
     def _close(self) -> None:
@@ -175,13 +185,24 @@ class PassHooks:
         self._known_failed = failed
         return [summarize_subject(store, row) for row in new]
 
+    @property
+    def warnings_before(self) -> Mapping[tuple[str, int], frozenset[str]]:
+        """Each subject version's warnings as the pass found them, by (name, version): the
+        end of the pass prints only the others, the ones recorded during it."""
+        return self._warnings_before
+
     def _remember_failed(self) -> None:
-        """(In the reader thread.) What failed before this pass is not news."""
+        """(In the reader thread.) What failed before this pass is not news, nor is a
+        warning recorded before it."""
         store = self._reader()
         if store is not None:
             self._known_failed = self._failed_now(store)
+            self._warnings_before = {
+                (row.name, row.version): frozenset(row.warning_list)
+                for row in store.subjects(self._job.job.name)
+            }
 
-    def _failed_now(self, store: SqliteStore) -> set[tuple[str, int]]:
+    def _failed_now(self, store: SqlStore) -> set[tuple[str, int]]:
         rows = store.subjects(self._job.job.name, states=_FAILED_STATES)
         return {(row.name, row.version) for row in rows}
 

@@ -29,6 +29,8 @@ import structlog
 
 from ..errors import PipelineError, StoreError
 from ..redact import Scrubber
+from .postgres import NoStateYet, PostgresStore, describe
+from .queries import SqlStore
 from .sqlite import SqliteStore
 
 if TYPE_CHECKING:
@@ -87,10 +89,20 @@ def first_result(job_dir: Path) -> Path | None:
     return None
 
 
-def open_store(job: JobConfig, settings: Settings, *, scrub: Scrubber | None = None) -> SqliteStore:
+def open_store(
+    job: JobConfig, settings: Settings, *, scrub: Scrubber | None = None,
+    owner: str | None = None,
+) -> SqlStore:
     """The job's store for a pass or a person's request: created when there is none yet,
     upgraded when it is older. Raises :class:`StoreError` when it is unusable, or when it
-    knows nothing of the job while the outbox holds results (see the module)."""
+    knows nothing of the job while the outbox holds results (see the module).
+
+    With ``LORA_STATE_URL`` it is the PostgreSQL database several workers share; ``owner``
+    names the worker in its leases (see :class:`~pipeline.store.postgres.PostgresStore`)."""
+    if settings.state_url is not None:
+        url = settings.state_url.get_secret_value()
+        shared = PostgresStore(url, scrub=scrub, owner=owner)
+        return _knows_job(shared, job, shared.name)
     path = state_file(job, settings)
     if _fresh(path):
         _refuse_forgotten_results(job, path, "is missing" if not path.exists() else "is empty")
@@ -98,10 +110,18 @@ def open_store(job: JobConfig, settings: Settings, *, scrub: Scrubber | None = N
     return _knows_job(store, job, path)
 
 
-def open_reader(job: JobConfig, settings: Settings) -> SqliteStore | None:
+def open_reader(job: JobConfig, settings: Settings) -> SqlStore | None:
     """The job's store opened read-only, for commands that only look; None when there is
     none yet (nothing is created). Refuses what :func:`open_store` refuses, and a store of
     an older schema (a pass upgrades it)."""
+    if settings.state_url is not None:
+        try:
+            shared = PostgresStore(settings.state_url.get_secret_value(), read_only=True)
+        except NoStateYet:
+            _refuse_forgotten_results(job, describe(settings.state_url.get_secret_value()),
+                                      "holds no state yet")
+            return None
+        return _knows_job(shared, job, shared.name)
     path = state_file(job, settings)
     if _fresh(path):
         _refuse_forgotten_results(job, path, "is missing" if not path.exists() else "is empty")
@@ -117,7 +137,7 @@ def _fresh(path: Path) -> bool:
     return path.is_file() and path.stat().st_size == 0 and not wal.exists()
 
 
-def _knows_job(store: SqliteStore, job: JobConfig, path: Path) -> SqliteStore:
+def _knows_job(store: SqlStore, job: JobConfig, path: Path | str) -> SqlStore:
     try:
         if not store.subjects(job.job.name):
             _refuse_forgotten_results(job, path, f"holds no subject of job {job.job.name!r}")
@@ -127,26 +147,36 @@ def _knows_job(store: SqliteStore, job: JobConfig, path: Path) -> SqliteStore:
     return store
 
 
-def _refuse_forgotten_results(job: JobConfig, path: Path, how: str) -> None:
+def _refuse_forgotten_results(job: JobConfig, path: Path | str, how: str) -> None:
+    """``path``: the state file, or the name of the PostgreSQL database."""
     job_dir = job.job.outbox / job.job.name
     result = first_result(job_dir)
     if result is None:
         return
+    if isinstance(path, Path):
+        state, restore = f"the state file {path}", (
+            f"Restore the state file to {path} (from a backup, or from where it was kept "
+            "before: LORA_STATE_DIR, or .lora-pipeline/ in the folder an older lora-pipeline "
+            "ran from)")
+    else:
+        state, restore = f"the state database {path}", (
+            "Restore the state database from a backup, or point LORA_STATE_URL at the "
+            "database that holds this job")
     raise StoreError(
-        f"the state file {path} {how}, but {job_dir} already holds results of job "
-        f"{job.job.name!r} (such as {result}). With a new state file every subject would be "
+        f"{state} {how}, but {job_dir} already holds results of job "
+        f"{job.job.name!r} (such as {result}). With a new state every subject would be "
         "uploaded, trained and generated again, paid again, and its results written over, "
-        f"so nothing was done. Restore the state file to {path} (from a backup, or from "
-        "where it was kept before: LORA_STATE_DIR, or .lora-pipeline/ in the folder an "
-        f"older lora-pipeline ran from); or move {job_dir} away to start afresh"
+        f"so nothing was done. {restore}; or move {job_dir} away to start afresh"
     )
 
 
-def reader_once_made(job: JobConfig, settings: Settings) -> SqliteStore | None:
+def reader_once_made(job: JobConfig, settings: Settings) -> SqlStore | None:
     """The job's store opened read-only for a look beside a running pass (its notifications,
     its metrics), or None while there is none to read yet: the pass makes (or upgrades) it,
     and it, not the look, reports a store that cannot be used."""
     try:
+        if settings.state_url is not None:
+            return PostgresStore(settings.state_url.get_secret_value(), read_only=True)
         path = state_file(job, settings)
         if not path.is_file():
             return None

@@ -19,12 +19,13 @@ from pipeline.store.states import (
     UPLOADED,
     VALIDATED,
 )
-from tests.conftest import closed_after_test, force_state
+from tests.conftest import closed_after_test, force_state, reopened
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> SqliteStore:
-    return closed_after_test(SqliteStore(tmp_path / "state.db"))
+def store(any_store: SqliteStore) -> SqliteStore:
+    """Each test that takes ``store`` runs on SQLite and on PostgreSQL."""
+    return any_store
 
 
 def _subject(store: SqliteStore, state: str = UPLOADED, name: str = "alice") -> int:
@@ -49,12 +50,12 @@ def _images(subject_id: int, generation_id: int, units: int = 2, **more: object)
     return Charge(**values)  # type: ignore[arg-type]
 
 
-def test_the_intent_and_its_row_land_together(store: SqliteStore, tmp_path: Path) -> None:
+def test_the_intent_and_its_row_land_together(store: SqliteStore) -> None:
     subject = _subject(store)
     store.transition(subject, expected=UPLOADED, to=SUBMITTING, now=5.0,
                      charge=_training(subject), training_name="n")
     # Another connection (a process after a kill) sees both, with the outcome unknown.
-    with SqliteStore(tmp_path / "state.db", read_only=True) as after_a_kill:
+    with reopened(store, read_only=True) as after_a_kill:
         [entry] = after_a_kill.ledger("job")
         assert after_a_kill.subject(subject).state == SUBMITTING
     assert (entry.subject, entry.version, entry.endpoint, entry.kind, entry.units) == (

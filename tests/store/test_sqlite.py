@@ -8,7 +8,7 @@ from pipeline.errors import StateConflict, StoreError
 from pipeline.store.protocol import NewImage
 from pipeline.store.sqlite import MIGRATIONS, SCHEMA_VERSION, SqliteStore
 from pipeline.store.states import DONE, GEN_PENDING, GEN_SUBMITTED, TRAINING, UPLOADED, VALIDATED
-from tests.conftest import force_generation_state, force_state
+from tests.conftest import force_generation_state, force_state, reopened
 
 IMAGES = [
     NewImage("a.png", Path("/in/alice/a.png"), "aa", "png", None),
@@ -17,7 +17,14 @@ IMAGES = [
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
+def store(any_store: SqliteStore) -> SqliteStore:
+    """Each test that takes ``store`` runs on SQLite and on PostgreSQL."""
+    return any_store
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[SqliteStore]:
+    """For what only SQLite has: its file, its write lock."""
     with SqliteStore(tmp_path / "state.db") as opened:
         yield opened
 
@@ -144,9 +151,11 @@ def _user_version(path: Path) -> int:
 
 
 @pytest.fixture
-def writer_holding_the_lock(store: SqliteStore, tmp_path: Path) -> Iterator[sqlite3.Connection]:
+def writer_holding_the_lock(
+    sqlite_store: SqliteStore, tmp_path: Path
+) -> Iterator[sqlite3.Connection]:
     """Another connection in the middle of a write transaction, as a running pass is."""
-    store.add_version("job", "alice", "fp", "subject", state=VALIDATED, now=1.0)
+    sqlite_store.add_version("job", "alice", "fp", "subject", state=VALIDATED, now=1.0)
     other = sqlite3.connect(tmp_path / "state.db", isolation_level=None, timeout=0)
     other.execute("BEGIN IMMEDIATE")
     other.execute("UPDATE subjects SET state = 'uploading'")
@@ -177,8 +186,8 @@ def test_read_only_never_creates_a_file(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_read_only_refuses_to_write(store: SqliteStore, tmp_path: Path) -> None:
-    with SqliteStore(tmp_path / "state.db", read_only=True) as reader:
+def test_read_only_refuses_to_write(store: SqliteStore) -> None:
+    with reopened(store, read_only=True) as reader:
         with pytest.raises(StoreError, match="read-only"):
             reader.add_version("job", "bob", "fp", "subject", state=VALIDATED, now=1.0)
     assert store.latest("job", "bob") is None
@@ -256,8 +265,9 @@ def test_an_error_in_a_nested_atomic_undoes_only_its_own_part(store: SqliteStore
 
 
 def test_a_failed_commit_is_rolled_back_and_the_store_stays_usable(
-    store: SqliteStore, tmp_path: Path
+    sqlite_store: SqliteStore, tmp_path: Path
 ) -> None:
+    store = sqlite_store
     """A deferred foreign key makes COMMIT itself fail, as a full disk would."""
     with pytest.raises(sqlite3.IntegrityError):
         with store.atomic() as db:
