@@ -7,7 +7,10 @@
 
 One ``aiohttp.ClientSession`` per client, owned by ``async with`` unless a session is
 injected. Reads, the upload-URL call and presigned transfers are retried with backoff;
-creating a training or a generation is sent exactly once (see :mod:`.retry`).
+creating a training or a generation is sent exactly once (see :mod:`.retry`). Until the
+service has once accepted the key, requests carrying it go one at a time, so a refused
+key costs one request (see :mod:`.keycheck`). ``api.stats`` counts retries and
+rate-limit waits (see :mod:`.stats`).
 
 Nothing the service sends is trusted: every URL it hands out is checked (:mod:`.urls`),
 every answer and transfer is bounded (:mod:`.bounds`), and every text that becomes an
@@ -22,7 +25,7 @@ import os
 import random
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Self, TypeVar
@@ -50,6 +53,7 @@ from ..redact import Scrubber
 from .bounds import CHUNK_SIZE, Throughput, parse_json, read_capped, read_error_body
 from .contract import CONTENT_TYPES, MAX_TASK_PAGE
 from .errors import error_for_response, translate_transport_errors, unwrap
+from .keycheck import KeyCheck
 from .models import (
     GenerationExtra,
     GenerationResult,
@@ -68,6 +72,7 @@ from .models import (
     UploadTicket,
 )
 from .retry import RetryPolicy, backoff_delay, retry_after_of, should_retry
+from .stats import ApiStats
 from .urls import REDIRECT_STATUSES, UrlPolicy
 
 log = structlog.get_logger(__name__)
@@ -105,11 +110,15 @@ class Reachability:
     A request is *answered* when the service sent anything but a server error (5xx) or a
     429; it is *unanswered* when it could not be connected to, timed out, or sent one of
     those. Every try counts, retries included.
+
+    ``stats`` counts the client's retries and rate-limit waits (the metrics view reads them
+    through the object the runner hands it at each round).
     """
 
     answered: int = 0
     unanswered: int = 0
     last_error: str | None = None
+    stats: ApiStats = field(default_factory=ApiStats)
 
     @property
     def unreachable(self) -> bool:
@@ -145,6 +154,9 @@ class ApiClient:
         )
         #: How the service answered: the runner tells an unreachable service by it.
         self.reachability = Reachability()
+        #: Until the service has once accepted the key, requests carrying it go one at a
+        #: time, and once it refused the key none is sent (see :mod:`.keycheck`).
+        self.key_check = KeyCheck()
 
     async def __aenter__(self) -> Self:
         if self._closed:
@@ -171,6 +183,11 @@ class ApiClient:
     def retry_policy(self) -> RetryPolicy:
         """The policy built from the settings; callers that retry on their own use it too."""
         return self._policy
+
+    @property
+    def stats(self) -> ApiStats:
+        """Retries and rate-limit waits so far (the same object as ``reachability.stats``)."""
+        return self.reachability.stats
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -215,6 +232,8 @@ class ApiClient:
                 async with self.session.request(
                     method, url, headers=sent, allow_redirects=False, **kwargs
                 ) as response:
+                    if response.status == 429:
+                        self.stats.rate_limited += 1
                     if api:
                         self._note_status(response.status, what)
                     if response.status not in REDIRECT_STATUSES:
@@ -278,6 +297,7 @@ class ApiClient:
                 log.debug(
                     "api.retry", call=what, attempt=attempt, delay=round(delay, 2), error=str(exc)
                 )
+                self.stats.retried(exc, delay)
                 await self._clock.sleep(delay)
             else:
                 if attempt > 1:
@@ -288,12 +308,15 @@ class ApiClient:
         self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None
     ) -> Any:
         url = URL(self._base_url + path)
-        async with self._exchange(
+        async with self.key_check.admitted(), self._exchange(
             method, url, api=True, what=path, params=params, json=body
         ) as response:
             if response.status != 200:
-                raise self._error(response, await read_error_body(response), path,
-                                  presigned=False)
+                error = self._error(response, await read_error_body(response), path,
+                                    presigned=False)
+                self.key_check.answered(response.status, error)
+                raise error
+            self.key_check.answered(response.status)
             raw = await read_capped(response, self._settings.max_json_bytes, path,
                                     setting="max_json_bytes")
         return unwrap(parse_json(raw, path))
