@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -30,8 +31,8 @@ from ..logs import configure_logging
 from ..notify.pass_hooks import PassHooks
 from ..store.location import open_reader, open_store, state_dir, state_file
 from ..store.lock import job_lock
-from ..store.sqlite import SqliteStore
-from ..views.console import print_status, print_validation
+from ..store.queries import SqlStore
+from ..views.console import Retry, print_pass, print_status, print_validation, problems
 from ..views.metrics import MetricsServer
 from ..views.report import write_job_report
 from ..views.summary import (
@@ -42,7 +43,6 @@ from ..views.summary import (
     EXIT_REJECTED,
     EXIT_SIGINT,
     EXIT_USAGE,
-    SubjectSummary,
     summarize,
 )
 from ..views.textsafe import line
@@ -155,16 +155,16 @@ def _dispatch(
     if command in ("run", "watch"):
         max_wait = args.max_wait if command == "run" else None
         metrics = (args.metrics_host, args.metrics_port) if command == "watch" else None
-        result, html = asyncio.run(_run(job, settings, out, max_wait, metrics))
-        _report_run(out, err, job, result, html)
-        return result.exit_code
+        ran = asyncio.run(_run(job, settings, out, max_wait, metrics))
+        _report_run(out, err, job, ran, _retry(job, args))
+        return ran.result.exit_code
     if command == "status":
         with _read_state(job, settings, err if args.json else out) as store:
             subjects = [] if store is None else summarize(store, job.job.name)
         if args.json:
             spending.print_json(out, status_data(job.job.name, subjects))
         elif store is not None:
-            print_status(out, job.job.name, subjects)
+            print_status(out, job.job.name, subjects, retry=_retry(job, args))
         return EXIT_OK
     if command in ("spend", "plan"):
         look = spending.spend if command == "spend" else spending.plan
@@ -223,7 +223,7 @@ def _request(
 @contextmanager
 def _read_state(
     job: JobConfig, settings: Settings, console: Console
-) -> Iterator[SqliteStore | None]:
+) -> Iterator[SqlStore | None]:
     """The job's store, read-only, for commands that only look: they never create, upgrade
     or write-lock it. None, after saying so, when the job has no state yet."""
     store = open_reader(job, settings)
@@ -236,10 +236,27 @@ def _read_state(
         yield store
 
 
+def _retry(job: JobConfig, args: argparse.Namespace) -> Retry:
+    """What a failed subject's retry command names: this job file and ``--config`` file."""
+    config = args.config.absolute() if args.config is not None else None
+    return job.path.absolute(), config
+
+
+@dataclass(frozen=True)
+class _Ran:
+    """A pass or a watch as the CLI reports it: its result and report, when it began, and
+    each subject version's warnings before it (only newer ones are printed)."""
+
+    result: RunResult
+    html: Path | None
+    started: float
+    warnings_before: Mapping[tuple[str, int], frozenset[str]]
+
+
 async def _run(
     job: JobConfig, settings: Settings, console: Console, max_wait: float | None,
     metrics: tuple[str, int | None] | None = None,
-) -> tuple[RunResult, Path | None]:
+) -> _Ran:
     """A pass (``max_wait`` given) or a watch, with progress, report and notifications;
     a watch serves ``/metrics`` when ``metrics`` (host, port) has a port."""
     async with AsyncExitStack() as stack:
@@ -249,24 +266,34 @@ async def _run(
             on_round = (await stack.enter_async_context(server)).round_done
         runner = Runner(job, settings, handle_signals=True, on_round=on_round)
         hooks = await stack.enter_async_context(PassHooks(job, settings, console))
+        # The runner's clock is this one: what it changes from now on is this pass's doing.
+        started = SystemClock().now()
         if max_wait is None:
             result = await runner.watch()
         else:
             result = await runner.run_once(max_wait=max_wait)
-        return result, await hooks.finished(result)
+        return _Ran(result, await hooks.finished(result), started, hooks.warnings_before)
 
 
-def _report_run(
-    out: Console, err: Console, job: JobConfig, result: RunResult, html: Path | None
-) -> None:
-    """The subjects and where things went on stdout; the spend ceiling on stderr, and under
-    ``--quiet`` (stdout silenced) every subject's error, warning and refused file too."""
-    print_status(out, job.job.name, result.subjects)
+#: What ``--quiet`` still prints of a subject: its problems.
+_QUIET_KINDS = frozenset({"error", "warning", "refused"})
+
+
+def _report_run(out: Console, err: Console, job: JobConfig, ran: _Ran, retry: Retry) -> None:
+    """What the pass changed and one line of totals on stdout (:func:`print_pass`); the
+    spend ceiling on stderr, and under ``--quiet`` (stdout silenced) the errors, warnings
+    and refused files this pass recorded too."""
+    result, html = ran.result, ran.html
+    print_pass(out, job.job.name, result.subjects, since=ran.started,
+               warnings_before=ran.warnings_before, retry=retry)
     if out.quiet:
         for s in result.subjects:
-            for kind, text in _problems(s):
-                err.print(line(f"{job.job.name}/{s.name}: ", (kind, "yellow"), f" {text}"),
-                          soft_wrap=True)
+            found = problems(s, retry=retry, since=ran.started,
+                             warnings_before=ran.warnings_before)
+            for kind, text in found:
+                if kind in _QUIET_KINDS:
+                    err.print(line(f"{job.job.name}/{s.name}: ", (f"{kind}:", "yellow"),
+                                   f" {text}"), soft_wrap=True)
     for name in result.waiting:
         out.print(line(f"waiting for {name} to settle"))
     if result.ceiling:
@@ -278,17 +305,12 @@ def _report_run(
         out.print(line(f"report:  {html}"))
 
 
-def _problems(s: SubjectSummary) -> list[tuple[str, str]]:
-    found = [("error:", f"{s.state}: {s.error}")] if s.error else []
-    found += [("warning:", w) for w in s.warnings]
-    return found + [("refused:", r["reason"]) for r in s.rejected_files]
-
-
 def _validate(path: Path, kind: str, class_word: str, console: Console) -> int:
     if path.is_file() and path.suffix == ".toml":
         job = load_job(path)
         reports = [_validate_folder(job, f)
-                   for f in scan_inbox(job.job.inbox, settle_seconds=0, now=0.0)]
+                   for f in scan_inbox(job.job.inbox, settle_seconds=0, now=0.0,
+                                       job_file=job.path)]
     elif path.is_dir():
         subdirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
         folders = subdirs if subdirs and not _has_files(path) else [path]

@@ -4,13 +4,16 @@ The fields are a promise to scripts (documented in README, "Commands"); ``schema
 when one is removed or changes meaning, never when one is added::
 
     {"schema": 1, "job": "portraits", "subjects": [
-      {"name": "alice", "version": 1, "state": "done", "images": 12,
+      {"name": "alice", "version": 1, "state": "training", "images": 12, "photos": 13,
        "refused_files": [{"file": "x.gif", "reason": "..."}], "warnings": [],
-       "task": {"id": "...", "status": "SUCCESS"}, "progress": 100, "eta": null,
+       "task": {"id": "...", "status": "TRAINING"}, "progress": 74, "eta": 120,
        "outputs": {"prompts_done": 3, "prompts_total": 3, "files": 6},
        "error": null}]}
 
-``spend`` is added to a subject when the summary carries one.
+``spend`` is added to a subject when the summary carries one. Once a subject has settled
+(done, failed, canceled, rejected), ``eta`` is null (nothing is left to wait for) and
+``progress`` is where its training ended (100 when it finished, 74 for one that failed
+there): history, not progress going on.
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ def subject_data(subject: SubjectSummary) -> dict[str, Any]:
         "version": subject.version,
         "state": subject.state,
         "images": subject.images,
+        "photos": subject.photos_found,
         "refused_files": [{"file": r["file"], "reason": r["reason"]}
                           for r in subject.rejected_files],
         "warnings": list(subject.warnings),
         "task": {"id": subject.task_id, "status": subject.task_status},
         "progress": subject.progress,
-        "eta": subject.eta,
+        "eta": subject.live_progress[1],
         "outputs": {"prompts_done": subject.prompts_done,
                     "prompts_total": subject.prompts_total,
                     "files": len(subject.outputs)},

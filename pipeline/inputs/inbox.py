@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import shlex
 import stat
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -73,10 +74,13 @@ class _Activity:
     too_many: bool = False  # more than MAX_FOLDER_ENTRIES: the walk stopped there
 
 
-def _missing_inbox(inbox: Path) -> ConfigError:
+def _missing_inbox(inbox: Path, job_file: Path | None = None) -> ConfigError:
+    """The inbox is not there: named as the job file does (``job.inbox``), with what to do."""
+    where = f"{job_file}: job.inbox" if job_file is not None else "the job's inbox"
+    change = f"set job.inbox in {job_file}" if job_file is not None else "set job.inbox"
     return ConfigError(
-        f"inbox {inbox} does not exist or is not a folder: create it (mkdir -p {inbox}) "
-        "or point the job's [job] inbox at the right folder"
+        f"{where} = {str(inbox)!r} does not exist or is not a folder: create it "
+        f"(mkdir -p {shlex.quote(str(inbox))}) or {change} to the right folder"
     )
 
 
@@ -224,7 +228,8 @@ def _own_name(shown: str, taken: set[str]) -> str:
 
 
 def scan_inbox(
-    inbox: Path, *, settle_seconds: float, require_marker: bool = False, now: float
+    inbox: Path, *, settle_seconds: float, require_marker: bool = False, now: float,
+    job_file: Path | None = None,
 ) -> list[SubjectFolder]:
     """Every subject folder directly under ``inbox``, sorted by name, with its readiness.
 
@@ -235,7 +240,8 @@ def scan_inbox(
     other subject; otherwise it comes back ``refused``, as does a folder named like what the
     pipeline writes in the outbox or shown like an earlier folder.
 
-    Raises :class:`~pipeline.errors.ConfigError` when the inbox is missing.
+    Raises :class:`~pipeline.errors.ConfigError` when the inbox is missing, naming
+    ``job_file`` (the job file whose ``job.inbox`` it is) when given.
     """
     try:
         with os.scandir(inbox) as entries:
@@ -244,7 +250,7 @@ def scan_inbox(
                  if not is_ignored_name(entry.name) and entry.is_dir()),
             )
     except (FileNotFoundError, NotADirectoryError) as exc:
-        raise _missing_inbox(inbox) from exc
+        raise _missing_inbox(inbox, job_file) from exc
     except OSError as exc:
         raise ConfigError(
             f"inbox {inbox} cannot be read ({exc.strerror or exc}): make it readable by the "
@@ -329,14 +335,16 @@ def _touched(root: Path, folders: dict[Path, str], paths: Iterable[str]) -> set[
 
 
 async def watch_inbox(
-    inbox: Path, *, stop_event: asyncio.Event | None = None, debounce_ms: int = 500
+    inbox: Path, *, stop_event: asyncio.Event | None = None, debounce_ms: int = 500,
+    job_file: Path | None = None,
 ) -> AsyncIterator[set[str]]:
     """Yield the names of the subjects touched by each batch of file-system changes.
 
     A name is yielded when a file directly in ``inbox/<name>/`` (where photos are), or the
     folder itself, is created, modified or deleted; the caller scans again to learn whether
     it is ready. Ends when ``stop_event`` is set (within about 50 ms). Raises
-    :class:`~pipeline.errors.ConfigError` when the inbox is missing.
+    :class:`~pipeline.errors.ConfigError` when the inbox is missing (naming ``job_file``
+    when given).
 
     Nothing is watched recursively: the inbox and each subject folder are watched one level
     deep, and the watch starts again whenever the set of subject folders changes, so a link
@@ -346,7 +354,7 @@ async def watch_inbox(
         ...     await advance(subjects)
     """
     if not inbox.is_dir():
-        raise _missing_inbox(inbox)
+        raise _missing_inbox(inbox, job_file)
     root = Path(os.path.realpath(inbox))
     stop = stop_event or asyncio.Event()
     while not stop.is_set():
@@ -364,4 +372,4 @@ async def watch_inbox(
                         break  # watch the new set of folders
         except FileNotFoundError as exc:  # a folder went away while its watch was set up
             if not root.is_dir():
-                raise _missing_inbox(inbox) from exc
+                raise _missing_inbox(inbox, job_file) from exc

@@ -3,12 +3,16 @@
     async with ProgressView(console, take_snapshot, title=job_name):  # -> [SubjectSummary]
         await runner.run_once(...)
 
-Every ``interval`` seconds the view takes a snapshot and redraws: the number of subjects at
-each stage, one row per training in flight (its status, progress and ETA as the API gives
-them), and the generations done of total per subject. The snapshot is taken in a worker
-thread, so reading the state of many subjects never holds up the run on the event loop. On
-anything but a terminal (cron, a pipe, a log file) the view does nothing at all: no
-snapshot, no output, no control codes; the structured log lines are the record there.
+Every ``interval`` seconds the view takes a snapshot and redraws: the inbox folders waiting
+to be taken in and the number of subjects at each stage, one row per upload going on
+(photos and bytes sent, and the rate), one row per training in flight (its status,
+progress and ETA as the API gives them), and the generations done of total per subject.
+The waiting folders and the uploads come from the pass's
+:class:`~pipeline.engine.live.LiveMeter`, in memory; the rest from the state. The snapshot
+is taken in a worker thread, so reading the state of many subjects never holds up the run
+on the event loop. On anything but a terminal (cron, a pipe, a log file) the view does
+nothing at all: no snapshot, no output, no control codes; the structured log lines are the
+record there.
 
 Names, statuses and errors come from the inbox and the service: every cell and line is a
 ``Text`` from :func:`pipeline.views.textsafe.line`, never a markup string.
@@ -19,7 +23,7 @@ Names, statuses and errors come from the inbox and the service: every cell and l
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import suppress
 from types import TracebackType
@@ -32,6 +36,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from ..engine.live import LiveMeter, UploadProgress
 from ..store.states import (
     CANCELED,
     DONE,
@@ -49,13 +54,14 @@ from .console import STATE_STYLES
 from .summary import SubjectSummary
 from .textsafe import line, printable
 
-__all__ = ["ProgressView", "STAGES", "format_eta", "render"]
+__all__ = ["ProgressView", "STAGES", "format_eta", "format_upload", "render"]
 
 log = structlog.get_logger(__name__)
 
-#: Stages shown in the header, each with the subject states it covers, in flow order.
+#: Stages shown in the header, each with the subject states it covers, in flow order. They
+#: follow ``waiting``: the inbox folders not taken in yet (settling, no ready marker).
 STAGES: Final[tuple[tuple[str, frozenset[str]], ...]] = (
-    ("waiting", frozenset({VALIDATED})),
+    ("queued", frozenset({VALIDATED})),
     ("uploading", frozenset({UPLOADING, UPLOADED})),
     ("training", frozenset({SUBMITTING, TRAINING})),
     ("generating", frozenset({TRAINED, GENERATING})),
@@ -71,9 +77,19 @@ MAX_ERRORS: Final = 5
 BAR_WIDTH: Final = 28
 
 
-def render(subjects: Sequence[SubjectSummary], *, title: str | None = None) -> RenderableType:
-    """One frame of the live view for ``subjects``."""
-    parts: list[RenderableType] = [_header(subjects, title)]
+def render(
+    subjects: Sequence[SubjectSummary], *, title: str | None = None,
+    uploads: Mapping[tuple[str, int], UploadProgress] | None = None,
+    waiting: Sequence[str] = (),
+) -> RenderableType:
+    """One frame of the live view for ``subjects``; ``uploads`` by (subject, version) and
+    the ``waiting`` inbox folders as the pass's meter has them."""
+    parts: list[RenderableType] = [_header(subjects, title, len(waiting))]
+    live = uploads or {}
+    sending = [(s, live.get((s.name, s.version))) for s in subjects
+               if s.state == UPLOADING or (s.name, s.version) in live]
+    if sending:
+        parts += [Text(""), _uploads_table(sending)]
     trainings = [s for s in subjects if s.state in IN_TRAINING]
     if trainings:
         parts += [Text(""), _trainings_table(trainings)]
@@ -108,13 +124,26 @@ def format_eta(seconds: int | None) -> str:
     return f"{hours}h {minutes:02d}m"
 
 
-def _header(subjects: Sequence[SubjectSummary], title: str | None) -> Text:
+def format_upload(progress: UploadProgress) -> str:
+    """``uploading 4/10 photos, 28.1/71.0 MB, 1.9 MB/s`` (the rate once something is sent).
+
+    >>> format_upload(UploadProgress(4, 10, 28_100_000, 71_000_000, started=0, updated=14.8))
+    'uploading 4/10 photos, 28.1/71.0 MB, 1.9 MB/s'
+    """
+    text = (f"uploading {progress.photos_done}/{progress.photos_total} photos, "
+            f"{progress.bytes_done / 1e6:.1f}/{max(progress.bytes_total, 0) / 1e6:.1f} MB")
+    rate = progress.rate
+    return text if rate is None else f"{text}, {rate / 1e6:.1f} MB/s"
+
+
+def _header(subjects: Sequence[SubjectSummary], title: str | None, waiting: int) -> Text:
     text = Text()
     if title:
         text.append(printable(f"job {title}"), style="bold")
         text.append(f" \u00b7 {len(subjects)} subjects\n", style="")
-    for number, (stage, states) in enumerate(STAGES):
-        count = sum(1 for s in subjects if s.state in states)
+    counts = [("waiting", waiting)]
+    counts += [(stage, sum(1 for s in subjects if s.state in states)) for stage, states in STAGES]
+    for number, (stage, count) in enumerate(counts):
         if number:
             text.append("  \u2502  ", style="dim")
         if count:
@@ -123,6 +152,23 @@ def _header(subjects: Sequence[SubjectSummary], title: str | None) -> Text:
         else:
             text.append(f"{stage} 0", style="dim")
     return text
+
+
+def _uploads_table(sending: Sequence[tuple[SubjectSummary, UploadProgress | None]]) -> Table:
+    table = Table(title="uploads", title_justify="left", expand=False,
+                  title_style="bold", box=None, padding=(0, 2, 0, 0))
+    for column in ("subject", "", "sent"):
+        table.add_column(column, no_wrap=True)
+    for s, progress in sending[:MAX_ROWS]:
+        if progress is None:
+            table.add_row(line(_label(s)), Text("starting", style="dim"), line())
+            continue
+        bar = ProgressBar(total=max(progress.bytes_total, 1),
+                          completed=max(0, min(progress.bytes_done, progress.bytes_total)),
+                          width=BAR_WIDTH, complete_style="cyan", finished_style="cyan")
+        table.add_row(line(_label(s)), bar, line(format_upload(progress)))
+    _more(table, len(sending), 3)
+    return table
 
 
 def _trainings_table(subjects: Sequence[SubjectSummary]) -> Table:
@@ -190,9 +236,11 @@ class ProgressView:
         interval: float = 0.5,
         transient: bool = True,
         executor: Executor | None = None,
+        meter: LiveMeter | None = None,
     ) -> None:
         self._console = console
         self._snapshot = snapshot
+        self._meter = meter
         self._title = title
         self._interval = interval
         self._transient = transient
@@ -262,4 +310,7 @@ class ProgressView:
                 log.warning("progress.snapshot_failed", error=f"{type(exc).__name__}: {exc}")
                 self._snapshot_failed = True
             return None
-        return render(subjects, title=self._title)
+        if self._meter is None:
+            return render(subjects, title=self._title)
+        return render(subjects, title=self._title, uploads=self._meter.uploads(),
+                      waiting=self._meter.waiting)

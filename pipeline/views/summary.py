@@ -60,6 +60,29 @@ class SubjectSummary:
         del data["thumbnails"]
         return data
 
+    @property
+    def settled(self) -> bool:
+        """Done, failed, canceled or rejected: nothing goes on until someone acts."""
+        return self.state in SETTLED
+
+    @property
+    def photos_found(self) -> int:
+        """The photos of the version's folder: those taken for training and those refused
+        (a folder refused as a whole has every photo among the refused)."""
+        return self.images + len(self.rejected_files)
+
+    @property
+    def live_progress(self) -> tuple[int | None, int | None]:
+        """Training progress and ETA while they mean something: (None, None) once the
+        subject has settled, whatever the service said last."""
+        return (None, None) if self.settled else (self.progress, self.eta)
+
+    @property
+    def retryable(self) -> bool:
+        """Whether ``retry`` has something to do: a failed training or deadline, or a
+        finished subject with failed prompts."""
+        return self.state == FAILED or (self.state == DONE and self.error is not None)
+
 
 def summarize_subject(store: StateStore, row: SubjectRow) -> SubjectSummary:
     generations = store.generations(row.id)

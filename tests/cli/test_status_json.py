@@ -14,8 +14,8 @@ from tests.conftest import write_job
 from tests.engine.folders import write_bad_subjects, write_subjects
 
 PROJECT = Path(__file__).resolve().parents[2]
-SUBJECT_FIELDS = {"name", "version", "state", "images", "refused_files", "warnings", "task",
-                  "progress", "eta", "outputs", "error"}
+SUBJECT_FIELDS = {"name", "version", "state", "images", "photos", "refused_files", "warnings",
+                  "task", "progress", "eta", "outputs", "error"}
 
 
 def test_status_json_after_a_run(
@@ -38,8 +38,13 @@ def test_status_json_after_a_run(
     assert alice["state"] == "done" and alice["version"] == 1 and alice["images"] == 3
     assert alice["outputs"] == {"prompts_done": 2, "prompts_total": 2, "files": 4}
     assert alice["task"]["id"] and alice["progress"] == 100 and alice["error"] is None
+    assert alice["eta"] is None and alice["photos"] == 3
     refused = [s for s in subjects.values() if s["refused_files"]]
     assert refused and all(set(r) == {"file", "reason"} for r in refused[0]["refused_files"])
+    # A folder refused as a whole: none taken for training, every photo counted.
+    too_many = subjects["too_many"]
+    assert too_many["state"] == "rejected" and too_many["images"] == 0
+    assert too_many["photos"] == len(too_many["refused_files"]) == 51
 
 
 def test_status_json_of_a_job_never_run(

@@ -170,7 +170,7 @@ def test_folders_shown_alike_never_share_a_subject(inbox: Path) -> None:
 
 def test_missing_inbox_is_a_config_error(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
-    with pytest.raises(ConfigError, match="nowhere does not exist") as caught:
+    with pytest.raises(ConfigError, match="nowhere' does not exist") as caught:
         scan_inbox(missing, settle_seconds=30, now=T0)
     assert f"mkdir -p {missing}" in str(caught.value)
 
@@ -287,6 +287,18 @@ async def test_watch_inbox_stops_when_asked(inbox: Path) -> None:
     stop.set()
 
     assert await asyncio.wait_for(watcher, timeout=2) == []
+
+
+def test_missing_inbox_names_the_job_file_and_its_field(tmp_path: Path) -> None:
+    missing, job_file = tmp_path / "nowhere", tmp_path / "jobs" / "portraits.toml"
+    with pytest.raises(ConfigError) as caught:
+        scan_inbox(missing, settle_seconds=30, now=T0, job_file=job_file)
+    message = str(caught.value)
+    assert message == (
+        f"{job_file}: job.inbox = '{missing}' does not exist or is not a folder: create it "
+        f"(mkdir -p {missing}) or set job.inbox in {job_file} to the right folder"
+    )
+    assert "  " not in message
 
 
 async def test_watch_missing_inbox_is_a_config_error(tmp_path: Path) -> None:

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from pipeline.engine.live import LiveMeter, UploadProgress
 from pipeline.store.sqlite import SqliteStore
 from pipeline.store.states import DONE, FAILED, TRAINING, VALIDATED
-from pipeline.views.progress import ProgressView, format_eta, render
+from pipeline.views.progress import ProgressView, format_eta, format_upload, render
 from pipeline.views.summary import SubjectSummary, Summaries, summarize
 from tests.conftest import closed_after_test, force_state
 
@@ -52,10 +53,34 @@ def recorded(*subjects: SubjectSummary, title: str | None = "portraits") -> str:
 def test_counts_per_stage() -> None:
     text = recorded(*MID_RUN)
     assert "job portraits · 9 subjects" in text
-    counts = dict(re.findall(r"(waiting|uploading|training|generating|done|rejected|failed)"
-                             r" (\d+)", text.splitlines()[1]))
-    assert counts == {"waiting": "0", "uploading": "1", "training": "3", "generating": "1",
-                      "done": "2", "rejected": "1", "failed": "1"}
+    counts = dict(re.findall(r"(waiting|queued|uploading|training|generating|done|rejected|"
+                             r"failed) (\d+)", text.splitlines()[1]))
+    assert counts == {"waiting": "0", "queued": "0", "uploading": "1", "training": "3",
+                      "generating": "1", "done": "2", "rejected": "1", "failed": "1"}
+
+
+def test_waiting_counts_the_inbox_folders_not_taken_in_yet() -> None:
+    """Folders still settling are no subjects yet: the count comes from the pass's meter,
+    and a subject validated but not yet uploading is ``queued``, not waiting."""
+    console = Console(record=True, width=120, force_terminal=True, file=io.StringIO())
+    console.print(render([summary("alice", VALIDATED)], title="p", waiting=["bob", "carol"]))
+    header = console.export_text().splitlines()[1]
+    assert "waiting 2" in header and "queued 1" in header
+
+
+def test_each_upload_shows_photos_bytes_and_rate() -> None:
+    dave = UploadProgress(4, 10, 28_100_000, 71_000_000, started=100.0, updated=114.8)
+    console = Console(record=True, width=160, force_terminal=True, file=io.StringIO())
+    console.print(render(MID_RUN, title="p", uploads={("dave", 1): dave}))
+    lines = console.export_text().splitlines()
+    assert any(line.startswith("uploads") for line in lines)
+    row = next(line for line in lines if line.startswith("dave"))
+    assert "uploading 4/10 photos, 28.1/71.0 MB, 1.9 MB/s" in row and "━" in row
+
+
+def test_format_upload_before_anything_is_sent() -> None:
+    assert format_upload(UploadProgress(0, 3, 0, 2_500_000, started=5.0, updated=5.0)) == (
+        "uploading 0/3 photos, 0.0/2.5 MB")
 
 
 def test_each_training_in_flight_shows_status_progress_and_eta() -> None:
@@ -137,6 +162,23 @@ async def test_on_a_terminal_the_view_refreshes_while_the_block_runs() -> None:
     shown = out.getvalue()
     assert "62%" in shown and "3m 05s" in shown and "1/3" in shown
     assert "\x1b[" in shown  # drawn with control codes on a terminal
+
+
+async def test_the_view_reads_the_pass_meter_at_each_redraw() -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=160, force_terminal=True)
+    meter = LiveMeter()
+    meter.set_waiting(["zoe"])
+    progress = UploadProgress(1, 2, 1_000_000, 2_000_000, started=0.0, updated=1.0)
+    meter.track_upload("dave", 1, progress)
+    async with ProgressView(console, Snapshots(MID_RUN), interval=0.01, meter=meter,
+                            transient=False) as view:
+        progress.sent(1_000_000, 1_000_000, 2.0)
+        await view.refresh()
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
+    assert "uploading 1/2 photos, 1.0/2.0 MB, 1.0 MB/s" in shown
+    assert "uploading 2/2 photos, 2.0/2.0 MB, 1.0 MB/s" in shown
+    assert "waiting 1" in shown
 
 
 async def test_without_a_terminal_the_view_prints_nothing_at_all() -> None:

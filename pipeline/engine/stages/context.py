@@ -16,6 +16,7 @@ from ...inputs.dataset import display_name
 from ...jobfile.loading import JobConfig, SubjectSettings
 from ...store.protocol import StateStore, SubjectId, SubjectRow
 from ..concurrency import InFlight
+from ..live import LiveMeter, current_meter
 from ..outbox import SubjectOutbox
 from ..spend_guard import SpendGuard, new_pass_id
 
@@ -36,6 +37,9 @@ class StageContext:
     #: What this pass did, for its ``pass.finished`` line: ``pictures_saved``,
     #: ``loras_saved``, ``trainings_submitted``.
     counts: Counter[str] = field(default_factory=Counter)
+    #: Where uploads count photos and bytes for the live view: the pass's meter, when
+    #: someone shows it (:mod:`pipeline.engine.live`).
+    meter: LiveMeter | None = field(default_factory=current_meter)
     _subject_settings: dict[SubjectId, SubjectSettings] = field(default_factory=dict)
 
     @property

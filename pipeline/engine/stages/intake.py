@@ -45,6 +45,7 @@ from ...inputs.photo_cache import MeasureCache
 from ...jobfile.loading import JobConfig, SubjectSettings
 from ...store.protocol import NewImage, StateStore, SubjectRow
 from ...store.states import COMMITTED_STATES, REJECTED, VALIDATED
+from ..live import current_meter
 
 log = structlog.get_logger(__name__)
 
@@ -110,6 +111,9 @@ async def intake_off_loop(
     if folders is None:
         return result
     todo = _plan(job, store, clock, folders, result)
+    meter = current_meter()
+    if meter is not None:
+        meter.set_waiting([folder.name for folder in result.waiting])
     if not todo:
         return result
     loop = asyncio.get_running_loop()
@@ -177,7 +181,7 @@ def _scan(job: JobConfig, now: float) -> list[SubjectFolder]:
     section = job.job
     return scan_inbox(
         section.inbox, settle_seconds=section.settle_seconds,
-        require_marker=section.require_ready_marker, now=now,
+        require_marker=section.require_ready_marker, now=now, job_file=job.path,
     )
 
 
@@ -419,12 +423,21 @@ def _record(
         job.job.name, name, fingerprint, settings.training.kind,
         state=VALIDATED if report.ok else REJECTED, now=clock.now(),
         images=images if report.ok else (),
-        rejections=[(r.name, r.reason, r.thumbnail) for r in report.rejected_files],
+        rejections=[(r.name, r.reason, r.thumbnail) for r in report.rejected_files]
+        + ([] if report.ok else _unused(name, report)),
         warnings=report.warnings, error=error, frozen=settings.freeze(),
     )
     log.info("intake.version", subject=name, version=row.version, state=row.state,
              images=len(images), rejected=len(report.rejected_files), error=row.error)
     return row
+
+
+def _unused(name: str, report: DatasetReport) -> list[tuple[str, str, bytes | None]]:
+    """The good photos of a folder refused as a whole (too many, missing captions...), as
+    refused files too: every photo of it is then counted, and each says why it was not used."""
+    reason = f"not used: {name}/ was refused as a whole (see its error)"
+    # One reason for all: status shows them as one line naming the files.
+    return [(image.name, reason, None) for image in report.accepted]
 
 
 def _record_error(

@@ -33,11 +33,15 @@ from ...inputs.safe_files import RefusedFile, open_beneath, open_inbox_file, siz
 from ...store.protocol import ImageRow, SubjectRow
 from ...store.states import UPLOADED, UPLOADING, VALIDATED
 from ..concurrency import run_all
+from ..live import UploadProgress
 from .context import StageContext
 
 log = structlog.get_logger(__name__)
 
 HASH_CHUNK = 256 * 1024
+#: At most one ``upload.progress`` line per subject in this many seconds: a slow upload is
+#: seen going on in a log, a fast one says only ``upload.done``.
+PROGRESS_LOG_SECONDS = 10.0
 
 
 def file_sha256(path: Path) -> str:
@@ -71,9 +75,59 @@ async def upload_subject(
             subject.id, expected=VALIDATED, to=UPLOADING, now=ctx.clock.now()
         )
     missing = [image for image in ctx.store.images(subject.id) if image.assets_id is None]
-    await run_all(_upload_image(ctx, subject, image, limit) for image in missing)
-    log.info("upload.done", subject=subject.name, images=subject.image_count)
+    sizes = await asyncio.to_thread(_sizes_on_disk, missing)
+    now = ctx.clock.now()
+    progress = UploadProgress(
+        photos_done=subject.image_count - len(missing), photos_total=subject.image_count,
+        bytes_total=sum(sizes.values()), started=now, updated=now,
+    )
+    meter = ctx.meter
+    if meter is not None:
+        meter.track_upload(subject.name, subject.version, progress)
+    told = _ProgressLog(subject, progress, now)
+    try:
+        await run_all(_upload_image(ctx, subject, image, limit, sizes.get(image.sha256, 0),
+                                    progress, told) for image in missing)
+    finally:
+        if meter is not None:
+            meter.upload_finished(subject.name, subject.version)
+    log.info("upload.done", subject=subject.name, images=subject.image_count,
+             bytes=progress.bytes_done, duration=round(ctx.clock.now() - progress.started, 3))
     return ctx.store.transition(subject.id, expected=UPLOADING, to=UPLOADED, now=ctx.clock.now())
+
+
+def _sizes_on_disk(images: list[ImageRow]) -> dict[str, int]:
+    """Each photo's size on disk, by hash: what its upload is counted as until it is sent
+    (0 when it cannot be looked at now; its upload says why)."""
+    sizes = {}
+    for image in images:
+        try:
+            sizes[image.sha256] = os.lstat(image.path).st_size
+        except OSError:
+            sizes[image.sha256] = 0
+    return sizes
+
+
+class _ProgressLog:
+    """``upload.progress`` for a subject: after a photo is sent, once ``PROGRESS_LOG_SECONDS``
+    have passed since the upload began or since the last line, never for the last photo
+    (``upload.done`` says that)."""
+
+    def __init__(self, subject: SubjectRow, progress: UploadProgress, now: float) -> None:
+        self._subject = subject
+        self._progress = progress
+        self._last = now
+
+    def photo_sent(self, now: float) -> None:
+        progress = self._progress
+        if now - self._last < PROGRESS_LOG_SECONDS or progress.photos_done >= progress.photos_total:
+            return
+        self._last = now
+        rate = progress.rate
+        log.info("upload.progress", subject=self._subject.name, version=self._subject.version,
+                 photos_done=progress.photos_done, photos_total=progress.photos_total,
+                 bytes_done=progress.bytes_done, bytes_total=progress.bytes_total,
+                 rate=None if rate is None else round(rate))
 
 
 def _unreadable(subject: SubjectRow, image: ImageRow, exc: OSError) -> DatasetError:
@@ -119,13 +173,15 @@ def _changed(image: ImageRow) -> DatasetError:
 
 
 async def _upload_image(
-    ctx: StageContext, subject: SubjectRow, image: ImageRow, limit: asyncio.Semaphore
+    ctx: StageContext, subject: SubjectRow, image: ImageRow, limit: asyncio.Semaphore,
+    estimate: int, progress: UploadProgress, told: _ProgressLog,
 ) -> None:
     changes = image.change_list
     key = asset_key(image.sha256, changes)
     cached = ctx.store.cached_asset(key)
     if cached is not None:
         ctx.store.set_image_asset(subject.id, image.sha256, cached)
+        progress.cached(estimate)
         return
     keep_metadata = ctx.subject_settings(subject).photos.keep_metadata
     async with limit:
@@ -152,10 +208,15 @@ async def _upload_image(
                     f"({exc or type(exc).__name__}): it will be checked again on the next pass"
                 ) from exc
             if not changes:
+                sent = os.fstat(handle.fileno()).st_size
                 assets_id = await ctx.api.upload_training_image(
                     handle, cast(ImageExtension, image.format)
                 )
             else:  # from memory: nothing is written anywhere but the inbox, outbox and state
+                sent = len(photo.data)
                 assets_id = await ctx.api.upload_training_image(photo.data, photo.format)
     ctx.store.remember_asset(key, assets_id, now=ctx.clock.now())
     ctx.store.set_image_asset(subject.id, image.sha256, assets_id)
+    now = ctx.clock.now()
+    progress.sent(sent, estimate, now)
+    told.photo_sent(now)
