@@ -1,4 +1,8 @@
-"""Sliding-window limiters for the account's images-per-minute quotas, on an injected clock."""
+"""Sliding-window limiters for the account's images-per-minute quotas, on an injected clock.
+
+What the limiters held back is counted process-wide in :data:`LIMITER_STATS`, which the
+metrics view reads: the limiters are made deep inside a pass, and a watch serves one job.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,24 @@ from dataclasses import dataclass
 from ..clock import Clock
 
 WINDOW_SECONDS = 60.0
+
+
+@dataclass
+class LimiterStats:
+    """Requests an images-per-minute limiter held back, and the seconds they waited in all
+    (on the limiter's clock, from asking until being let through). Totals, never reset."""
+
+    waits: int = 0
+    wait_seconds: float = 0.0
+
+    def waited(self, seconds: float) -> None:
+        """One request was let through after waiting ``seconds``."""
+        self.waits += 1
+        self.wait_seconds += max(0.0, seconds)
+
+
+#: What every limiter of this process held back (any limiter of the pipeline counts here).
+LIMITER_STATS = LimiterStats()
 
 
 class ImageRateLimiter:
@@ -36,10 +58,15 @@ class ImageRateLimiter:
     async def acquire(self, images: int) -> None:
         """Wait until ``images`` more fit in the window, then count them as spent."""
         images = min(images, self._limit)
+        asked = self._clock.now()
+        held = self._turn.locked()  # queued behind a request that is waiting its turn
         async with self._turn:
             while (wait := self._wait_for(images)) is not None:
+                held = True
                 await self._clock.sleep(wait)
             self._spent.append((self._clock.now(), images))
+        if held:
+            LIMITER_STATS.waited(self._clock.now() - asked)
 
     def _wait_for(self, images: int) -> float | None:
         """Seconds to wait before ``images`` may start; None when they may start now."""

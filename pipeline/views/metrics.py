@@ -18,8 +18,16 @@ file's name, which would make one series per folder, nor anything the service se
     lora_pipeline_last_round_end_timestamp_seconds{job}  when the watch last took in the inbox
     lora_pipeline_exit_code{job}                         the code the watch would exit with now
     lora_pipeline_spend_ceiling_reached{job}             1 once the ceiling held a request back
+    lora_pipeline_api_retries_total{job,reason}          tries the API client sent again
+    lora_pipeline_api_rate_limited_total{job}            429 answers the service sent
+    lora_pipeline_rate_limit_waits_total{job,source}     waits for a rate limit
+    lora_pipeline_rate_limit_wait_seconds_total{job,source}  their seconds
 
 ``kind`` is a training's kind (``subject``, ``style``) and empty for generations.
+``reason`` is one of :data:`~pipeline.api.stats.RETRY_REASONS`. ``source`` is ``service``
+(the client waiting out a 429 before trying again) or ``limiter`` (a generation held by the
+pipeline's own images-per-minute limiter). The client's counts come with the round hook
+(``Reachability.stats``), the limiters' from :data:`~pipeline.engine.ratelimit.LIMITER_STATS`.
 """
 
 from __future__ import annotations
@@ -39,8 +47,10 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from ..api.client import Reachability
+from ..api.stats import RETRY_REASONS, ApiStats
 from ..clock import Clock, SystemClock
 from ..config import Settings
+from ..engine.ratelimit import LIMITER_STATS
 from ..errors import ConfigError
 from ..jobfile.loading import JobConfig
 from ..store.location import reader_once_made
@@ -94,6 +104,7 @@ class JobCollector(Collector):
                      name, sum(by_state[state] for state in IN_FLIGHT_STATES))
         yield from self._paid(store)
         last = self.last_round
+        yield from self._waits(last.reachability if last is not None else None)
         if last is not None:
             yield _gauge("last_round_end_timestamp_seconds",
                          "When the watch last finished taking in the inbox (Unix time).",
@@ -130,6 +141,38 @@ class JobCollector(Collector):
             units.add_metric([name, endpoint, kind], sums[(endpoint, kind)])
         yield requests
         yield units
+
+    def _waits(self, reachability: Reachability | None) -> Iterator[Metric]:
+        """The API client's retries and both kinds of rate-limit waits (zero before the
+        first round)."""
+        name = self._job.job.name
+        stats = reachability.stats if reachability is not None else ApiStats()
+        retries = CounterMetricFamily(f"{PREFIX}_api_retries",
+                                      "Tries the API client sent again, by what failed.",
+                                      labels=["job", "reason"])
+        for reason in RETRY_REASONS:
+            retries.add_metric([name, reason], stats.retries[reason])
+        yield retries
+        limited = CounterMetricFamily(f"{PREFIX}_api_rate_limited",
+                                      "429 answers the service sent.", labels=["job"])
+        limited.add_metric([name], stats.rate_limited)
+        yield limited
+        labels = ["job", "source"]
+        waits = CounterMetricFamily(f"{PREFIX}_rate_limit_waits",
+                                    "Waits for a rate limit: the client's after a 429 "
+                                    "(service), the images-per-minute limiter's (limiter).",
+                                    labels=labels)
+        seconds = CounterMetricFamily(f"{PREFIX}_rate_limit_wait_seconds",
+                                      "Seconds of those waits.", labels=labels)
+        limiter = LIMITER_STATS
+        for source, count, waited in (
+            ("service", stats.rate_limit_waits, stats.rate_limit_wait_seconds),
+            ("limiter", limiter.waits, limiter.wait_seconds),
+        ):
+            waits.add_metric([name, source], count)
+            seconds.add_metric([name, source], waited)
+        yield waits
+        yield seconds
 
     def _reader(self) -> SqliteStore | None:
         """The read-only store, once the watch has made (or upgraded) it."""

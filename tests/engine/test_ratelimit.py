@@ -3,7 +3,7 @@ import asyncio
 import pytest
 
 from pipeline.clock import ManualClock
-from pipeline.engine.ratelimit import ImageRateLimiter
+from pipeline.engine.ratelimit import LIMITER_STATS, ImageRateLimiter
 
 
 async def test_images_within_the_window_pass_and_the_next_waits() -> None:
@@ -83,3 +83,20 @@ async def test_a_429_after_spending_pauses_only_for_its_delay() -> None:
     assert not blocked.done()
     clock.advance(0.5)
     await asyncio.wait_for(blocked, 1)
+
+
+async def test_waits_are_counted_process_wide_with_their_seconds() -> None:
+    clock = ManualClock()
+    limiter = ImageRateLimiter(2, clock)
+    before = (LIMITER_STATS.waits, LIMITER_STATS.wait_seconds)
+    await limiter.acquire(2)  # let through at once: no wait
+    assert (LIMITER_STATS.waits, LIMITER_STATS.wait_seconds) == before
+    first = asyncio.create_task(limiter.acquire(1))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(limiter.acquire(1))  # queued behind the first
+    await asyncio.sleep(0)
+    clock.advance(45)
+    clock.advance(15)
+    await asyncio.wait_for(asyncio.gather(first, second), 1)
+    assert LIMITER_STATS.waits - before[0] == 2
+    assert LIMITER_STATS.wait_seconds - before[1] == pytest.approx(120)

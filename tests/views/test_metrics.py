@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import socket
 from collections import Counter
@@ -13,13 +14,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
+from pipeline.api import ApiClient
+from pipeline.api.stats import RETRY_REASONS
 from pipeline.cli.commands import _run, build_parser
+from pipeline.engine.ratelimit import LIMITER_STATS, ImageRateLimiter
 from pipeline.engine.runner import Runner
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, TransientApiError
 from pipeline.store.states import DONE, SUBJECT_STATES
 from pipeline.views.metrics import MetricsServer
 from pipeline.views.summary import EXIT_OK
-from tests.conftest import EMULATOR_KEY, fast_settings
+from tests.conftest import EMULATOR_KEY, RecordingClock, fast_settings
 from tests.engine.folders import write_subjects
 from tests.engine.test_runner import setup_job, store
 
@@ -140,3 +144,79 @@ async def test_a_watch_whose_service_answers_nothing_shows_exit_8(tmp_path: Path
         runner.stop()
         await asyncio.wait_for(watching, 10)
     assert code == EXIT_UNREACHABLE
+
+
+FAULTY = {"fault_429": 0.4, "fault_5xx": 0.2, "seed": 7, "fault_routes": ["GET /v3/training"]}
+
+
+@pytest.mark.parametrize("emulator_config", [FAULTY], indirect=True)
+async def test_retries_and_rate_limit_waits_are_served(tmp_path: Path, emulator) -> None:
+    job, _ = setup_job(tmp_path, subjects=0)
+    settings = fast_settings(emulator.base_url, tmp_path / "state")
+    clock = RecordingClock()
+    limiter = ImageRateLimiter(1, clock)
+    limiter_before = (LIMITER_STATS.waits, LIMITER_STATS.wait_seconds)
+    await limiter.acquire(1)
+    await limiter.acquire(1)  # waits out the window: 60 s on the recording clock
+    async with ApiClient(settings, clock=clock, rand=lambda: 0.5) as api, \
+            MetricsServer(job, settings, port=0) as metrics:
+        _, before = await scrape(metrics.port)  # before the first round: zeros
+        for _ in range(12):
+            with contextlib.suppress(TransientApiError):  # all of one call's tries failed
+                [task async for task in api.iter_training_tasks()]
+        metrics.round_done(clock.now(), False, api.reachability)
+        text, families = await scrape(metrics.port)
+
+    assert {s.value for s in before["lora_pipeline_api_retries"]} == {0}
+    assert value(before["lora_pipeline_rate_limit_waits"], source="service") == 0
+    stats, injected = api.stats, emulator.emulator.counters_snapshot()["faults_injected"]
+    assert stats.rate_limited == injected["429"] > 0
+    assert stats.retries["rate_limited"] == stats.rate_limit_waits > 0
+    assert stats.retries["server_error"] > 0
+    # The clock slept the limiter's 60 s, then the client's waits after 429s and 5xx.
+    assert clock.sleeps[0] == 60
+    assert 0 < stats.rate_limit_wait_seconds < sum(clock.sleeps[1:])
+
+    retries = families["lora_pipeline_api_retries"]
+    assert {s.labels["reason"] for s in retries} == set(RETRY_REASONS)
+    for reason in RETRY_REASONS:
+        assert value(retries, job="test", reason=reason) == stats.retries[reason]
+    assert value(families["lora_pipeline_api_rate_limited"], job="test") == injected["429"]
+    waits = families["lora_pipeline_rate_limit_waits"]
+    seconds = families["lora_pipeline_rate_limit_wait_seconds"]
+    assert value(waits, source="service") == stats.rate_limit_waits
+    assert value(seconds, source="service") == pytest.approx(stats.rate_limit_wait_seconds)
+    assert value(waits, source="limiter") == LIMITER_STATS.waits >= limiter_before[0] + 1
+    assert value(seconds, source="limiter") == pytest.approx(LIMITER_STATS.wait_seconds)
+    assert LIMITER_STATS.wait_seconds - limiter_before[1] == pytest.approx(60)
+    assert "lora_pipeline_api_retries_total{" in text
+    assert "lora_pipeline_rate_limit_wait_seconds_total{" in text
+
+
+@pytest.mark.parametrize("emulator_config", [{
+    "fault_429": 0.5, "seed": 3, "fault_routes": ["POST /v3/assets/training_dataset"],
+}], indirect=True)
+async def test_a_watch_serves_the_retries_of_its_client(tmp_path: Path, emulator) -> None:
+    job, _ = setup_job(tmp_path, subjects=0)
+    settings = fast_settings(emulator.base_url, tmp_path / "state")
+    async with MetricsServer(job, settings, port=0) as metrics:
+        runner = Runner(job, settings, on_round=metrics.round_done)
+        watching = asyncio.create_task(runner.watch())
+        write_subjects(tmp_path / "inbox", 2, 3)
+        db = store(tmp_path)
+        families: dict[str, list] = {}
+        for _ in range(200):  # the watcher reacts to the file system: bounded real wait
+            _, families = await scrape(metrics.port)
+            if value(families["lora_pipeline_api_retries"], reason="rate_limited") > 0 and \
+                    all(row.state == DONE for row in db.subjects("test")):
+                break
+            await asyncio.sleep(0.05)
+        runner.stop()
+        await asyncio.wait_for(watching, 10)
+
+    injected = emulator.emulator.counters_snapshot()["faults_injected"]["429"]
+    retried = value(families["lora_pipeline_api_retries"], job="test", reason="rate_limited")
+    assert 0 < retried <= injected
+    assert 0 < value(families["lora_pipeline_api_rate_limited"], job="test") <= injected
+    assert value(families["lora_pipeline_rate_limit_waits"], source="service") == retried
+    assert value(families["lora_pipeline_rate_limit_wait_seconds"], source="service") > 0
