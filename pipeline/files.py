@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -54,15 +56,19 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_atomic(path, text.encode("utf-8"))
 
 
-def remove_partials(root: Path) -> int:
-    """Delete the temp files an interrupted run left under ``root``; return how many."""
+def remove_partials(root: Path, *, older_than: float | None = None) -> int:
+    """Delete the temp files an interrupted run left under ``root``; return how many. With
+    ``older_than``, only those not written to for that many seconds (another process may be
+    writing the others)."""
     if not root.is_dir():
         return 0
     removed = 0
+    horizon = None if older_than is None else time.time() - older_than
     for leftover in root.rglob(f".*{PART_SUFFIX}"):
-        if leftover.is_file():
-            leftover.unlink()
-            removed += 1
+        with contextlib.suppress(FileNotFoundError):  # renamed or removed meanwhile
+            if leftover.is_file() and (horizon is None or leftover.stat().st_mtime < horizon):
+                leftover.unlink()
+                removed += 1
     return removed
 
 

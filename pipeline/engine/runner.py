@@ -31,8 +31,10 @@ from ..inputs.inbox import watch_inbox
 from ..inputs.photo_cache import CACHE_FILE, MeasureCache, PhotoCache
 from ..jobfile.loading import JobConfig
 from ..redact import Scrubber
-from ..store.location import open_store, state_dir
+from ..store.coordination import INTAKE
+from ..store.location import local_cache_dir, open_store, state_dir
 from ..store.lock import job_lock
+from ..store.postgres import PostgresStore
 from ..store.protocol import StateStore, SubjectRow
 from ..store.states import ACTIVE_STATES, FAILED
 from ..views.summary import (
@@ -49,11 +51,17 @@ from .spend_guard import SpendGuard, new_pass_id
 from .stages.context import StageContext
 from .stages.intake import IntakeResult, intake_off_loop
 from .subject_loop import Services, drive
+from .work_share import SharedWorker, SoleWorker, new_owner
 
 log = structlog.get_logger(__name__)
 
 #: How often ``watch`` looks at the inbox again without being told of a change.
 RESCAN_SECONDS = 30.0
+#: The states a driver advances (a failed training may be tried again).
+DRIVEN_STATES = (*ACTIVE_STATES, FAILED)
+#: With several workers, a temp file in the outbox untouched for this long was left by a
+#: worker that died (a live download writes at least every stall timeout).
+PARTIALS_ABANDONED_AFTER = 600.0
 
 
 @dataclass
@@ -97,6 +105,8 @@ class Runner:
         self._on_round = on_round
         #: What was last logged as ``inbox.waiting``: it is logged again only when it changes.
         self._waiting_logged: frozenset[tuple[str, str]] = frozenset()
+        #: This process's part of the job: everything, or its leases (see work_share).
+        self._worker: SoleWorker = SoleWorker()
 
     def stop(self, signum: int | None = None) -> None:
         """Stop taking new work; the current pass ends cleanly."""
@@ -175,25 +185,25 @@ class Runner:
     ) -> tuple[RunResult, Counter[str]]:
         counts: Counter[str] = Counter()
         reached = Reachability()
-        folder = state_dir(self.job, self.settings)
-        with job_lock(folder, self.job.job.name), PhotoCache.open(folder / CACHE_FILE) as cache:
+        shared = self.settings.state_url is not None
+        # Several workers share a job through PostgreSQL: no job lock, and each host keeps
+        # its photo measures in a cache of its own (never SQLite on a shared mount).
+        folder = local_cache_dir(self.job) if shared else state_dir(self.job, self.settings)
+        lock = contextlib.nullcontext() if shared else job_lock(folder, self.job.job.name)
+        with lock, PhotoCache.open(folder / CACHE_FILE) as cache:
             self._photo_cache = cache
             store = self._store or open_store(
-                self.job, self.settings, scrub=Scrubber.for_key(self.settings.api_key)
+                self.job, self.settings, scrub=Scrubber.for_key(self.settings.api_key),
+                owner=new_owner() if shared else None,
             )
+            worker = self._worker_of(store)
             try:
-                job_root = self.job.job.outbox / self.job.job.name
-                if job_root.is_symlink():  # cleaning through it would delete elsewhere
-                    log.warning(
-                        "outbox.not_cleaned", folder=str(job_root),
-                        hint="it is a link, not the pipeline's folder: nothing is cleaned or "
-                             "written through it; move it away",
-                    )
-                elif removed := remove_partials(job_root):
-                    log.info("outbox.cleaned", partial_files=removed)
-                waiting, reached = await self._with_api(store, spend, counts, body)
+                if not worker.shared:
+                    self._clean_partials()
+                waiting, reached = await self._with_api(store, worker, spend, counts, body)
                 subjects = summarize(store, self.job.job.name)
             finally:
+                worker.leave()
                 if self._store is None:
                     store.close()
         code = exit_code_for(subjects, since=started, ceiling_reached=spend.stopped,
@@ -209,20 +219,43 @@ class Runner:
             code = EXIT_SIGINT if self._signal == signal.SIGINT else EXIT_SIGTERM
         return RunResult(subjects, code, self._signal, waiting, list(spend.refusals)), counts
 
+    def _worker_of(self, store: StateStore) -> SoleWorker:
+        if isinstance(store, PostgresStore) and store.owner is not None:
+            return SharedWorker(store, self.job.job.name, self.clock,
+                                ttl=self.settings.lease_seconds)
+        return SoleWorker()
+
+    def _clean_partials(self, *, older_than: float | None = None) -> None:
+        """Remove the temp files killed runs left in the outbox (with several workers,
+        only those untouched for ``older_than`` seconds: the others may be writing)."""
+        job_root = self.job.job.outbox / self.job.job.name
+        if job_root.is_symlink():  # cleaning through it would delete elsewhere
+            log.warning(
+                "outbox.not_cleaned", folder=str(job_root),
+                hint="it is a link, not the pipeline's folder: nothing is cleaned or "
+                     "written through it; move it away",
+            )
+        elif removed := remove_partials(job_root, older_than=older_than):
+            log.info("outbox.cleaned", partial_files=removed)
+
     async def _with_api(
-        self, store: StateStore, spend: SpendGuard, counts: Counter[str],
+        self, store: StateStore, worker: SoleWorker, spend: SpendGuard, counts: Counter[str],
         body: Callable[[Services, _Drivers], Awaitable[list[str]]],
     ) -> tuple[list[str], Reachability]:
         async with ApiClient(self.settings, session=self._session, clock=self.clock) as api:
             ctx = StageContext(self.job, self.settings, api, store, self.clock,
                                spend_guard=spend, counts=counts)
-            services = Services.create(ctx)
-            drivers = _Drivers()
+            services = Services.create(ctx, worker)
+            drivers = _Drivers(worker)
+            self._worker = worker
             monitor = asyncio.create_task(
                 supervise("monitor", services.monitor.run, sleep=self.clock.sleep),
                 name="monitor",
             )
             drivers.watch_task(monitor)
+            heartbeat = asyncio.create_task(supervise(
+                "heartbeat", lambda: worker.heartbeat(drivers.lost), sleep=self.clock.sleep,
+            ), name="heartbeat")
             requests = asyncio.create_task(supervise(
                 "requests", lambda: self._serve_requests(services, drivers),
                 sleep=self.clock.sleep,
@@ -234,6 +267,8 @@ class Runner:
                     requests.cancel()
                     await asyncio.gather(requests, return_exceptions=True)
                     await self._stop_work(ctx, drivers, monitor)
+                    heartbeat.cancel()
+                    await asyncio.gather(heartbeat, return_exceptions=True)
 
     async def _stop_work(
         self, ctx: StageContext, drivers: _Drivers, monitor: asyncio.Task[None]
@@ -260,6 +295,8 @@ class Runner:
         while True:
             for request in ctx.store.open_requests(self.job.job.name):
                 subject = ctx.store.latest(self.job.job.name, request.subject)
+                if not drivers.worker.may_serve(subject):
+                    continue  # the worker that drives it acts on it
                 if request.action == "cancel":
                     await drivers.stop(subject, hold=True)  # not restarted meanwhile
                     await ctx.inflight.drain(self.settings.stop_grace_seconds)
@@ -278,7 +315,13 @@ class Runner:
     async def _intake(self, services: Services, drivers: _Drivers) -> IntakeResult:
         """Intake with its reading off the event loop: a signal stops it (see
         :func:`~.stages.intake.intake_off_loop`). Each new version's driver starts as soon
-        as its folder is recorded, while the others are still being read."""
+        as its folder is recorded, while the others are still being read. With several
+        workers, one at a time does it: the one holding the intake role."""
+        worker = self._worker
+        if worker.shared:
+            if not worker.take_role(INTAKE):
+                return IntakeResult()
+            self._clean_partials(older_than=PARTIALS_ABANDONED_AFTER)
         taken = await intake_off_loop(
             self.job, services.ctx.store, self.clock, stopping=self._stop,
             on_version=lambda row: drivers.start(services, row), cache=self._photo_cache,
@@ -292,9 +335,13 @@ class Runner:
         return taken
 
     def _rescan_delay(self, taken: IntakeResult) -> float:
+        # With several workers a round also claims what a dead worker left: within a lease.
+        longest = RESCAN_SECONDS
+        if self._worker.shared:
+            longest = min(RESCAN_SECONDS, self.settings.lease_seconds / 3)
         if taken.waiting:
-            return max(1.0, min(RESCAN_SECONDS, self.job.job.settle_seconds / 2 or 1.0))
-        return RESCAN_SECONDS
+            return max(1.0, min(longest, self.job.job.settle_seconds / 2 or 1.0))
+        return longest
 
     async def _watch_inbox(self, changed: asyncio.Event) -> None:
         async for names in watch_inbox(self.job.job.inbox, stop_event=self._stop):
@@ -326,7 +373,9 @@ class Runner:
 class _Drivers:
     """The per-subject driver tasks of a run: one per subject, started once."""
 
-    def __init__(self) -> None:
+    def __init__(self, worker: SoleWorker | None = None) -> None:
+        #: Which subjects this process may drive (all of them, or its leases).
+        self.worker = worker or SoleWorker()
         self._tasks: dict[int, asyncio.Task[SubjectRow]] = {}
         #: Subjects a person's request is being carried out for: not started meanwhile.
         self._held: set[int] = set()
@@ -335,8 +384,8 @@ class _Drivers:
 
     def start_all(self, services: Services) -> None:
         store = services.ctx.store
-        job = services.ctx.job_name
-        for subject in store.subjects(job, states=(*ACTIVE_STATES, FAILED)):
+        rows = store.subjects(services.ctx.job_name, states=DRIVEN_STATES)
+        for subject in self.worker.claim(rows, DRIVEN_STATES):
             self.start(services, subject)
 
     def start(self, services: Services, subject: SubjectRow) -> None:
@@ -344,6 +393,8 @@ class _Drivers:
         has been refused (every request would be refused too: nothing starts again)."""
         if self._failed.is_set():
             return
+        if not self.worker.holds(subject.id) and not self.worker.claim([subject], DRIVEN_STATES):
+            return  # another worker drives it
         task = self._tasks.get(subject.id)
         if subject.id not in self._held and (task is None or task.done()):
             task = asyncio.create_task(drive(services, subject), name=f"drive:{subject.name}")
@@ -386,6 +437,13 @@ class _Drivers:
         if task is not None and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+    def lost(self, subject_ids: set[int]) -> None:
+        """Another worker took these subjects over: stop driving them here."""
+        for subject_id in subject_ids:
+            task = self._tasks.get(subject_id)
+            if task is not None:
+                task.cancel()
 
     def release(self, subject: SubjectRow | None) -> None:
         if subject is not None:

@@ -22,6 +22,7 @@ from ..errors import (
     PipelineError,
     UnsafePath,
 )
+from ..store.postgres import PostgresStore
 from ..store.protocol import SubjectRow
 from ..store.states import (
     DONE,
@@ -40,6 +41,8 @@ from ..store.states import (
     VALIDATED,
 )
 from .ratelimit import GenerationLimits, ImageRateLimiter
+from .shared_limits import shared_limits
+from .shared_monitor import SharedMonitor
 from .stages.collect import collect_generation
 from .stages.context import StageContext
 from .stages.fetch import ModelIndex, fetch_lora
@@ -47,6 +50,7 @@ from .stages.generate import init_uses, submit_generation
 from .stages.monitor import TrainingMonitor
 from .stages.train import TaskIndex, submit_training
 from .stages.upload import upload_subject
+from .work_share import SharedWorker, SoleWorker
 
 log = structlog.get_logger(__name__)
 
@@ -56,7 +60,7 @@ class Services:
     """What the drivers of one run share: limits, the poller and the look-up caches."""
 
     ctx: StageContext
-    monitor: TrainingMonitor
+    monitor: TrainingMonitor | SharedMonitor
     upload_limit: asyncio.Semaphore
     download_limit: asyncio.Semaphore
     #: The account's txt2img and img2img images-per-minute limits, each shared by all.
@@ -70,17 +74,24 @@ class Services:
         return self.ctx.stopping
 
     @classmethod
-    def create(cls, ctx: StageContext) -> Services:
+    def create(cls, ctx: StageContext, worker: SoleWorker | None = None) -> Services:
+        """The services of one pass; a :class:`SharedWorker` (PostgreSQL) gets the job's
+        one poller and the account's limits shared with the other workers."""
         settings = ctx.settings
+        monitor: TrainingMonitor | SharedMonitor = TrainingMonitor(ctx)
+        limits = GenerationLimits(
+            txt2img=ImageRateLimiter(settings.images_per_minute, ctx.clock),
+            img2img=ImageRateLimiter(settings.img2img_images_per_minute, ctx.clock),
+        )
+        if isinstance(worker, SharedWorker) and isinstance(ctx.store, PostgresStore):
+            monitor = SharedMonitor(ctx, worker)
+            limits = shared_limits(ctx.store, settings, ctx.clock)
         return cls(
             ctx=ctx,
-            monitor=TrainingMonitor(ctx),
+            monitor=monitor,
             upload_limit=asyncio.Semaphore(settings.upload_concurrency),
             download_limit=asyncio.Semaphore(settings.download_concurrency),
-            generation_limits=GenerationLimits(
-                txt2img=ImageRateLimiter(settings.images_per_minute, ctx.clock),
-                img2img=ImageRateLimiter(settings.img2img_images_per_minute, ctx.clock),
-            ),
+            generation_limits=limits,
             tasks=TaskIndex(ctx),
             models=ModelIndex(ctx),
         )

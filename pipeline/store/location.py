@@ -70,6 +70,16 @@ def state_dir(job: JobConfig, settings: Settings) -> Path:
     return folder
 
 
+def local_cache_dir(job: JobConfig) -> Path:
+    """This host's cache folder for a job shared through PostgreSQL (the photo measures):
+    ``$XDG_CACHE_HOME/lora-pipeline/<job>``, never on the shared mount, where SQLite's
+    locking cannot be trusted."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    folder = Path(base) / "lora-pipeline" / job.job.name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def state_file(job: JobConfig, settings: Settings) -> Path:
     return state_dir(job, settings) / STATE_FILE
 

@@ -108,7 +108,8 @@ def _postgres_sql(sql: str) -> str:
 
 
 class _Row(dict[str, Any]):
-    """A row that answers ``row[0]`` as sqlite3.Row does, and ``row["name"]``."""
+    """A row that answers ``row[0]`` and unpacks as sqlite3.Row does, and ``row["name"]``
+    and ``Row(**row)`` as a dict."""
 
     __slots__ = ("_values",)
 
@@ -120,6 +121,10 @@ class _Row(dict[str, Any]):
         if isinstance(key, int):
             return self._values[key]
         return dict.__getitem__(self, key)
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        """Its values, as a tuple's (``a, b = row``); ``keys()`` gives the names."""
+        return iter(self._values)
 
 
 def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], _Row]:

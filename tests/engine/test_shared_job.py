@@ -1,0 +1,77 @@
+"""Several workers share one job through PostgreSQL: each subject is driven by one of them,
+nothing is paid twice, and a dead worker's subjects are taken over once its leases expire."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from pipeline.emulator import EmulatorHandle
+from pipeline.engine.runner import DRIVEN_STATES, Runner
+from pipeline.jobfile.loading import load_job
+from pipeline.store.coordination import Coordination
+from pipeline.store.postgres import PostgresStore
+from pipeline.store.states import DONE
+from pipeline.views.summary import EXIT_OK
+from tests.conftest import fast_settings, write_job
+from tests.engine.folders import write_subjects
+
+
+def _settings(emulator: EmulatorHandle, tmp_path: Path, url: str, **more: Any) -> Any:
+    return fast_settings(emulator.base_url, tmp_path / "state", state_url=SecretStr(url),
+                         **more)
+
+
+def _pictures(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "outbox" / "test").rglob("*.png"))
+
+
+async def test_two_workers_share_a_job_and_pay_once_for_each_subject(
+    tmp_path: Path, emulator: EmulatorHandle, postgres_url: str, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    job = load_job(write_job(tmp_path, prompts=2, image_num=1))
+    names = write_subjects(tmp_path / "inbox", 6, 3)
+    settings = _settings(emulator, tmp_path, postgres_url)
+    results = await asyncio.gather(
+        Runner(job, settings).run_once(max_wait=30), Runner(job, settings).run_once(max_wait=30)
+    )
+    with PostgresStore(postgres_url) as store:
+        rows = store.subjects("test")
+        assert sorted(r.name for r in rows) == sorted(names)
+        assert {r.state for r in rows} == {DONE}
+        ledger = store.ledger("test")
+    counters = emulator.emulator.counters_snapshot()
+    assert counters["trainings_created"]["total"] == len(names)
+    assert len([e for e in ledger if e.endpoint == "training"]) == len(names)
+    assert len(_pictures(tmp_path)) == len(names) * 2  # every picture once
+    assert all(r.exit_code == EXIT_OK for r in results)
+
+
+async def test_a_dead_workers_subjects_wait_for_its_lease_then_are_taken_over(
+    tmp_path: Path, emulator: EmulatorHandle, postgres_url: str, monkeypatch: Any
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    job = load_job(write_job(tmp_path, prompts=1, image_num=1))
+    write_subjects(tmp_path / "inbox", 2, 3)
+    settings = _settings(emulator, tmp_path, postgres_url)
+    # A first pass takes the folders in and stops at once; then a worker that is about to
+    # die leases alice.
+    await Runner(job, settings).run_once(max_wait=0)
+    with PostgresStore(postgres_url) as store:
+        alice = store.latest("test", "alice")
+        assert alice is not None and alice.state in DRIVEN_STATES
+        dead = Coordination(store, "test", "dead-host:1:aa", ttl=60.0)
+        assert dead.claim(DRIVEN_STATES, now=time.time(), only=[alice.id]) == [alice.id]
+        await Runner(job, settings).run_once(max_wait=30)
+        assert store.subject(alice.id).state == alice.state  # not this worker's: untouched
+        assert store.latest("test", "bob").state == DONE
+        # Its lease expires (the dead worker's heartbeat stopped): the next pass takes over.
+        store._db.execute("UPDATE leases SET expires_at = 0 WHERE owner = ?", (dead.owner,))
+        await Runner(job, settings).run_once(max_wait=30)
+        assert store.subject(alice.id).state == DONE
+    assert emulator.emulator.counters_snapshot()["trainings_created"]["total"] == 2
