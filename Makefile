@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint browser bench soak clean
+.PHONY: demo test lint browser postgres bench soak clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: lint browser
+test: lint browser postgres
 	$(BIN)/python -m pytest
 
 # The report's browser test renders the page in headless Chromium (Debian's package),
@@ -32,6 +32,17 @@ browser:
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	} || echo "warning: could not install chromium: the report's browser test will fail"
+
+# The PostgreSQL store's tests start a throwaway server (tests/postgres.py) from the server
+# binaries (initdb, pg_ctl): on PATH, or Debian's /usr/lib/postgresql/<version>/bin. Debian's
+# package is installed here when neither has them.
+postgres:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing postgresql for the PostgreSQL store's tests"; \
+	  SUDO=; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	} || echo "warning: could not install postgresql: the PostgreSQL store's tests will fail"
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
