@@ -123,10 +123,12 @@ def project(tmp_path: Path) -> tuple[Path, Path]:
     return job, config
 
 
-def seed(config: Path, attack: str) -> None:
+def seed(config: Path, attack: str, *, later: bool = False) -> None:
     """A rejected subject named ``attack`` carrying it everywhere (error, warning, refused
-    file and reason), and a canceled one with it as its error and training task."""
-    past = time.time() - 3600  # before the run: its exit code is not about these
+    file and reason), and a canceled one with it as its error and training task. Recorded an
+    hour before the run (its exit code is not about these), or with ``later`` during it, as
+    far as the run can tell (so it prints them as what it changed)."""
+    past = time.time() + (60 if later else -3600)
     with SqliteStore(config.parent / "state" / "state.db") as store:
         store.add_version(JOB, attack, "fp", "subject", state=REJECTED, now=past, error=attack,
                           warnings=[attack], rejections=[(attack, attack)])
@@ -154,8 +156,8 @@ def test_status_shows_hostile_names_and_reasons_as_text(project, screen, attack)
 @pytest.mark.parametrize("attack", ATTACKS.values(), ids=ATTACKS.keys())
 def test_run_shows_hostile_names_and_reasons_as_text(project, screen, attack) -> None:
     job, config = project
-    seed(config, attack)
-    assert cli(config, "run", str(job), "--max-wait", "5") == EXIT_OK
+    seed(config, attack, later=True)
+    assert cli(config, "run", str(job), "--max-wait", "5") == EXIT_FAILED  # canceled "now"
     assert_safe(screen.out, terminal=screen.terminal)
     assert_shown(screen.out, attack)
 
