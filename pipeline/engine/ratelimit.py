@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..clock import Clock
 
@@ -31,6 +32,14 @@ class LimiterStats:
 
 #: What every limiter of this process held back (any limiter of the pipeline counts here).
 LIMITER_STATS = LimiterStats()
+
+
+class Limiter(Protocol):
+    """An images-per-minute limit: this process's (:class:`ImageRateLimiter`) or the
+    account's, shared by several workers (:mod:`pipeline.engine.shared_limits`)."""
+
+    async def acquire(self, images: int) -> None: ...
+    def penalise(self, seconds: float) -> None: ...
 
 
 class ImageRateLimiter:
@@ -93,9 +102,9 @@ class GenerationLimits:
     apart (20 and 10 images per minute by default), so each has its own limiter, shared by
     every subject of the pass."""
 
-    txt2img: ImageRateLimiter
-    img2img: ImageRateLimiter
+    txt2img: Limiter
+    img2img: Limiter
 
-    def of(self, endpoint: str) -> ImageRateLimiter:
+    def of(self, endpoint: str) -> Limiter:
         """The limiter of ``endpoint`` (``txt2img`` or ``img2img``)."""
         return self.img2img if endpoint == "img2img" else self.txt2img

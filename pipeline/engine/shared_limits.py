@@ -16,7 +16,7 @@ from ..clock import Clock
 from ..config import Settings
 from ..store.coordination import AccountWindow
 from ..store.postgres import PostgresStore
-from .ratelimit import WINDOW_SECONDS, GenerationLimits
+from .ratelimit import LIMITER_STATS, WINDOW_SECONDS, GenerationLimits
 
 
 def account_id(settings: Settings) -> str:
@@ -44,12 +44,17 @@ class SharedRateLimiter:
     async def acquire(self, images: int) -> None:
         """Wait until ``images`` more fit in the account's window, then count them."""
         images = min(images, self._limit)
+        asked = self._clock.now()
+        held = self._turn.locked()
         async with self._turn:
             while (wait := self._window.take(
                 self._endpoint, images, limit=self._limit, window=self._seconds,
                 now=self._clock.now(),
             )) is not None:
+                held = True
                 await self._clock.sleep(wait)
+        if held:
+            LIMITER_STATS.waited(self._clock.now() - asked)
 
     def penalise(self, seconds: float) -> None:
         """The service said 429: every worker holds back for ``seconds``."""
@@ -59,7 +64,6 @@ class SharedRateLimiter:
 def shared_limits(store: PostgresStore, settings: Settings, clock: Clock) -> GenerationLimits:
     window = AccountWindow(store, account_id(settings))
     return GenerationLimits(
-        txt2img=SharedRateLimiter(window, "txt2img", settings.images_per_minute, clock),  # type: ignore[arg-type]
-        img2img=SharedRateLimiter(window, "img2img", settings.img2img_images_per_minute,  # type: ignore[arg-type]
-                                  clock),
+        txt2img=SharedRateLimiter(window, "txt2img", settings.images_per_minute, clock),
+        img2img=SharedRateLimiter(window, "img2img", settings.img2img_images_per_minute, clock),
     )

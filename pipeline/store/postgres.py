@@ -122,7 +122,7 @@ class _Row(dict[str, Any]):
             return self._values[key]
         return dict.__getitem__(self, key)
 
-    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[Any]:
         """Its values, as a tuple's (``a, b = row``); ``keys()`` gives the names."""
         return iter(self._values)
 

@@ -42,7 +42,7 @@ from ...jobfile.loading import RenderedPrompt
 from ...store.ledger import CREATED, NOT_CREATED
 from ...store.protocol import GenerationRow, InitImageUse, SubjectRow
 from ...store.states import GEN_FAILED, GEN_PENDING, GEN_SUBMITTED, GEN_SUBMITTING
-from ..ratelimit import ImageRateLimiter
+from ..ratelimit import Limiter
 from .context import StageContext
 
 log = structlog.get_logger(__name__)
@@ -131,7 +131,7 @@ def with_init_image(
 
 
 async def submit_generation(
-    ctx: StageContext, subject: SubjectRow, generation: GenerationRow, limiter: ImageRateLimiter
+    ctx: StageContext, subject: SubjectRow, generation: GenerationRow, limiter: Limiter
 ) -> None:
     """Take one generation from ``pending`` (or a leftover ``submitting``) to ``submitted``,
     ``failed``, or (when the pass stops first) leave it where it is."""
