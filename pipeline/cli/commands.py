@@ -29,8 +29,7 @@ from ..inputs.inbox import SubjectFolder, scan_inbox
 from ..jobfile.loading import JobConfig, PhotosSection, load_job, load_subject_overrides
 from ..logs import configure_logging
 from ..notify.pass_hooks import PassHooks
-from ..store.location import open_reader, open_store, state_dir, state_file
-from ..store.lock import job_lock
+from ..store.location import hold_job, open_reader, open_store, state_name
 from ..store.queries import SqlStore
 from ..views.console import Retry, print_pass, print_status, print_validation, problems
 from ..views.metrics import MetricsServer
@@ -200,8 +199,7 @@ def _request(
     extra = request_args(action, prompts=getattr(args, "prompt", None) or [],
                          new=bool(getattr(args, "new", False)))
     try:
-        with job_lock(state_dir(job, settings), job.job.name), \
-                open_store(job, settings) as store:
+        with hold_job(job, settings), open_store(job, settings) as store:
             request_id = store.add_request(job.job.name, args.subject, action, extra, now=now)
             try:
                 outcome = act(store, job, store.request(request_id), now=now)
@@ -228,8 +226,8 @@ def _read_state(
     or write-lock it. None, after saying so, when the job has no state yet."""
     store = open_reader(job, settings)
     if store is None:
-        console.print(line(f"no subjects yet: job {job.job.name!r} has no state file "
-                           f"({state_file(job, settings)})"))
+        console.print(line(f"no subjects yet: job {job.job.name!r} has nothing in "
+                           f"{state_name(job, settings)}"))
         yield None
         return
     with store:

@@ -16,7 +16,7 @@ from ..config import Settings
 from ..engine.plan import plan_pass
 from ..inputs.photo_cache import CACHE_FILE, PhotoCache
 from ..jobfile.loading import JobConfig
-from ..store.location import open_reader, state_dir
+from ..store.location import open_reader, photo_cache_dir
 from ..store.queries import SqlStore
 from ..store.sqlite import SqliteStore
 from ..views.plan import plan_data, print_plan
@@ -38,7 +38,7 @@ def spend(job: JobConfig, settings: Settings, console: Console, *, as_json: bool
 def plan(job: JobConfig, settings: Settings, console: Console, *, as_json: bool) -> int:
     """Print what the next pass of ``job`` would pay for, paying and recording nothing."""
     with _state(job, settings) as store, \
-            PhotoCache.open_read_only(state_dir(job, settings) / CACHE_FILE) as cache:
+            PhotoCache.open_read_only(photo_cache_dir(job, settings) / CACHE_FILE) as cache:
         data = plan_data(plan_pass(job, store, now=SystemClock().now(), cache=cache),
                          job.prices)
     if as_json:

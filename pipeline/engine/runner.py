@@ -32,7 +32,7 @@ from ..inputs.photo_cache import CACHE_FILE, MeasureCache, PhotoCache
 from ..jobfile.loading import JobConfig
 from ..redact import Scrubber
 from ..store.coordination import INTAKE
-from ..store.location import local_cache_dir, open_store, state_dir
+from ..store.location import open_store, photo_cache_dir, state_dir
 from ..store.lock import job_lock
 from ..store.postgres import PostgresStore
 from ..store.protocol import StateStore, SubjectRow
@@ -186,11 +186,12 @@ class Runner:
         counts: Counter[str] = Counter()
         reached = Reachability()
         shared = self.settings.state_url is not None
-        # Several workers share a job through PostgreSQL: no job lock, and each host keeps
-        # its photo measures in a cache of its own (never SQLite on a shared mount).
-        folder = local_cache_dir(self.job) if shared else state_dir(self.job, self.settings)
-        lock = contextlib.nullcontext() if shared else job_lock(folder, self.job.job.name)
-        with lock, PhotoCache.open(folder / CACHE_FILE) as cache:
+        # Several workers share a job through PostgreSQL: no job lock (the leases say who
+        # does what), and each host keeps its photo measures in a cache of its own.
+        lock = (contextlib.nullcontext() if shared
+                else job_lock(state_dir(self.job, self.settings), self.job.job.name))
+        cache_file = photo_cache_dir(self.job, self.settings) / CACHE_FILE
+        with lock, PhotoCache.open(cache_file) as cache:
             self._photo_cache = cache
             store = self._store or open_store(
                 self.job, self.settings, scrub=Scrubber.for_key(self.settings.api_key),

@@ -103,7 +103,8 @@ class PassHooks:
 
     async def __aenter__(self) -> Self:
         with contextlib.suppress(PipelineError):  # the runner says what is wrong with it
-            self._unread_at_start = state_file(self._job, self._settings).is_file()
+            self._unread_at_start = (self._settings.state_url is not None
+                                     or state_file(self._job, self._settings).is_file())
         await self._read(self._remember_failed)
         # Set in this task, so the pass run after this (in the same task) and every task it
         # starts report to the meter.

@@ -150,6 +150,15 @@ class Coordination:
         return row is not None
 
 
+def workers_alive(store: PostgresStore, job: str, *, now: float, ttl: float) -> list[str]:
+    """The hosts of the job's workers whose heartbeat is recent, by name."""
+    rows = store._db.execute(
+        "SELECT DISTINCT host FROM workers WHERE job = ? AND seen_at > ? ORDER BY host",
+        (job, now - ttl),
+    )
+    return [str(r[0]) for r in rows]
+
+
 class AccountWindow:
     """The account's images started per endpoint in the sliding window, in the database."""
 

@@ -22,13 +22,18 @@ sidecars would be the alternative; refusing keeps that decision with a person.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 import structlog
 
-from ..errors import PipelineError, StoreError
+from ..errors import LockHeld, PipelineError, StoreError
 from ..redact import Scrubber
+from .coordination import workers_alive
+from .lock import job_lock
 from .postgres import NoStateYet, PostgresStore, describe
 from .queries import SqlStore
 from .sqlite import SqliteStore
@@ -70,14 +75,41 @@ def state_dir(job: JobConfig, settings: Settings) -> Path:
     return folder
 
 
-def local_cache_dir(job: JobConfig) -> Path:
-    """This host's cache folder for a job shared through PostgreSQL (the photo measures):
-    ``$XDG_CACHE_HOME/lora-pipeline/<job>``, never on the shared mount, where SQLite's
-    locking cannot be trusted."""
+def photo_cache_dir(job: JobConfig, settings: Settings) -> Path:
+    """The folder of the job's photo measures (a cache): the state folder; with several
+    hosts (``LORA_STATE_URL``) this host's ``$XDG_CACHE_HOME/lora-pipeline/<job>`` instead,
+    never the shared mount, where SQLite's locking cannot be trusted."""
+    if settings.state_url is None:
+        return state_dir(job, settings)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    folder = Path(base) / "lora-pipeline" / job.job.name
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return Path(base) / "lora-pipeline" / job.job.name
+
+
+@contextmanager
+def hold_job(job: JobConfig, settings: Settings) -> Iterator[None]:
+    """Keep passes of the job from working beside a person's request acted on at once, or
+    raise :class:`~pipeline.errors.LockHeld` (the request is then queued for the pass): the
+    job's lock; with several hosts, no worker of the job may be alive."""
+    if settings.state_url is None:
+        with job_lock(state_dir(job, settings), job.job.name):
+            yield
+        return
+    try:
+        with PostgresStore(settings.state_url.get_secret_value(), read_only=True) as store:
+            hosts = workers_alive(store, job.job.name, now=time.time(),
+                                  ttl=settings.lease_seconds)
+    except NoStateYet:
+        hosts = []
+    if hosts:
+        raise LockHeld(f"workers of job {job.job.name!r} are running on {', '.join(hosts)}")
+    yield
+
+
+def state_name(job: JobConfig, settings: Settings) -> str:
+    """Where the job's state is, as a message names it: its file, or its database."""
+    if settings.state_url is not None:
+        return f"the state database {describe(settings.state_url.get_secret_value())}"
+    return f"the state file {state_file(job, settings)}"
 
 
 def state_file(job: JobConfig, settings: Settings) -> Path:
