@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..inputs.dataset import DatasetReport, PhotoVerdict
-from ..store.states import ACTIVE_STATES, SETTLED_STATES
+from ..store.states import ACTIVE_STATES, REJECTED, SETTLED_STATES
 from .summary import SubjectSummary
 from .textsafe import line
 
@@ -43,7 +43,7 @@ def _progress(s: SubjectSummary) -> str:
 
 def _images(s: SubjectSummary) -> str:
     """Photos taken for training; for a subject refused as a whole, how many it had."""
-    if s.state == "rejected":
+    if s.state == REJECTED:
         return f"{s.photos_found} photos, refused"
     return str(s.images)
 
@@ -100,18 +100,18 @@ def retry_command(job_file: Path, name: str, config: Path | None = None) -> str:
     return f"lora-pipeline{settings} retry {shlex.quote(str(job_file))} {shlex.quote(name)}"
 
 
-#: Where a failed subject's retry command points: the job file, or (job file, ``--config``).
-Retry = Path | tuple[Path, Path | None] | None
+#: What a failed subject's retry command names: the job file and the ``--config`` file (None
+#: for the default one); None for no retry command.
+Retry = tuple[Path, Path | None] | None
 
 
 def _error(s: SubjectSummary, retry: Retry) -> str:
-    """The subject's error, ending with the command to retry it when ``retry`` gives the
-    job file (and the ``--config`` file, if one was used) and retrying has work to do."""
+    """The subject's error, ending with the command to retry it when ``retry`` is given and
+    retrying has work to do."""
     assert s.error is not None
     if retry is None or not s.retryable:
         return s.error
-    job_file, config = retry if isinstance(retry, tuple) else (retry, None)
-    return f"{s.error}; to try again: {retry_command(job_file, s.name, config)}"
+    return f"{s.error}; to try again: {retry_command(retry[0], s.name, retry[1])}"
 
 
 def problems(
@@ -140,7 +140,7 @@ def _print_rows(console: Console, job: str, subjects: Sequence[SubjectSummary]) 
         console.print(status_table(job, subjects))
         return
     for s in subjects:
-        fields = ([f"photos={s.photos_found} refused"] if s.state == "rejected"
+        fields = ([f"photos={s.photos_found} refused"] if s.state == REJECTED
                   else [f"images={s.images}"])
         fields.append(f"task={s.task_id or '-'}")
         if s.live_progress[0] is not None:
