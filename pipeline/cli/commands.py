@@ -23,7 +23,7 @@ from ..clock import SystemClock
 from ..config import Settings
 from ..engine.control import act, request_args
 from ..engine.runner import Runner, RunResult
-from ..errors import BadCredentials, ConfigError, LockHeld, PipelineError, StateConflict, StoreError
+from ..errors import BadCredentials, ConfigError, LockHeld, PipelineError, StateConflict
 from ..inputs.dataset import DatasetReport, validate_subject
 from ..inputs.inbox import SubjectFolder, scan_inbox
 from ..jobfile.loading import JobConfig, PhotosSection, load_job, load_subject_overrides
@@ -36,12 +36,10 @@ from ..views.metrics import MetricsServer
 from ..views.report import write_job_report
 from ..views.summary import (
     EXIT_BAD_CREDENTIALS,
-    EXIT_FAILED,
-    EXIT_LOCK_HELD,
     EXIT_OK,
     EXIT_REJECTED,
-    EXIT_SIGINT,
     EXIT_USAGE,
+    exit_code_for_error,
     summarize,
 )
 from ..views.textsafe import line
@@ -82,25 +80,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings)
     try:
         return _dispatch(args, settings, out, err)
-    except KeyboardInterrupt:  # Ctrl-C before a run installed its own handler
+    except KeyboardInterrupt as exc:  # Ctrl-C before a run installed its own handler
         err.print("stopped before any work began")
-        return EXIT_SIGINT
-    except ConfigError as exc:
-        _print_error(err, str(exc))
-        return EXIT_USAGE
-    except (StateConflict, StoreError) as exc:
-        _print_error(err, str(exc))
-        return EXIT_USAGE
+        return exit_code_for_error(exc)
     except LockHeld as exc:
         err.print(line((str(exc), "yellow")))
-        return EXIT_LOCK_HELD
+        return exit_code_for_error(exc)
     except BadCredentials as exc:
         err.print(line(("error:", "red"), f" the API refused the key ({exc.reason}). Set "
                        "LORA_API_KEY in config.env or the environment; nothing was retried."))
-        return EXIT_BAD_CREDENTIALS
-    except PipelineError as exc:
+        return exit_code_for_error(exc)
+    except PipelineError as exc:  # ConfigError, StoreError, StateConflict and the others
         _print_error(err, str(exc))
-        return EXIT_FAILED
+        return exit_code_for_error(exc)
 
 
 class _Console(Console):

@@ -43,6 +43,7 @@ from ..views.summary import (
     EXIT_UNREACHABLE,
     SubjectSummary,
     exit_code_for,
+    exit_code_for_error,
     summarize,
 )
 from .concurrency import supervise
@@ -167,7 +168,13 @@ class Runner:
         with structlog.contextvars.bound_contextvars(job=self.job.job.name,
                                                      pass_id=spend.pass_id):
             log.info("pass.started")
-            result, counts = await self._pass(body, started, spend)
+            try:
+                result, counts = await self._pass(body, started, spend)
+            except BaseException as exc:  # a refused key, a held lock: the pass still ends
+                log.error("pass.finished", exit_code=exit_code_for_error(exc),
+                          duration=round(self.clock.now() - started, 3),
+                          error=type(exc).__name__)
+                raise
             by_state = Counter(s.state for s in result.subjects)
             log.info(
                 "pass.finished", exit_code=result.exit_code,

@@ -54,7 +54,7 @@ from ..engine.ratelimit import LIMITER_STATS
 from ..errors import ConfigError
 from ..jobfile.loading import JobConfig
 from ..store.location import reader_once_made
-from ..store.sqlite import SqliteStore
+from ..store.queries import SqlStore
 from ..store.states import SUBJECT_STATES, SUBMITTING, TRAINING
 from .summary import Summaries, exit_code_for
 
@@ -83,7 +83,7 @@ class JobCollector(Collector):
         self._job = job
         self._settings = settings
         self._since = since
-        self._store: SqliteStore | None = None
+        self._store: SqlStore | None = None
         self._summaries = Summaries(job.job.name)
         #: Written on the event loop, read here: one reference swapped whole.
         self.last_round: Round | None = None
@@ -120,7 +120,7 @@ class JobCollector(Collector):
             yield _gauge("exit_code", "The exit code the watch would exit with if stopped now.",
                          name, code)
 
-    def _paid(self, store: SqliteStore | None) -> Iterator[Metric]:
+    def _paid(self, store: SqlStore | None) -> Iterator[Metric]:
         name = self._job.job.name
         labels = ["job", "endpoint", "kind"]
         requests = CounterMetricFamily(f"{PREFIX}_paid_requests",
@@ -174,7 +174,7 @@ class JobCollector(Collector):
         yield waits
         yield seconds
 
-    def _reader(self) -> SqliteStore | None:
+    def _reader(self) -> SqlStore | None:
         """The read-only store, once the watch has made (or upgraded) it."""
         if self._store is None:
             self._store = reader_once_made(self._job, self._settings)

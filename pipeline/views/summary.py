@@ -6,6 +6,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..errors import (
+    BadCredentials,
+    ConfigError,
+    LockHeld,
+    PipelineError,
+    StateConflict,
+    StoreError,
+)
 from ..store.protocol import StateStore, SubjectRow
 from ..store.states import CANCELED, DONE, FAILED, GEN_DONE, REJECTED
 
@@ -27,6 +35,21 @@ EXIT_SPEND_CEILING = 7
 EXIT_UNREACHABLE = 8
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
+
+
+def exit_code_for_error(exc: BaseException) -> int:
+    """The exit code of a command (a pass) that ended by raising ``exc``."""
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_SIGINT
+    if isinstance(exc, ConfigError | StateConflict | StoreError):
+        return EXIT_USAGE
+    if isinstance(exc, LockHeld):
+        return EXIT_LOCK_HELD
+    if isinstance(exc, BadCredentials):
+        return EXIT_BAD_CREDENTIALS
+    if isinstance(exc, PipelineError):
+        return EXIT_FAILED
+    return 1  # a bug: Python's own code for an uncaught exception
 
 
 @dataclass(frozen=True)

@@ -7,20 +7,28 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import structlog
+from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from pipeline.engine.runner import Runner
+from pipeline.errors import BadCredentials, ConfigError, LockHeld, PipelineError, StoreError
 from pipeline.jobfile.loading import load_job
 from pipeline.store.states import DONE, REJECTED, TRAINING
 from pipeline.views.summary import (
+    EXIT_BAD_CREDENTIALS,
     EXIT_FAILED,
+    EXIT_LOCK_HELD,
     EXIT_OK,
     EXIT_REJECTED,
+    EXIT_SIGINT,
     EXIT_SPEND_CEILING,
     EXIT_UNREACHABLE,
+    EXIT_USAGE,
     SubjectSummary,
     exit_code_for,
+    exit_code_for_error,
 )
 from tests.conftest import RecordingClock, fast_settings, write_job
 from tests.engine.folders import write_photos, write_subjects
@@ -149,3 +157,29 @@ async def test_a_settling_folder_is_logged_when_it_starts_waiting_only(tmp_path)
     waiting = [e for e in logs if e["event"] == "inbox.waiting"]
     assert [e["subject"] for e in waiting] == ["alice"]
     assert waiting[0]["reason"].startswith("settling")
+
+
+async def test_a_pass_that_raises_still_logs_its_end_with_the_exit_code(
+    tmp_path: Path, emulator: Any
+) -> None:
+    job = load_job(write_job(tmp_path))
+    write_subjects(tmp_path / "inbox", 1, 3)
+    settings = fast_settings(emulator.base_url, tmp_path / "state",
+                             api_key=SecretStr("sk-wrong-key-0123456789"))
+    with captured() as logs, pytest.raises(BadCredentials):
+        await Runner(job, settings).run_once(max_wait=20)
+    events = [e["event"] for e in logs]
+    assert events[0] == "pass.started" and events[-1] == "pass.finished"
+    finished = logs[-1]
+    assert (finished["exit_code"], finished["error"]) == (EXIT_BAD_CREDENTIALS, "BadCredentials")
+    assert finished["log_level"] == "error" and finished["job"] == "test"
+
+
+@pytest.mark.parametrize(("error", "code"), [
+    (BadCredentials(401, "Unauthorized", "refused", "/v3"), EXIT_BAD_CREDENTIALS), (LockHeld("held"), EXIT_LOCK_HELD),
+    (StoreError("bad"), EXIT_USAGE), (ConfigError("bad"), EXIT_USAGE),
+    (PipelineError("other"), EXIT_FAILED), (KeyboardInterrupt(), EXIT_SIGINT),
+    (RuntimeError("a bug"), 1),
+])
+def test_each_error_has_the_exit_code_the_readme_gives(error: BaseException, code: int) -> None:
+    assert exit_code_for_error(error) == code
