@@ -77,12 +77,17 @@ def state_dir(job: JobConfig, settings: Settings) -> Path:
 
 def photo_cache_dir(job: JobConfig, settings: Settings) -> Path:
     """The folder of the job's photo measures (a cache): the state folder; with several
-    hosts (``LORA_STATE_URL``) this host's ``$XDG_CACHE_HOME/lora-pipeline/<job>`` instead,
-    never the shared mount, where SQLite's locking cannot be trusted."""
+    hosts (``LORA_STATE_URL``) a folder of this host's instead, never the shared mount,
+    where SQLite's locking cannot be trusted: ``<cache>/<job>``, the cache being the
+    service's ``$CACHE_DIRECTORY`` (systemd's ``CacheDirectory=``), else
+    ``$XDG_CACHE_HOME/lora-pipeline``, else ``~/.cache/lora-pipeline``."""
     if settings.state_url is None:
         return state_dir(job, settings)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "lora-pipeline" / job.job.name
+    cache = os.environ.get("CACHE_DIRECTORY")
+    if not cache:
+        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        cache = str(Path(base) / "lora-pipeline")
+    return Path(cache) / job.job.name
 
 
 @contextmanager
