@@ -56,6 +56,11 @@ class StoreError(PipelineError):
     names the file and what to do."""
 
 
+class StateUnreachable(StoreError):
+    """The state database (PostgreSQL) cannot be reached, or the connection to it was lost:
+    nothing is wrong with the state, and the next try reconnects."""
+
+
 class LockHeld(PipelineError):
     """Another run of the same job holds its lock."""
 

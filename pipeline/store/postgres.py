@@ -32,7 +32,7 @@ from typing import Any, Final
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from ..errors import StateConflict, StoreError
+from ..errors import StateConflict, StateUnreachable, StoreError
 from ..redact import Scrubber
 from .ledger import Charge
 from .queries import SqlStore
@@ -133,20 +133,64 @@ def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], _Row]:
 
 
 class _Connection:
-    """The psycopg connection as :class:`~pipeline.store.protocol.Database`."""
+    """The psycopg connection as :class:`~pipeline.store.protocol.Database`.
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
-        self.conn = conn
+    A connection lost (the server restarted, the network cut) fails the statement with
+    :class:`StateUnreachable`, and the next statement outside a transaction connects again:
+    a worker outlives an outage of the database without a restart.
+    """
+
+    def __init__(self, connect: Callable[[], psycopg.Connection[Any]], name: str) -> None:
+        self._connect = connect
+        self._name = name
+        #: Transactions open on the connection (``atomic`` blocks): never reconnected inside.
+        self.depth = 0
+        self.conn = self._opened()
+
+    def _opened(self) -> psycopg.Connection[Any]:
+        try:
+            return self._connect()
+        except psycopg.Error as exc:
+            raise StateUnreachable(
+                f"the state database {self._name} cannot be reached ({_first_line(exc)}): "
+                "check LORA_STATE_URL and that the server is up"
+            ) from exc
+
+    def ensure(self) -> None:
+        """Connect again if the connection was lost, unless a transaction block is open on
+        it: that one fails as it must, and the step after it connects again."""
+        if (self.conn.broken or self.conn.closed) and self.depth == 0:
+            self.conn = self._opened()
+
+    @contextmanager
+    def reached(self) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.OperationalError as exc:
+            if not (self.conn.broken or self.conn.closed):
+                raise
+            raise StateUnreachable(
+                f"the connection to the state database {self._name} was lost "
+                f"({_first_line(exc)}); it is opened again for the next step"
+            ) from exc
 
     def execute(self, sql: str, parameters: Any = (), /) -> Any:
-        return self.conn.execute(_postgres_sql(sql), parameters or None)
+        self.ensure()
+        with self.reached():
+            return self.conn.execute(_postgres_sql(sql), parameters or None)
 
     def executemany(self, sql: str, parameters: Any, /) -> Any:
         rows = list(parameters)
-        cursor = self.conn.cursor()
-        if rows:
-            cursor.executemany(_postgres_sql(sql), rows)
-        return cursor
+        with self.reached():
+            cursor = self.conn.cursor()
+            if rows:
+                cursor.executemany(_postgres_sql(sql), rows)
+            return cursor
+
+
+def _first_line(exc: BaseException) -> str:
+    """An error's first line (psycopg's messages go on with context and hints)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def describe(url: str) -> str:
@@ -177,24 +221,21 @@ class PostgresStore(SqlStore):
         #: The database's address (may carry a password: never shown; see ``name``).
         self.url = url
         self.name = describe(url)
-        try:
+
+        def connect() -> psycopg.Connection[Any]:
             conn: psycopg.Connection[Any] = psycopg.connect(
                 url, autocommit=True, row_factory=_row_factory, connect_timeout=10,
                 application_name="lora-pipeline",
             )
-        except psycopg.Error as exc:
-            raise StoreError(
-                f"the state database {self.name} cannot be reached "
-                f"({self._scrub(str(exc).strip())}): check LORA_STATE_URL and that the server "
-                "is up"
-            ) from exc
-        self._db = _Connection(conn)
-        try:
             if read_only:
                 conn.execute("SET default_transaction_read_only = on")
+            return conn
+
+        self._db = _Connection(connect, self.name)
+        try:
             self._migrate()
         except BaseException:
-            conn.close()
+            self._db.conn.close()
             raise
 
     @property
@@ -242,8 +283,14 @@ class PostgresStore(SqlStore):
                 f"the state database {self.name} was opened read-only: this command cannot "
                 "change it"
             )
-        with self._db.conn.transaction():
-            yield self._db
+        db = self._db
+        db.ensure()
+        db.depth += 1
+        try:
+            with db.reached(), db.conn.transaction():
+                yield db
+        finally:
+            db.depth -= 1
 
     def close(self) -> None:
         self._db.conn.close()

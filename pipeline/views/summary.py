@@ -12,6 +12,7 @@ from ..errors import (
     LockHeld,
     PipelineError,
     StateConflict,
+    StateUnreachable,
     StoreError,
 )
 from ..store.protocol import StateStore, SubjectRow
@@ -41,6 +42,8 @@ def exit_code_for_error(exc: BaseException) -> int:
     """The exit code of a command (a pass) that ended by raising ``exc``."""
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_SIGINT
+    if isinstance(exc, StateUnreachable):  # as the service's network: try again later
+        return EXIT_UNREACHABLE
     if isinstance(exc, ConfigError | StateConflict | StoreError):
         return EXIT_USAGE
     if isinstance(exc, LockHeld):

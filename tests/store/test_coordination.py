@@ -10,11 +10,12 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from pipeline.errors import StoreError
+from pipeline.errors import StateUnreachable, StoreError
 from pipeline.store.coordination import INTAKE, POLLER, AccountWindow, Coordination
 from pipeline.store.ledger import Charge, Tally
 from pipeline.store.postgres import MIGRATIONS, SCHEMA_VERSION, LeaseLost, PostgresStore
 from pipeline.store.states import SUBMITTING, UPLOADED, VALIDATED
+from pipeline.views.summary import EXIT_UNREACHABLE, exit_code_for_error
 from tests.conftest import force_state
 
 TTL = 60.0
@@ -245,3 +246,24 @@ def test_two_hosts_racing_under_a_ceiling_cannot_both_slip_under_it(postgres_url
         thread.join()
         assert outcome == ["SpendCeilingReached"]
         assert len(one.ledger("job")) == 1 and one.subject(second).state == UPLOADED
+
+
+def test_a_lost_connection_fails_one_step_and_the_next_connects_again(
+    postgres_url: str, store: PostgresStore
+) -> None:
+    [subject] = _subjects(store, 1)
+    with PostgresStore(postgres_url) as admin:
+        pid = store._db.execute("SELECT pg_backend_pid()").fetchone()[0]
+        admin._db.execute("SELECT pg_terminate_backend(?)", (pid,))
+    with pytest.raises(StateUnreachable, match="was lost"):
+        store.subject(subject)
+    assert store.subject(subject).state == VALIDATED  # connected again
+    # Lost inside a transaction: the whole of it fails; nothing goes on over a new connection.
+    with pytest.raises(StateUnreachable), store.atomic() as db:
+        db.execute("UPDATE subjects SET error = 'half' WHERE id = ?", (subject,))
+        with PostgresStore(postgres_url) as admin:
+            pid = db.execute("SELECT pg_backend_pid()").fetchone()[0]
+            admin._db.execute("SELECT pg_terminate_backend(?)", (pid,))
+        db.execute("UPDATE subjects SET warnings = 'half' WHERE id = ?", (subject,))
+    assert (store.subject(subject).error, store.subject(subject).warnings) == (None, None)
+    assert exit_code_for_error(StateUnreachable("x")) == EXIT_UNREACHABLE  # cron: try later
