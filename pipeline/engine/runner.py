@@ -25,7 +25,7 @@ from ..api import ApiClient
 from ..api.client import Reachability
 from ..clock import Clock, SystemClock
 from ..config import Settings
-from ..errors import BadCredentials, StateConflict
+from ..errors import BadCredentials, PipelineError, StateConflict
 from ..files import remove_partials
 from ..inputs.inbox import watch_inbox
 from ..inputs.photo_cache import CACHE_FILE, MeasureCache, PhotoCache
@@ -204,14 +204,15 @@ class Runner:
                 self.job, self.settings, scrub=Scrubber.for_key(self.settings.api_key),
                 owner=new_owner() if shared else None,
             )
-            worker = self._worker_of(store)
+            worker = SoleWorker()
             try:
+                worker = self._worker_of(store)
                 if not worker.shared:
                     self._clean_partials()
                 waiting, reached = await self._with_api(store, worker, spend, counts, body)
                 subjects = summarize(store, self.job.job.name)
             finally:
-                worker.leave()
+                self._leave(worker)
                 if self._store is None:
                     store.close()
         code = exit_code_for(subjects, since=started, ceiling_reached=spend.stopped,
@@ -232,6 +233,16 @@ class Runner:
             return SharedWorker(store, self.job.job.name, self.clock,
                                 ttl=self.settings.lease_seconds)
         return SoleWorker()
+
+    @staticmethod
+    def _leave(worker: SoleWorker) -> None:
+        """Give the leases back for the others to take at once; when the database cannot
+        be told, they expire instead (what stopped the pass is the error worth raising)."""
+        try:
+            worker.leave()
+        except PipelineError as exc:
+            log.warning("worker.leases_kept", error=str(exc),
+                        hint="they expire after LORA_LEASE_SECONDS; the others go on then")
 
     def _clean_partials(self, *, older_than: float | None = None) -> None:
         """Remove the temp files killed runs left in the outbox (with several workers,
