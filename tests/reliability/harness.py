@@ -53,7 +53,7 @@ from PIL import Image
 from pipeline.engine.outbox import SubjectOutbox
 from pipeline.engine.stages.train import training_name
 from pipeline.files import PART_SUFFIX
-from pipeline.store.protocol import SubjectRow
+from pipeline.store.protocol import StateStore, SubjectRow
 from pipeline.store.sqlite import SqliteStore
 from pipeline.store.states import CANCELED, DONE, FAILED, GEN_DONE, REJECTED, SETTLED_STATES
 from pipeline.views.summary import EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_SIGINT, EXIT_SIGTERM
@@ -269,25 +269,28 @@ def emulator_process(workdir: Path, flags: dict[str, Any]) -> Iterator[EmulatorP
         emulator.stop()
 
 
-def start_pipeline(workdir: Path, number: int, *args: str) -> subprocess.Popen[bytes]:
-    """One pass of ``python -m pipeline --config config.env ARGS``; output in ``logs/``."""
+def start_pipeline(workdir: Path, number: int, *args: str,
+                   env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """One pass of ``python -m pipeline --config config.env ARGS``; output in ``logs/``;
+    ``env`` adds to :func:`clean_env`."""
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)
     with open(logs / f"{number:03d}.out", "wb") as out, open(logs / f"{number:03d}.err", "wb") as err:
         return subprocess.Popen(
             [sys.executable, "-m", "pipeline", "--config", str(workdir / "config.env"), *args],
-            cwd=workdir, env=clean_env(), stdout=out, stderr=err,
+            cwd=workdir, env={**clean_env(), **(env or {})}, stdout=out, stderr=err,
         )
 
 
 # --- the workspace ----------------------------------------------------------------------
 
 
-def write_workspace(workdir: Path, base_url: str, config: SoakConfig) -> Path:
-    """config.env and the job file; returns the job file."""
+def write_workspace(workdir: Path, base_url: str, config: SoakConfig,
+                    settings: dict[str, str] | None = None) -> Path:
+    """config.env (``settings`` override the soak's) and the job file; returns the job file."""
     settings = {
         "LORA_API_KEY": API_KEY, "LORA_BASE_URL": base_url,
-        "LORA_STATE_DIR": str(workdir / "state"), **PIPELINE_SETTINGS,
+        "LORA_STATE_DIR": str(workdir / "state"), **PIPELINE_SETTINGS, **(settings or {}),
     }
     (workdir / "config.env").write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
     prompts = ", ".join(f'"{{instance_prompt}}, take {n}"' for n in range(1, config.prompts + 1))
@@ -550,8 +553,9 @@ def verify(workdir: Path, config: SoakConfig, emulator: EmulatorProcess,
         report.problems.append(f"subjects in the state store: {len(current)} of {config.subjects}")
     for left in unsettled(workdir / "state" / "state.db", config.max_training_retries):
         report.problems.append(f"not settled after the final passes: {left}")
-    _verify_trainings(rows, emulator, report)
-    _verify_outbox(workdir, config, current, report)
+    verify_trainings(rows, emulator, report)
+    with SqliteStore(workdir / "state" / "state.db") as store:
+        verify_outbox(store, workdir / "outbox" / JOB, config.image_num, current, report)
     counters = emulator.counters()
     report.faults_injected = dict(counters["faults_injected"])
     report.generation_tasks = int(counters["generations_created"]["total"])
@@ -564,7 +568,8 @@ def verify(workdir: Path, config: SoakConfig, emulator: EmulatorProcess,
             f"{report.generation_tasks_unrecorded} generation tasks were never recorded, more than"
             f" the {report.generation_posts_cut} POSTs cut by kills and the"
             f" {report.generation_resends} re-sends after lost answers")
-    _verify_ledger(workdir, counters, report)
+    with SqliteStore(workdir / "state" / "state.db") as store:
+        verify_ledger(store, counters, report)
     report.temp_files_at_end = len(temp_files(workdir / "outbox"))
     if report.temp_files_at_end:
         report.problems.append(f"{report.temp_files_at_end} temp file(s) left in the outbox")
@@ -573,10 +578,9 @@ def verify(workdir: Path, config: SoakConfig, emulator: EmulatorProcess,
     report.integrity_checks += 1
 
 
-def _verify_ledger(workdir: Path, counters: dict[str, Any], report: SoakReport) -> None:
+def verify_ledger(store: StateStore, counters: dict[str, Any], report: SoakReport) -> None:
     """The ledger, written with each intent before its POST, never under-counts."""
-    with SqliteStore(workdir / "state" / "state.db") as store:
-        spent = store.spent(JOB)
+    spent = store.spent(JOB)
     report.ledger_trainings, report.ledger_images = spent.training_count, spent.image_count
     report.service_images = int(counters["images_requested"])
     made = int(counters["trainings_created"]["total"])
@@ -586,8 +590,9 @@ def _verify_ledger(workdir: Path, counters: dict[str, Any], report: SoakReport) 
             f"pictures, less than the service made ({made}, {report.service_images})")
 
 
-def _verify_trainings(rows: list[SubjectRow], emulator: EmulatorProcess,
-                      report: SoakReport) -> None:
+def verify_trainings(rows: list[SubjectRow], emulator: EmulatorProcess,
+                     report: SoakReport) -> None:
+    """No training name created twice; each accounted for by ``rows`` (every version)."""
     trainings = emulator.trainings()
     by_name: dict[str, list[dict[str, Any]]] = {}
     for training in trainings:
@@ -618,39 +623,39 @@ def _verify_trainings(rows: list[SubjectRow], emulator: EmulatorProcess,
         report.problems.append("the counters and the task list disagree on trainings created")
 
 
-def _verify_outbox(workdir: Path, config: SoakConfig, current: list[SubjectRow],
-                   report: SoakReport) -> None:
-    root = workdir / "outbox" / JOB
-    with SqliteStore(workdir / "state" / "state.db") as store:
-        for row in current:
-            if row.state != DONE:
+def verify_outbox(store: StateStore, root: Path, image_num: int, current: list[SubjectRow],
+                  report: SoakReport) -> None:
+    """Each prompt of each DONE subject in ``current`` has its pictures under ``root``
+    (``outbox/<job>``) exactly once, with sidecars, and nothing else is there."""
+    for row in current:
+        if row.state != DONE:
+            continue
+        place = SubjectOutbox(root, row.name, row.version)
+        folder = place.folder
+        lora = place.lora_name()
+        expected = {lora, lora.replace(".safetensors", ".json")} if row.model_name else set()
+        for generation in store.generations(row.id):
+            report.prompts += 1
+            if generation.state != GEN_DONE:
+                report.problems.append(
+                    f"{row.name}/{generation.slug}: {generation.state} ({generation.error})")
                 continue
-            place = SubjectOutbox(root, row.name, row.version)
-            folder = place.folder
-            lora = place.lora_name()
-            expected = {lora, lora.replace(".safetensors", ".json")} if row.model_name else set()
-            for generation in store.generations(row.id):
-                report.prompts += 1
-                if generation.state != GEN_DONE:
-                    report.problems.append(
-                        f"{row.name}/{generation.slug}: {generation.state} ({generation.error})")
-                    continue
-                for number in range(1, config.image_num + 1):
-                    report.pictures_expected += 1
-                    picture = folder / generation.slug / place.picture_name(
-                        generation.slug, number, "png")
-                    sidecar = picture.with_suffix(".json")
-                    expected |= {f"{generation.slug}/{picture.name}",
-                                 f"{generation.slug}/{sidecar.name}"}
-                    if _picture_ok(picture, sidecar, row):
-                        report.pictures_present += 1
-                    else:
-                        report.results_lost += 1
-                        report.problems.append(f"lost: {picture.relative_to(workdir)}")
-            on_disk = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
-                       and not VERSION_FOLDER.match(p.relative_to(folder).parts[0])}
-            for stray in sorted(on_disk - expected):
-                report.problems.append(f"stray file in the outbox: {row.name}/{stray}")
+            for number in range(1, image_num + 1):
+                report.pictures_expected += 1
+                picture = folder / generation.slug / place.picture_name(
+                    generation.slug, number, "png")
+                sidecar = picture.with_suffix(".json")
+                expected |= {f"{generation.slug}/{picture.name}",
+                             f"{generation.slug}/{sidecar.name}"}
+                if _picture_ok(picture, sidecar, row):
+                    report.pictures_present += 1
+                else:
+                    report.results_lost += 1
+                    report.problems.append(f"lost: {picture.relative_to(root)}")
+        on_disk = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
+                   and not VERSION_FOLDER.match(p.relative_to(folder).parts[0])}
+        for stray in sorted(on_disk - expected):
+            report.problems.append(f"stray file in the outbox: {row.name}/{stray}")
 
 
 def _picture_ok(picture: Path, sidecar: Path, row: SubjectRow) -> bool:
