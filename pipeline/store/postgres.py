@@ -27,16 +27,16 @@ import functools
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Final
-
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import StateConflict, StateUnreachable, StoreError
 from ..redact import Scrubber
 from .ledger import Charge
 from .queries import SqlStore
 from .sqlite import MIGRATIONS as SQLITE_MIGRATIONS
+
+if TYPE_CHECKING:  # psycopg itself is imported when a database is used: the SQLite default
+    import psycopg  # never pays for loading it (a quarter of a second at every start)
 
 #: The tables several workers coordinate through (see :mod:`pipeline.store.coordination`).
 _COORDINATION: Final = """
@@ -148,6 +148,8 @@ class _Connection:
         self.conn = self._opened()
 
     def _opened(self) -> psycopg.Connection[Any]:
+        import psycopg
+
         try:
             return self._connect()
         except psycopg.Error as exc:
@@ -164,6 +166,8 @@ class _Connection:
 
     @contextmanager
     def reached(self) -> Iterator[None]:
+        import psycopg
+
         try:
             yield
         except psycopg.OperationalError as exc:
@@ -195,6 +199,9 @@ def _first_line(exc: BaseException) -> str:
 
 def describe(url: str) -> str:
     """The database as people name it, without a password: ``user@host/dbname``."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
     try:
         parts = conninfo_to_dict(url)
     except psycopg.Error:
@@ -223,6 +230,8 @@ class PostgresStore(SqlStore):
         self.name = describe(url)
 
         def connect() -> psycopg.Connection[Any]:
+            import psycopg
+
             conn: psycopg.Connection[Any] = psycopg.connect(
                 url, autocommit=True, row_factory=_row_factory, connect_timeout=10,
                 application_name="lora-pipeline",
