@@ -25,7 +25,7 @@ from ..api import ApiClient
 from ..api.client import Reachability
 from ..clock import Clock, SystemClock
 from ..config import Settings
-from ..errors import BadCredentials, PipelineError, StateConflict
+from ..errors import BadCredentials, PipelineError, StateConflict, UnsafePath
 from ..files import remove_partials
 from ..inputs.inbox import watch_inbox
 from ..inputs.photo_cache import CACHE_FILE, MeasureCache, PhotoCache
@@ -48,6 +48,7 @@ from ..views.summary import (
 )
 from .concurrency import supervise
 from .control import act
+from .outbox import SubjectOutbox
 from .spend_guard import SpendGuard, new_pass_id
 from .stages.context import StageContext
 from .stages.intake import IntakeResult, intake_off_loop
@@ -244,6 +245,21 @@ class Runner:
             log.warning("worker.leases_kept", error=str(exc),
                         hint="they expire after LORA_LEASE_SECONDS; the others go on then")
 
+    def _clean_taken_over(self, subject: SubjectRow) -> None:
+        """Remove the temp files in the folder of a subject this worker just leased: only
+        its lease holder writes there, so any left are a dead worker's."""
+        job_root = self.job.job.outbox / self.job.job.name
+        try:
+            folder = SubjectOutbox(job_root, subject.name, subject.version).folder
+        except UnsafePath:
+            return  # a name no folder is made for: nothing was written under it
+        parts = folder.relative_to(job_root).parts
+        places = [job_root.joinpath(*parts[:n]) for n in range(len(parts) + 1)]
+        if folder.is_dir() and not any(place.is_symlink() for place in places):
+            if removed := remove_partials(folder):
+                log.info("outbox.cleaned", subject=subject.name, partial_files=removed,
+                         reason="left by the worker that had the subject")
+
     def _clean_partials(self, *, older_than: float | None = None) -> None:
         """Remove the temp files killed runs left in the outbox (with several workers,
         only those untouched for ``older_than`` seconds: the others may be writing)."""
@@ -265,7 +281,7 @@ class Runner:
             ctx = StageContext(self.job, self.settings, api, store, self.clock,
                                spend_guard=spend, counts=counts)
             services = Services.create(ctx, worker)
-            drivers = _Drivers(worker)
+            drivers = _Drivers(worker, on_taken=self._clean_taken_over if worker.shared else None)
             self._worker = worker
             monitor = asyncio.create_task(
                 supervise("monitor", services.monitor.run, sleep=self.clock.sleep),
@@ -392,9 +408,14 @@ class Runner:
 class _Drivers:
     """The per-subject driver tasks of a run: one per subject, started once."""
 
-    def __init__(self, worker: SoleWorker | None = None) -> None:
+    def __init__(
+        self, worker: SoleWorker | None = None,
+        on_taken: Callable[[SubjectRow], None] | None = None,
+    ) -> None:
         #: Which subjects this process may drive (all of them, or its leases).
         self.worker = worker or SoleWorker()
+        #: Told of each subject this worker newly leases, before its driver starts.
+        self._on_taken = on_taken
         self._tasks: dict[int, asyncio.Task[SubjectRow]] = {}
         #: Subjects a person's request is being carried out for: not started meanwhile.
         self._held: set[int] = set()
@@ -404,7 +425,8 @@ class _Drivers:
     def start_all(self, services: Services) -> None:
         store = services.ctx.store
         rows = store.subjects(services.ctx.job_name, states=DRIVEN_STATES)
-        for subject in self.worker.claim(rows, DRIVEN_STATES):
+        self._claim([r for r in rows if not self.worker.holds(r.id)])
+        for subject in rows:
             self.start(services, subject)
 
     def start(self, services: Services, subject: SubjectRow) -> None:
@@ -412,13 +434,21 @@ class _Drivers:
         has been refused (every request would be refused too: nothing starts again)."""
         if self._failed.is_set():
             return
-        if not self.worker.holds(subject.id) and not self.worker.claim([subject], DRIVEN_STATES):
+        if not self.worker.holds(subject.id) and not self._claim([subject]):
             return  # another worker drives it
         task = self._tasks.get(subject.id)
         if subject.id not in self._held and (task is None or task.done()):
             task = asyncio.create_task(drive(services, subject), name=f"drive:{subject.name}")
             self._tasks[subject.id] = task
             self.watch_task(task)
+
+    def _claim(self, rows: list[SubjectRow]) -> list[SubjectRow]:
+        """Lease what this worker may of ``rows`` (none held yet); the subjects taken."""
+        taken = self.worker.claim(rows, DRIVEN_STATES) if rows else []
+        if self._on_taken is not None:
+            for subject in taken:
+                self._on_taken(subject)
+        return taken
 
     @property
     def failed(self) -> asyncio.Event:

@@ -70,8 +70,13 @@ async def test_a_dead_workers_subjects_wait_for_its_lease_then_are_taken_over(
         await Runner(job, settings).run_once(max_wait=30)
         assert store.subject(alice.id).state == alice.state  # not this worker's: untouched
         assert store.latest("test", "bob").state == DONE
-        # Its lease expires (the dead worker's heartbeat stopped): the next pass takes over.
+        # Its lease expires (the dead worker's heartbeat stopped): the next pass takes over,
+        # and removes the temp file the dead worker was writing in alice's folder.
+        left = tmp_path / "outbox" / "test" / "alice" / ".alice.png.0a1b2c.part"
+        left.parent.mkdir(parents=True, exist_ok=True)
+        left.write_bytes(b"half a picture")
         store._db.execute("UPDATE leases SET expires_at = 0 WHERE owner = ?", (dead.owner,))
         await Runner(job, settings).run_once(max_wait=30)
         assert store.subject(alice.id).state == DONE
+        assert not left.exists()
     assert emulator.emulator.counters_snapshot()["trainings_created"]["total"] == 2
