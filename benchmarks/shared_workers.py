@@ -1,7 +1,10 @@
 """One job shared by several ``watch`` workers through PostgreSQL, against one worker.
 
-    .venv/bin/python benchmarks/shared_workers.py [--workload 200x20x2] [--workers 1,3]
-        [--no-sqlite] [--workdir /tmp/lora-bench] [--json benchmarks/results-shared-workers.json]
+    git archive HEAD | tar -x -C /tmp/lora-sw-src   # optional: measure a fixed snapshot
+    PYTHONPATH=/tmp/lora-sw-src .venv/bin/python benchmarks/shared_workers.py
+        [--workload 200x20x2] [--workers 1,3] [--no-sqlite] [--workdir /tmp/lora-bench]
+        [--photo-cache photo-checks.db] [--lease-seconds 60]
+        [--json benchmarks/results-shared-workers.json]
 
 The workload, the emulator (its own process, ``EmulatorSettings``), the pipeline settings,
 the sample inbox and the lower bound are ``run.py``'s (``benchlib``). For each
@@ -31,6 +34,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -296,16 +300,22 @@ def wait_until_done(progress: Progress, workers: list[Worker], subjects: int,
 def run_config(
     label: str, count: int, emulator: EmulatorProcess, workload: Workload, inbox: Path,
     workdir: Path, settings: PipelineSettings, server: Any | None, statements: bool,
-    timeout: float,
+    timeout: float, photo_cache: Path | None = None, lease_seconds: float | None = None,
 ) -> Measurement:
     run_dir = workdir / f"shared-{label}-{workload.name}"
-    subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+    shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     outbox = run_dir / "outbox"
     job = write_job(run_dir / "job.toml", inbox, outbox, workload)
     env = _child_env(settings.env(emulator.base_url, run_dir / "state",
                                   emulator.settings.txt2img_images_per_minute))
     env["XDG_CACHE_HOME"] = str(run_dir / "cache")  # the photo measures: fresh per run
+    if lease_seconds is not None:  # a worker's rescan (new subjects claimed) is a third of it
+        env["LORA_LEASE_SECONDS"] = str(lease_seconds)
+    if photo_cache is not None:  # warm: intake finds every photo's measures already taken
+        for folder in (run_dir / "cache" / "lora-pipeline" / JOB_NAME, run_dir / "state"):
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(photo_cache, folder / photo_cache.name)
     url = None
     if server is not None:
         url = server.new_database()
@@ -336,6 +346,8 @@ def run_config(
         workers=count,
         store="postgresql" if server is not None else "sqlite",
         complete=complete,
+        photo_cache="warm" if photo_cache is not None else "cold",
+        lease_seconds=lease_seconds or 60.0,
         done_seen_after=round(seen - spawned, 2),
         per_worker=[{**w.usage, **worker_log_facts(w.log_path)} for w in workers],
         emulator_cpu_seconds=_delta(process_cpu(emulator_pid), emulator_cpu_before),
@@ -396,6 +408,11 @@ def main(argv: list[str] | None = None) -> int:
                         default=BENCH_DIR / "results-shared-workers.json")
     parser.add_argument("--timeout", type=float, default=1200.0,
                         help="seconds a configuration may take before it is stopped")
+    parser.add_argument("--photo-cache", type=Path, default=None,
+                        help="a photo-checks.db of an earlier run to start every worker with "
+                             "(intake then costs almost no CPU: isolates the coordination)")
+    parser.add_argument("--lease-seconds", type=float, default=None,
+                        help="LORA_LEASE_SECONDS for the workers (default: the pipeline's, 60)")
     parser.add_argument("--train-seconds", type=float, default=EmulatorSettings.train_seconds)
     args = parser.parse_args(argv)
 
@@ -414,14 +431,16 @@ def main(argv: list[str] | None = None) -> int:
     with EmulatorProcess(emulator_settings, args.workdir / "emulator-shared.log") as emulator:
         if not args.no_sqlite:
             results.append(run_config("sqlite x1", 1, emulator, workload, inbox, args.workdir,
-                                      pipeline_settings, None, False, args.timeout))
+                                      pipeline_settings, None, False, args.timeout,
+                                      args.photo_cache, args.lease_seconds))
             print(summary_line(results[-1]), flush=True)
         with PostgresServer.start() as server:
             statements = enable_statement_stats(server)
             for count in counts:
                 results.append(run_config(
                     f"postgres x{count}", count, emulator, workload, inbox, args.workdir,
-                    pipeline_settings, server, statements, args.timeout))
+                    pipeline_settings, server, statements, args.timeout, args.photo_cache,
+                    args.lease_seconds))
                 print(summary_line(results[-1]), flush=True)
     report = {
         "machine": machine(),
