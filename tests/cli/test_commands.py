@@ -221,7 +221,7 @@ def test_cancel_and_retry(project, served, capsys) -> None:
 def test_cancel_stops_further_work(project, served, capsys) -> None:
     job, config = project
     served.emulator.config.train_seconds = 60
-    cli(config, "run", str(job), "--max-wait", "0.3")
+    cli(config, "run", str(job), "--max-wait", "2")  # long enough to submit, under load too
     assert cli(config, "cancel", str(job), "alice") == EXIT_OK
     assert "may still run on the service" in capsys.readouterr().out
     before = served.emulator.counters_snapshot()["generations_created"]["total"]
