@@ -282,6 +282,17 @@ def start_pipeline(workdir: Path, number: int, *args: str,
         )
 
 
+def wait_for_pass_start(workdir: Path, number: int, process: subprocess.Popen[bytes],
+                        timeout: float = 30.0) -> None:
+    """Until pass ``number`` logged ``pass.started`` (or ended, or ``timeout`` passed)."""
+    log_file = workdir / "logs" / f"{number:03d}.err"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if b'"pass.started"' in log_file.read_bytes():
+            return
+        time.sleep(0.02)
+
+
 # --- the workspace ----------------------------------------------------------------------
 
 
@@ -456,6 +467,9 @@ class Soak:
         """One pass, interrupted after a random delay; True if it was still running then."""
         process = start_pipeline(self.workdir, self.report.passes, "run", str(self.job),
                                  "--max-wait", "60")
+        # The delay counts from the pass's start, not the interpreter's: how long Python
+        # takes to import the pipeline depends on the machine's load, not on the pipeline.
+        wait_for_pass_start(self.workdir, self.report.passes, process)
         self.report.passes += 1
         every = self.config.graceful_every
         low, high = self.config.kill_after
