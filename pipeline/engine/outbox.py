@@ -24,7 +24,13 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from ..errors import UnsafePath
+from ..files import remove_partials
+from ..store.protocol import SubjectRow
+
+log = structlog.get_logger(__name__)
 
 #: Extensions of the pictures the service may send, by its ``image_type``.
 PICTURE_EXTENSIONS = {"png": "png", "jpeg": "jpg", "jpg": "jpg", "webp": "webp"}
@@ -123,3 +129,32 @@ def already_saved(path: Path, key: str, value: object) -> bool:
         return False
     sidecar = read_sidecar(path)
     return sidecar is not None and value is not None and sidecar.get(key) == value
+
+
+def clean_partials(job_root: Path, *, older_than: float | None = None) -> None:
+    """Remove the temp files killed runs left under ``outbox/<job>`` (with ``older_than``,
+    only those untouched that long: with several workers the others may be writing)."""
+    if job_root.is_symlink():  # cleaning through it would delete elsewhere
+        log.warning(
+            "outbox.not_cleaned", folder=str(job_root),
+            hint="it is a link, not the pipeline's folder: nothing is cleaned or "
+                 "written through it; move it away",
+        )
+    elif removed := remove_partials(job_root, older_than=older_than):
+        log.info("outbox.cleaned", partial_files=removed)
+
+
+def clean_subject_partials(job_root: Path, subject: SubjectRow) -> None:
+    """Remove the temp files in the folder of a subject a worker just leased: only its
+    lease holder writes there, so any left are a dead worker's. Nothing is cleaned through
+    a link."""
+    try:
+        folder = SubjectOutbox(job_root, subject.name, subject.version).folder
+    except UnsafePath:
+        return  # a name no folder is made for: nothing was written under it
+    parts = folder.relative_to(job_root).parts
+    places = [job_root.joinpath(*parts[:n]) for n in range(len(parts) + 1)]
+    if folder.is_dir() and not any(place.is_symlink() for place in places):
+        if removed := remove_partials(folder):
+            log.info("outbox.cleaned", subject=subject.name, partial_files=removed,
+                     reason="left by the worker that had the subject")

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -25,8 +27,7 @@ from ..api import ApiClient
 from ..api.client import Reachability
 from ..clock import Clock, SystemClock
 from ..config import Settings
-from ..errors import BadCredentials, PipelineError, StateConflict, UnsafePath
-from ..files import remove_partials
+from ..errors import BadCredentials, PipelineError, StateConflict
 from ..inputs.inbox import watch_inbox
 from ..inputs.photo_cache import CACHE_FILE, MeasureCache, PhotoCache
 from ..jobfile.loading import JobConfig
@@ -48,7 +49,7 @@ from ..views.summary import (
 )
 from .concurrency import supervise
 from .control import act
-from .outbox import SubjectOutbox
+from .outbox import clean_partials, clean_subject_partials
 from .spend_guard import SpendGuard, new_pass_id
 from .stages.context import StageContext
 from .stages.intake import IntakeResult, intake_off_loop
@@ -209,7 +210,7 @@ class Runner:
             try:
                 worker = self._worker_of(store)
                 if not worker.shared:
-                    self._clean_partials()
+                    clean_partials(self._job_root)
                 waiting, reached = await self._with_api(store, worker, spend, counts, body)
                 subjects = summarize(store, self.job.job.name)
             finally:
@@ -245,33 +246,10 @@ class Runner:
             log.warning("worker.leases_kept", error=str(exc),
                         hint="they expire after LORA_LEASE_SECONDS; the others go on then")
 
-    def _clean_taken_over(self, subject: SubjectRow) -> None:
-        """Remove the temp files in the folder of a subject this worker just leased: only
-        its lease holder writes there, so any left are a dead worker's."""
-        job_root = self.job.job.outbox / self.job.job.name
-        try:
-            folder = SubjectOutbox(job_root, subject.name, subject.version).folder
-        except UnsafePath:
-            return  # a name no folder is made for: nothing was written under it
-        parts = folder.relative_to(job_root).parts
-        places = [job_root.joinpath(*parts[:n]) for n in range(len(parts) + 1)]
-        if folder.is_dir() and not any(place.is_symlink() for place in places):
-            if removed := remove_partials(folder):
-                log.info("outbox.cleaned", subject=subject.name, partial_files=removed,
-                         reason="left by the worker that had the subject")
-
-    def _clean_partials(self, *, older_than: float | None = None) -> None:
-        """Remove the temp files killed runs left in the outbox (with several workers,
-        only those untouched for ``older_than`` seconds: the others may be writing)."""
-        job_root = self.job.job.outbox / self.job.job.name
-        if job_root.is_symlink():  # cleaning through it would delete elsewhere
-            log.warning(
-                "outbox.not_cleaned", folder=str(job_root),
-                hint="it is a link, not the pipeline's folder: nothing is cleaned or "
-                     "written through it; move it away",
-            )
-        elif removed := remove_partials(job_root, older_than=older_than):
-            log.info("outbox.cleaned", partial_files=removed)
+    @property
+    def _job_root(self) -> Path:
+        """``outbox/<job>``: the job's results."""
+        return self.job.job.outbox / self.job.job.name
 
     async def _with_api(
         self, store: StateStore, worker: SoleWorker, spend: SpendGuard, counts: Counter[str],
@@ -281,7 +259,8 @@ class Runner:
             ctx = StageContext(self.job, self.settings, api, store, self.clock,
                                spend_guard=spend, counts=counts)
             services = Services.create(ctx, worker)
-            drivers = _Drivers(worker, on_taken=self._clean_taken_over if worker.shared else None)
+            taken_over = functools.partial(clean_subject_partials, self._job_root)
+            drivers = _Drivers(worker, on_taken=taken_over if worker.shared else None)
             self._worker = worker
             monitor = asyncio.create_task(
                 supervise("monitor", services.monitor.run, sleep=self.clock.sleep),
@@ -356,7 +335,7 @@ class Runner:
         if worker.shared:
             if not worker.take_role(INTAKE):
                 return IntakeResult()
-            self._clean_partials(older_than=PARTIALS_ABANDONED_AFTER)
+            clean_partials(self._job_root, older_than=PARTIALS_ABANDONED_AFTER)
         taken = await intake_off_loop(
             self.job, services.ctx.store, self.clock, stopping=self._stop,
             on_version=lambda row: drivers.start(services, row), cache=self._photo_cache,
