@@ -358,7 +358,8 @@ class Runner:
         return longest
 
     async def _watch_inbox(self, changed: asyncio.Event) -> None:
-        async for names in watch_inbox(self.job.job.inbox, stop_event=self._stop):
+        async for names in watch_inbox(self.job.job.inbox, stop_event=self._stop,
+                                       job_file=self.job.path):
             log.debug("inbox.changed", subjects=sorted(names))
             changed.set()
 
