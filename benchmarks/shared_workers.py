@@ -72,6 +72,8 @@ from run import source_state  # noqa: E402
 #: Marks the harness's own queries, so they are not counted as the workers'.
 HARNESS_MARK = "bench_harness_done"
 POLL_SECONDS = 0.5
+#: The photo measures' file (``pipeline.inputs.photo_cache.CACHE_FILE``).
+PHOTO_CACHE_FILE = "photo-checks.db"
 STOP_SECONDS = 60.0
 
 
@@ -315,7 +317,7 @@ def run_config(
     if photo_cache is not None:  # warm: intake finds every photo's measures already taken
         for folder in (run_dir / "cache" / "lora-pipeline" / JOB_NAME, run_dir / "state"):
             folder.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(photo_cache, folder / photo_cache.name)
+            shutil.copyfile(photo_cache, folder / PHOTO_CACHE_FILE)
     url = None
     if server is not None:
         url = server.new_database()
