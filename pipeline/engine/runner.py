@@ -60,6 +60,9 @@ log = structlog.get_logger(__name__)
 
 #: How often ``watch`` looks at the inbox again without being told of a change.
 RESCAN_SECONDS = 30.0
+#: With several workers, how often a round claims work: new subjects wait at most this long
+#: for the other workers (20 s with a lease's third made a benchmark's workers start late).
+SHARED_ROUND_SECONDS = 5.0
 #: The states a driver advances (a failed training may be tried again).
 DRIVEN_STATES = (*ACTIVE_STATES, FAILED)
 #: With several workers, a temp file in the outbox untouched for this long was left by a
@@ -349,10 +352,11 @@ class Runner:
         return taken
 
     def _rescan_delay(self, taken: IntakeResult) -> float:
-        # With several workers a round also claims what a dead worker left: within a lease.
+        # With several workers a round also claims the subjects the worker doing intake
+        # recorded and those a dead worker left: every few seconds, and within a lease.
         longest = RESCAN_SECONDS
         if self._worker.shared:
-            longest = min(RESCAN_SECONDS, self.settings.lease_seconds / 3)
+            longest = min(SHARED_ROUND_SECONDS, self.settings.lease_seconds / 3)
         if taken.waiting:
             return max(1.0, min(longest, self.job.job.settle_seconds / 2 or 1.0))
         return longest
