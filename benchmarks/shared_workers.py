@@ -138,7 +138,10 @@ def postgres_cpu(server: Any) -> float | None:
         pid = int((server.folder / "data" / "postmaster.pid").read_text().split()[0])
         proc = psutil.Process(pid)
         times = proc.cpu_times()
-        live = sum(sum(c.cpu_times()[:2]) for c in proc.children(recursive=True))
+        live = 0.0
+        for child in proc.children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):  # a backend that just ended
+                live += sum(child.cpu_times()[:2])
         return float(times.user + times.system + times.children_user + times.children_system
                      + live)
     except (ImportError, OSError, ValueError):
