@@ -409,17 +409,22 @@ class _Drivers:
     def start_all(self, services: Services) -> None:
         store = services.ctx.store
         rows = store.subjects(services.ctx.job_name, states=DRIVEN_STATES)
-        self._claim([r for r in rows if not self.worker.holds(r.id)])
+        self._claim([r for r in rows if not self.worker.holds(r.id)])  # one transaction
         for subject in rows:
-            self.start(services, subject)
+            if self.worker.holds(subject.id):  # the others are other workers'
+                self._start(services, subject)
 
     def start(self, services: Services, subject: SubjectRow) -> None:
+        """Start the driver of ``subject`` (a version intake just recorded) unless another
+        worker leases it; see :meth:`_start`."""
+        if self.worker.holds(subject.id) or self._claim([subject]):
+            self._start(services, subject)
+
+    def _start(self, services: Services, subject: SubjectRow) -> None:
         """Start the driver of ``subject`` unless it runs already or is held, or the key
         has been refused (every request would be refused too: nothing starts again)."""
         if self._failed.is_set():
             return
-        if not self.worker.holds(subject.id) and not self._claim([subject]):
-            return  # another worker drives it
         task = self._tasks.get(subject.id)
         if subject.id not in self._held and (task is None or task.done()):
             task = asyncio.create_task(drive(services, subject), name=f"drive:{subject.name}")
