@@ -18,7 +18,6 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import structlog
@@ -27,7 +26,7 @@ from ..api import ApiClient
 from ..api.client import Reachability
 from ..clock import Clock, SystemClock
 from ..config import Settings
-from ..errors import BadCredentials, PipelineError, StateConflict
+from ..errors import PipelineError, StateConflict
 from ..inputs.inbox import watch_inbox
 from ..inputs.photo_cache import CACHE_FILE, MeasureCache, PhotoCache
 from ..jobfile.loading import JobConfig
@@ -36,8 +35,7 @@ from ..store.coordination import INTAKE
 from ..store.location import open_store, photo_cache_dir, state_dir
 from ..store.lock import job_lock
 from ..store.postgres import PostgresStore
-from ..store.protocol import StateStore, SubjectRow
-from ..store.states import ACTIVE_STATES, FAILED
+from ..store.protocol import StateStore
 from ..views.summary import (
     EXIT_SIGINT,
     EXIT_SIGTERM,
@@ -49,11 +47,12 @@ from ..views.summary import (
 )
 from .concurrency import supervise
 from .control import act
+from .drivers import Drivers, first_of
 from .outbox import clean_partials, clean_subject_partials
 from .spend_guard import SpendGuard, new_pass_id
 from .stages.context import StageContext
 from .stages.intake import IntakeResult, intake_off_loop
-from .subject_loop import Services, drive
+from .subject_loop import Services
 from .work_share import SharedWorker, SoleWorker, new_owner
 
 log = structlog.get_logger(__name__)
@@ -63,8 +62,6 @@ RESCAN_SECONDS = 30.0
 #: With several workers, how often a round claims work: new subjects wait at most this long
 #: for the other workers (20 s with a lease's third made a benchmark's workers start late).
 SHARED_ROUND_SECONDS = 5.0
-#: The states a driver advances (a failed training may be tried again).
-DRIVEN_STATES = (*ACTIVE_STATES, FAILED)
 #: With several workers, a temp file in the outbox untouched for this long was left by a
 #: worker that died (a live download writes at least every stall timeout).
 PARTIALS_ABANDONED_AFTER = 600.0
@@ -123,7 +120,7 @@ class Runner:
         """One pass for cron; ``max_wait`` counts from its start, intake included."""
         started = self.clock.now()
 
-        async def body(services: Services, drivers: _Drivers) -> list[str]:
+        async def body(services: Services, drivers: Drivers) -> list[str]:
             taken = await self._intake(services, drivers)
             if not self._stop.is_set():
                 drivers.start_all(services)
@@ -136,7 +133,7 @@ class Runner:
     async def watch(self) -> RunResult:
         """Run until stopped, taking in folders as they settle."""
 
-        async def body(services: Services, drivers: _Drivers) -> list[str]:
+        async def body(services: Services, drivers: Drivers) -> list[str]:
             changed = asyncio.Event()
             watcher = asyncio.create_task(supervise(
                 "inbox watcher", lambda: self._watch_inbox(changed), sleep=self.clock.sleep
@@ -151,7 +148,7 @@ class Runner:
                                        services.ctx.api.reachability)
                     rescan = self._rescan_delay(taken)
                     changed.clear()
-                    await _first_of(changed.wait(), self._stop.wait(), drivers.failed.wait(),
+                    await first_of(changed.wait(), self._stop.wait(), drivers.failed.wait(),
                                     timeout=rescan)
                     if drivers.failed.is_set():
                         break  # a refused key: nothing else can succeed either
@@ -165,7 +162,7 @@ class Runner:
     # --- plumbing -------------------------------------------------------------------------
 
     async def _session_scope(
-        self, body: Callable[[Services, _Drivers], Awaitable[list[str]]]
+        self, body: Callable[[Services, Drivers], Awaitable[list[str]]]
     ) -> RunResult:
         started = self.clock.now()
         spend = SpendGuard(self.job, new_pass_id(started))
@@ -192,7 +189,7 @@ class Runner:
             return result
 
     async def _pass(
-        self, body: Callable[[Services, _Drivers], Awaitable[list[str]]], started: float,
+        self, body: Callable[[Services, Drivers], Awaitable[list[str]]], started: float,
         spend: SpendGuard,
     ) -> tuple[RunResult, Counter[str]]:
         counts: Counter[str] = Counter()
@@ -256,14 +253,14 @@ class Runner:
 
     async def _with_api(
         self, store: StateStore, worker: SoleWorker, spend: SpendGuard, counts: Counter[str],
-        body: Callable[[Services, _Drivers], Awaitable[list[str]]],
+        body: Callable[[Services, Drivers], Awaitable[list[str]]],
     ) -> tuple[list[str], Reachability]:
         async with ApiClient(self.settings, session=self._session, clock=self.clock) as api:
             ctx = StageContext(self.job, self.settings, api, store, self.clock,
                                spend_guard=spend, counts=counts)
             services = Services.create(ctx, worker)
             taken_over = functools.partial(clean_subject_partials, self._job_root)
-            drivers = _Drivers(worker, on_taken=taken_over if worker.shared else None)
+            drivers = Drivers(worker, on_taken=taken_over if worker.shared else None)
             self._worker = worker
             monitor = asyncio.create_task(
                 supervise("monitor", services.monitor.run, sleep=self.clock.sleep),
@@ -288,7 +285,7 @@ class Runner:
                     await asyncio.gather(heartbeat, return_exceptions=True)
 
     async def _stop_work(
-        self, ctx: StageContext, drivers: _Drivers, monitor: asyncio.Task[None]
+        self, ctx: StageContext, drivers: Drivers, monitor: asyncio.Task[None]
     ) -> None:
         """Stop as arq's worker does: no new step or paid call starts, the drivers are
         cancelled (a paid call in flight is shielded: it lands and is recorded), what is
@@ -304,7 +301,7 @@ class Runner:
         await asyncio.gather(monitor, return_exceptions=True)
         drivers.raise_credentials()
 
-    async def _serve_requests(self, services: Services, drivers: _Drivers) -> None:
+    async def _serve_requests(self, services: Services, drivers: Drivers) -> None:
         """Act on people's requests (cancel, retry, regenerate) while the pass runs, within
         a poll interval. A cancel first stops the subject's driver and lets its paid calls
         in flight land, so what was paid is recorded before the subject is canceled."""
@@ -329,7 +326,7 @@ class Runner:
                 drivers.start_all(services)
             await self.clock.sleep(self.settings.poll_interval_min)
 
-    async def _intake(self, services: Services, drivers: _Drivers) -> IntakeResult:
+    async def _intake(self, services: Services, drivers: Drivers) -> IntakeResult:
         """Intake with its reading off the event loop: a signal stops it (see
         :func:`~.stages.intake.intake_off_loop`). Each new version's driver starts as soon
         as its folder is recorded, while the others are still being read. With several
@@ -387,122 +384,3 @@ class Runner:
     def _on_signal(self, signum: int) -> None:
         log.warning("run.stopping", signal=signal.Signals(signum).name)
         self.stop(signum)
-
-
-class _Drivers:
-    """The per-subject driver tasks of a run: one per subject, started once."""
-
-    def __init__(
-        self, worker: SoleWorker | None = None,
-        on_taken: Callable[[SubjectRow], None] | None = None,
-    ) -> None:
-        #: Which subjects this process may drive (all of them, or its leases).
-        self.worker = worker or SoleWorker()
-        #: Told of each subject this worker newly leases, before its driver starts.
-        self._on_taken = on_taken
-        self._tasks: dict[int, asyncio.Task[SubjectRow]] = {}
-        #: Subjects a person's request is being carried out for: not started meanwhile.
-        self._held: set[int] = set()
-        self._credentials: BadCredentials | None = None
-        self._failed = asyncio.Event()
-
-    def start_all(self, services: Services) -> None:
-        store = services.ctx.store
-        rows = store.subjects(services.ctx.job_name, states=DRIVEN_STATES)
-        self._claim([r for r in rows if not self.worker.holds(r.id)])  # one transaction
-        for subject in rows:
-            if self.worker.holds(subject.id):  # the others are other workers'
-                self._start(services, subject)
-
-    def start(self, services: Services, subject: SubjectRow) -> None:
-        """Start the driver of ``subject`` (a version intake just recorded) unless another
-        worker leases it; see :meth:`_start`."""
-        if self.worker.holds(subject.id) or self._claim([subject]):
-            self._start(services, subject)
-
-    def _start(self, services: Services, subject: SubjectRow) -> None:
-        """Start the driver of ``subject`` unless it runs already or is held, or the key
-        has been refused (every request would be refused too: nothing starts again)."""
-        if self._failed.is_set():
-            return
-        task = self._tasks.get(subject.id)
-        if subject.id not in self._held and (task is None or task.done()):
-            task = asyncio.create_task(drive(services, subject), name=f"drive:{subject.name}")
-            self._tasks[subject.id] = task
-            self.watch_task(task)
-
-    def _claim(self, rows: list[SubjectRow]) -> list[SubjectRow]:
-        """Lease what this worker may of ``rows`` (none held yet); the subjects taken."""
-        taken = self.worker.claim(rows, DRIVEN_STATES) if rows else []
-        if self._on_taken is not None:
-            for subject in taken:
-                self._on_taken(subject)
-        return taken
-
-    @property
-    def failed(self) -> asyncio.Event:
-        """Set when a driver or the monitor met bad credentials."""
-        return self._failed
-
-    def watch_task(self, task: asyncio.Task[Any]) -> None:
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        if task.cancelled():
-            return
-        error = task.exception()
-        if isinstance(error, BadCredentials):
-            self._credentials = error
-            self._failed.set()
-        elif error is not None:
-            log.error("driver.crashed", task=task.get_name(), error=repr(error))
-
-    async def wait(self, *, timeout: float, stop: asyncio.Event) -> None:
-        pending = [t for t in self._tasks.values() if not t.done()]
-        if not pending:
-            return
-        everything = asyncio.gather(*pending, return_exceptions=True)
-        await _first_of(everything, stop.wait(), self._failed.wait(), timeout=timeout)
-
-    async def stop(self, subject: SubjectRow | None, *, hold: bool = False) -> None:
-        """Stop the driver of ``subject`` (its paid calls in flight are shielded); with
-        ``hold``, it is not started again until :meth:`release`."""
-        if subject is None:
-            return
-        if hold:
-            self._held.add(subject.id)
-        task = self._tasks.get(subject.id)
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-    def lost(self, subject_ids: set[int]) -> None:
-        """Another worker took these subjects over: stop driving them here."""
-        for subject_id in subject_ids:
-            task = self._tasks.get(subject_id)
-            if task is not None:
-                task.cancel()
-
-    def release(self, subject: SubjectRow | None) -> None:
-        if subject is not None:
-            self._held.discard(subject.id)
-
-    async def cancel_all(self) -> None:
-        for task in self._tasks.values():
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-
-    def raise_credentials(self) -> None:
-        if self._credentials is not None:
-            raise self._credentials
-
-
-async def _first_of(*waitables: Awaitable[Any], timeout: float | None) -> None:
-    """Wait until the first of ``waitables`` finishes or ``timeout`` passes; cancel the rest."""
-    tasks = [asyncio.ensure_future(w) for w in waitables]
-    try:
-        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

@@ -18,7 +18,8 @@ from pipeline.engine.control import (
     request_args,
     retry_subject,
 )
-from pipeline.engine.runner import Runner, _Drivers
+from pipeline.engine.drivers import Drivers
+from pipeline.engine.runner import Runner
 from pipeline.errors import StateConflict
 from pipeline.jobfile.loading import load_job
 from pipeline.store.sqlite import SqliteStore
@@ -128,7 +129,7 @@ async def test_a_retry_after_canceling_an_unanswered_create_never_pays_twice(
 
 
 def test_a_subject_held_for_a_request_is_not_restarted_until_released() -> None:
-    drivers = _Drivers()
+    drivers = Drivers()
     row: Any = type("Row", (), {"id": 7, "name": "alice"})()
 
     class Store:
@@ -140,7 +141,7 @@ def test_a_subject_held_for_a_request_is_not_restarted_until_released() -> None:
 
     async def run() -> None:
         monkey = pytest.MonkeyPatch()
-        monkey.setattr("pipeline.engine.runner.drive", lambda _s, subject: _record(subject))
+        monkey.setattr("pipeline.engine.drivers.drive", lambda _s, subject: _record(subject))
         try:
             await drivers.stop(row, hold=True)
             drivers.start_all(services)

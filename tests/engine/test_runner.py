@@ -11,7 +11,8 @@ import pytest
 
 from pipeline.api import ApiClient
 from pipeline.emulator import EmulatorHandle
-from pipeline.engine.runner import Runner, _Drivers
+from pipeline.engine.drivers import Drivers
+from pipeline.engine.runner import Runner
 from pipeline.engine.stages.train import training_name
 from pipeline.errors import BadCredentials, LockHeld, StoreError
 from pipeline.jobfile.loading import load_job
@@ -392,7 +393,7 @@ async def test_a_stop_during_intake_ends_the_pass_and_starts_no_work(
 async def test_max_wait_counts_from_the_start_of_the_pass(
     tmp_path, emulator, monkeypatch, max_wait: float, left: float
 ) -> None:
-    from pipeline.engine import runner as runner_module
+    from pipeline.engine import drivers as drivers_module
     from pipeline.engine.stages import intake as intake_stage
 
     job, _ = setup_job(tmp_path, subjects=1)
@@ -404,14 +405,14 @@ async def test_max_wait_counts_from_the_start_of_the_pass(
         return validate(*args, **kwargs)
 
     waits: list[float] = []
-    wait = runner_module._Drivers.wait
+    wait = drivers_module.Drivers.wait
 
     async def spy(self, *, timeout: float, stop) -> None:
         waits.append(timeout)
         await wait(self, timeout=timeout, stop=stop)
 
     monkeypatch.setattr(intake_stage, "validate_subject", validation_taking_100_s)
-    monkeypatch.setattr(runner_module._Drivers, "wait", spy)
+    monkeypatch.setattr(drivers_module.Drivers, "wait", spy)
     settings = fast_settings(emulator.base_url, tmp_path / "state")
 
     result = await Runner(job, settings, clock=clock).run_once(max_wait=max_wait)
@@ -442,7 +443,7 @@ async def test_leftovers_are_not_cleaned_through_a_link_at_outbox_job(
 
 
 async def test_no_driver_starts_again_once_the_key_is_refused() -> None:
-    drivers = _Drivers()
+    drivers = Drivers()
 
     async def refused() -> None:
         raise BadCredentials(401, "UNAUTHORIZED", "the key is refused", "/v3/assets")
@@ -457,7 +458,7 @@ async def test_no_driver_starts_again_once_the_key_is_refused() -> None:
     services = SimpleNamespace()
     subject = SimpleNamespace(id=1, name="alice")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("pipeline.engine.runner.drive",
+        patch.setattr("pipeline.engine.drivers.drive",
                       lambda *_: started.append("alice") or asyncio.sleep(0))
         drivers.start(services, subject)  # type: ignore[arg-type]
     assert started == []

@@ -13,7 +13,8 @@ from pydantic import SecretStr
 
 from pipeline.clock import SystemClock
 from pipeline.emulator import EmulatorHandle
-from pipeline.engine.runner import DRIVEN_STATES, Runner, _Drivers
+from pipeline.engine.drivers import DRIVEN_STATES, Drivers
+from pipeline.engine.runner import Runner
 from pipeline.engine.work_share import SharedWorker
 from pipeline.jobfile.loading import load_job
 from pipeline.store.coordination import Coordination
@@ -109,7 +110,7 @@ async def test_a_round_claims_in_one_transaction_and_starts_only_its_own_subject
 
         worker.claim = counted  # type: ignore[method-assign]
         started: list[str] = []
-        drivers = _Drivers(worker)
+        drivers = Drivers(worker)
         drivers._start = lambda services, subject: started.append(subject.name)  # type: ignore[method-assign]
         services = SimpleNamespace(ctx=SimpleNamespace(store=store, job_name="test"))
         drivers.start_all(services)  # type: ignore[arg-type]
