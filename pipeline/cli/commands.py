@@ -46,7 +46,7 @@ from ..views.textsafe import line
 from . import spending
 from .parser import DEFAULT_CONFIG, build_parser
 from .scaffold import scaffold
-from .status import status_data
+from .status import live_workers, status_data, workers_line
 
 log = structlog.get_logger(__name__)
 #: Commands that talk to the API, and so need a key before they do anything.
@@ -150,13 +150,7 @@ def _dispatch(
         _report_run(out, err, job, ran, _retry(job, args))
         return ran.result.exit_code
     if command == "status":
-        with _read_state(job, settings, err if args.json else out) as store:
-            subjects = [] if store is None else summarize(store, job.job.name)
-        if args.json:
-            spending.print_json(out, status_data(job.job.name, subjects))
-        elif store is not None:
-            print_status(out, job.job.name, subjects, retry=_retry(job, args))
-        return EXIT_OK
+        return _status(job, settings, args, out, err)
     if command in ("spend", "plan"):
         look = spending.spend if command == "spend" else spending.plan
         return look(job, settings, out, as_json=args.json)
@@ -169,6 +163,22 @@ def _dispatch(
         out.print(line(f"data:   {json_path}"))
         return EXIT_OK
     return _request(job, settings, out, command, args)
+
+
+def _status(
+    job: JobConfig, settings: Settings, args: argparse.Namespace, out: Console, err: Console
+) -> int:
+    """Where every subject stands (and, with the state in PostgreSQL, which workers run)."""
+    with _read_state(job, settings, err if args.json else out) as store:
+        subjects = [] if store is None else summarize(store, job.job.name)
+        workers = live_workers(store, job.job.name, settings)
+    if args.json:
+        spending.print_json(out, status_data(job.job.name, subjects, workers))
+    elif store is not None:
+        print_status(out, job.job.name, subjects, retry=_retry(job, args))
+        if workers is not None:
+            out.print(line(workers_line(workers, SystemClock().now())))
+    return EXIT_OK
 
 
 def _init(folder: Path, out: Console) -> int:

@@ -10,7 +10,9 @@ when one is removed or changes meaning, never when one is added::
        "outputs": {"prompts_done": 3, "prompts_total": 3, "files": 6},
        "error": null}]}
 
-``spend`` is added to a subject when the summary carries one. Once a subject has settled
+``spend`` is added to a subject when the summary carries one. With the state in PostgreSQL
+(``LORA_STATE_URL``) the document also has ``workers``: the job's workers alive now, each
+``{"host", "pid", "started_at", "seen_at"}`` (seconds since the epoch). Once a subject has settled
 (done, failed, canceled, rejected), ``eta`` is null (nothing is left to wait for) and
 ``progress`` is where its training ended (100 when it finished, 74 for one that failed
 there): history, not progress going on.
@@ -18,9 +20,15 @@ there): history, not progress going on.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import Any
 
+from ..config import Settings
+from ..store.coordination import WorkerRow, workers_alive
+from ..store.postgres import PostgresStore
+from ..store.queries import SqlStore
 from ..views.summary import SubjectSummary
 
 SCHEMA = 1
@@ -51,6 +59,36 @@ def subject_data(subject: SubjectSummary) -> dict[str, Any]:
     return data
 
 
-def status_data(job: str, subjects: Sequence[SubjectSummary]) -> dict[str, Any]:
-    """The whole document: the job's name and every subject, in the store's order."""
-    return {"schema": SCHEMA, "job": job, "subjects": [subject_data(s) for s in subjects]}
+def status_data(
+    job: str, subjects: Sequence[SubjectSummary], workers: Sequence[WorkerRow] | None = None
+) -> dict[str, Any]:
+    """The whole document: the job's name and every subject, in the store's order; the
+    live workers when the state is shared (see the module)."""
+    data: dict[str, Any] = {"schema": SCHEMA, "job": job,
+                            "subjects": [subject_data(s) for s in subjects]}
+    if workers is not None:
+        data["workers"] = [asdict(w) for w in workers]
+    return data
+
+
+def live_workers(store: SqlStore | None, job: str, settings: Settings) -> list[WorkerRow] | None:
+    """The job's workers alive now when its state is in PostgreSQL; None with SQLite."""
+    if not isinstance(store, PostgresStore):
+        return None
+    return workers_alive(store, job, now=time.time(), ttl=settings.lease_seconds)
+
+
+def workers_line(workers: Sequence[WorkerRow], now: float) -> str:
+    """``workers: alpha (pid 4021, up 2 h), beta (pid 77, up 5 min)``."""
+    if not workers:
+        return "workers: none running (start `lora-pipeline watch JOB` on a host)"
+    return "workers: " + ", ".join(
+        f"{w.host} (pid {w.pid}, up {_duration(now - w.started_at)})" for w in workers)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from .postgres import PostgresStore
 
@@ -150,13 +151,23 @@ class Coordination:
         return row is not None
 
 
-def workers_alive(store: PostgresStore, job: str, *, now: float, ttl: float) -> list[str]:
-    """The hosts of the job's workers whose heartbeat is recent, by name."""
+@dataclass(frozen=True)
+class WorkerRow:
+    """A worker of a job whose heartbeat is recent."""
+
+    host: str
+    pid: int
+    started_at: float
+    seen_at: float
+
+
+def workers_alive(store: PostgresStore, job: str, *, now: float, ttl: float) -> list[WorkerRow]:
+    """The job's workers whose heartbeat is recent, by host and process."""
     rows = store._db.execute(
-        "SELECT DISTINCT host FROM workers WHERE job = ? AND seen_at > ? ORDER BY host",
-        (job, now - ttl),
+        "SELECT host, pid, started_at, seen_at FROM workers WHERE job = ? AND seen_at > ?"
+        " ORDER BY host, pid", (job, now - ttl),
     )
-    return [str(r[0]) for r in rows]
+    return [WorkerRow(str(r[0]), int(r[1]), float(r[2]), float(r[3])) for r in rows]
 
 
 class AccountWindow:

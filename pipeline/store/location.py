@@ -106,7 +106,8 @@ def hold_job(job: JobConfig, settings: Settings) -> Iterator[None]:
     except NoStateYet:
         hosts = []
     if hosts:
-        raise LockHeld(f"workers of job {job.job.name!r} are running on {', '.join(hosts)}")
+        where = ", ".join(sorted({w.host for w in hosts}))
+        raise LockHeld(f"workers of job {job.job.name!r} are running on {where}")
     yield
 
 

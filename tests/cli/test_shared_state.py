@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -45,6 +46,17 @@ def test_every_host_sees_the_same_state(
     assert not (tmp_path / "outbox" / "test" / ".lora-pipeline" / "state.db").exists()
     assert cli(other, "spend", str(job), "--json") == EXIT_OK
     assert "alice" in capsys.readouterr().out
+    assert data["workers"] == []  # the pass is over: no worker is alive
+    with PostgresStore(postgres_url) as store:
+        Coordination(store, "test", "alpha:4021:aa", ttl=60.0).join(
+            host="alpha", pid=4021, now=time.time() - 300)  # seen 5 min ago: gone
+        Coordination(store, "test", "beta:77:bb", ttl=60.0).join(
+            host="beta", pid=77, now=time.time())
+    assert cli(other, "status", str(job), "--json") == EXIT_OK
+    [beta] = json.loads(capsys.readouterr().out)["workers"]
+    assert (beta["host"], beta["pid"]) == ("beta", 77)
+    assert cli(other, "status", str(job)) == EXIT_OK
+    assert re.search(r"^workers: beta \(pid 77, up \d+ s\)$", capsys.readouterr().out, re.M)
 
 
 def test_a_request_is_queued_while_a_worker_is_alive_and_done_at_once_when_none_is(
