@@ -26,7 +26,7 @@ from ..api import ApiClient
 from ..api.client import Reachability
 from ..clock import Clock, SystemClock
 from ..config import Settings
-from ..errors import PipelineError, StateConflict
+from ..errors import PipelineError, StateConflict, StateUnreachable
 from ..inputs.inbox import watch_inbox
 from ..inputs.photo_cache import CACHE_FILE, MeasureCache, PhotoCache
 from ..jobfile.loading import JobConfig
@@ -140,9 +140,7 @@ class Runner:
             ))
             try:
                 while not self._stop.is_set():
-                    taken = await self._intake(services, drivers)
-                    if not self._stop.is_set():
-                        drivers.start_all(services)
+                    taken = await self._round(services, drivers)
                     if self._on_round is not None:
                         self._on_round(self.clock.now(), services.ctx.spend.stopped,
                                        services.ctx.api.reachability)
@@ -325,6 +323,19 @@ class Runner:
                          outcome=outcome)
                 drivers.start_all(services)
             await self.clock.sleep(self.settings.poll_interval_min)
+
+    async def _round(self, services: Services, drivers: Drivers) -> IntakeResult:
+        """One round of ``watch``: intake, then start what is to be driven. A step the state
+        database fails (PostgreSQL restarting, a network cut) is logged and the next round
+        tries again: the drivers and their paid calls in flight go on meanwhile."""
+        try:
+            taken = await self._intake(services, drivers)
+            if not self._stop.is_set():
+                drivers.start_all(services)
+        except StateUnreachable as exc:
+            log.warning("round.failed", error=str(exc), hint="the next round tries again")
+            return IntakeResult()
+        return taken
 
     async def _intake(self, services: Services, drivers: Drivers) -> IntakeResult:
         """Intake with its reading off the event loop: a signal stops it (see

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 import structlog
 
 from ..clock import Clock
+from ..errors import StoreError
 from ..store.coordination import Coordination
 from ..store.postgres import PostgresStore
 from ..store.protocol import SubjectRow
@@ -103,10 +104,20 @@ class SharedWorker(SoleWorker):
 
     async def heartbeat(self, on_lost: Callable[[set[int]], None]) -> None:
         """Renew leases and roles every third of their life, until cancelled; tell
-        ``on_lost`` of subjects another worker took meanwhile (this one was too slow)."""
+        ``on_lost`` of subjects another worker took meanwhile (this one was too slow). A
+        renewal the database fails is tried again every tenth of a lease: one error must
+        not let the leases lapse."""
+        ttl = self._coordination.ttl
         while True:
-            await self._clock.sleep(self._coordination.ttl / 3)
-            still = self._coordination.renew(now=self._clock.now())
+            await self._clock.sleep(ttl / 3)
+            while True:
+                try:
+                    still = self._coordination.renew(now=self._clock.now())
+                    break
+                except StoreError as exc:
+                    log.warning("worker.renew_failed", error=str(exc),
+                                hint="tried again; the leases lapse if it keeps failing")
+                    await self._clock.sleep(ttl / 10)
             lost = self._held - still
             self._held &= still
             if lost:

@@ -140,9 +140,14 @@ class _Connection:
     a worker outlives an outage of the database without a restart.
     """
 
-    def __init__(self, connect: Callable[[], psycopg.Connection[Any]], name: str) -> None:
+    def __init__(
+        self, connect: Callable[[], psycopg.Connection[Any]], name: str,
+        secrets: tuple[str, ...],
+    ) -> None:
         self._connect = connect
         self._name = name
+        #: The URL's password, kept out of every message (libpq may quote the URL back).
+        self._secrets = secrets
         #: Transactions open on the connection (``atomic`` blocks): never reconnected inside.
         self.depth = 0
         self.conn = self._opened()
@@ -152,11 +157,24 @@ class _Connection:
 
         try:
             return self._connect()
+        except psycopg.ProgrammingError:  # the URL itself: libpq's text may quote the password
+            raise StoreError(
+                "LORA_STATE_URL cannot be read as a PostgreSQL URL: write it as "
+                "postgresql://user:password@host/dbname, with any %, @, : or / in the "
+                "password percent-encoded (%25, %40, %3A, %2F)"
+            ) from None
         except psycopg.Error as exc:
             raise StateUnreachable(
-                f"the state database {self._name} cannot be reached ({_first_line(exc)}): "
+                f"the state database {self._name} cannot be reached ({self._said(exc)}): "
                 "check LORA_STATE_URL and that the server is up"
             ) from exc
+
+    def _said(self, exc: BaseException) -> str:
+        """The first line of a database error, without the URL's password."""
+        text = _first_line(exc)
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
 
     def ensure(self) -> None:
         """Connect again if the connection was lost, unless a transaction block is open on
@@ -166,16 +184,21 @@ class _Connection:
 
     @contextmanager
     def reached(self) -> Iterator[None]:
+        """Database trouble that a later try may not meet (a lost connection, a deadlock,
+        a statement timeout) as :class:`StateUnreachable`; a bug's error as it is."""
         import psycopg
 
         try:
             yield
         except psycopg.OperationalError as exc:
-            if not (self.conn.broken or self.conn.closed):
-                raise
+            if self.conn.broken or self.conn.closed:
+                raise StateUnreachable(
+                    f"the connection to the state database {self._name} was lost "
+                    f"({self._said(exc)}); it is opened again for the next step"
+                ) from exc
             raise StateUnreachable(
-                f"the connection to the state database {self._name} was lost "
-                f"({_first_line(exc)}); it is opened again for the next step"
+                f"the state database {self._name} could not do a step now ({self._said(exc)}); "
+                "it is tried again"
             ) from exc
 
     def execute(self, sql: str, parameters: Any = (), /) -> Any:
@@ -195,6 +218,26 @@ class _Connection:
 def _first_line(exc: BaseException) -> str:
     """An error's first line (psycopg's messages go on with context and hints)."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+#: A connection whose server or network went silent fails within seconds instead of holding
+#: the worker's event loop (and its heartbeat) for the kernel's 15 minutes: TCP keepalives,
+#: a bound on unacknowledged writes, and on any one statement.
+_LIVENESS: Final[dict[str, Any]] = {
+    "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+    "tcp_user_timeout": 15_000, "options": "-c statement_timeout=15000",
+}
+
+
+def _passwords(url: str) -> tuple[str, ...]:
+    """The URL's password as written and as decoded, to keep out of messages."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        raw = urlsplit(url).netloc.rpartition("@")[0].partition(":")[2]
+    except ValueError:
+        return ()
+    return tuple(p for p in {raw, unquote(raw)} if p)
 
 
 def describe(url: str) -> str:
@@ -234,13 +277,13 @@ class PostgresStore(SqlStore):
 
             conn: psycopg.Connection[Any] = psycopg.connect(
                 url, autocommit=True, row_factory=_row_factory, connect_timeout=10,
-                application_name="lora-pipeline",
+                application_name="lora-pipeline", **_LIVENESS,
             )
             if read_only:
                 conn.execute("SET default_transaction_read_only = on")
             return conn
 
-        self._db = _Connection(connect, self.name)
+        self._db = _Connection(connect, self.name, _passwords(url))
         try:
             self._migrate()
         except BaseException:

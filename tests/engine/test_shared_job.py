@@ -10,12 +10,14 @@ from types import SimpleNamespace
 from typing import Any
 
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 
-from pipeline.clock import SystemClock
+from pipeline.clock import ManualClock, SystemClock
 from pipeline.emulator import EmulatorHandle
 from pipeline.engine.drivers import DRIVEN_STATES, Drivers
 from pipeline.engine.runner import Runner
 from pipeline.engine.work_share import SharedWorker
+from pipeline.errors import StateUnreachable
 from pipeline.jobfile.loading import load_job
 from pipeline.store.coordination import Coordination
 from pipeline.store.postgres import PostgresStore
@@ -117,3 +119,47 @@ async def test_a_round_claims_in_one_transaction_and_starts_only_its_own_subject
         assert claims == [9] and started == ["s006", "s007", "s008"]
         drivers.start_all(services)  # type: ignore[arg-type]
         assert claims == [9, 6] and started == ["s006", "s007", "s008"] * 2
+
+
+async def test_one_failed_renewal_is_tried_again_before_the_leases_lapse(
+    postgres_url: str,
+) -> None:
+    clock = ManualClock()
+    with PostgresStore(postgres_url, owner="me") as store:
+        worker = SharedWorker(store, "test", clock, ttl=60.0)
+        coordination = worker._coordination
+        real, calls = coordination.renew, []
+
+        def flaky(*, now: float) -> set[int]:
+            calls.append(now)
+            if len(calls) == 1:
+                raise StateUnreachable("the connection was lost")
+            return real(now=now)
+
+        coordination.renew = flaky  # type: ignore[method-assign]
+        lost: list[set[int]] = []
+        beating = asyncio.create_task(worker.heartbeat(lost.append))
+        for step in (20.0, 6.0):  # a third of the lease, then a tenth
+            await asyncio.sleep(0)
+            clock.advance(step)
+            for _ in range(5):
+                await asyncio.sleep(0)
+        assert [t - calls[0] for t in calls] == [0.0, 6.0] and not beating.done()
+        beating.cancel()
+        await asyncio.gather(beating, return_exceptions=True)
+    assert lost == []
+
+
+async def test_a_watch_round_the_database_fails_is_logged_and_the_next_goes_on(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    job = load_job(write_job(tmp_path))
+    runner = Runner(job, fast_settings("http://127.0.0.1:1", tmp_path / "state"))
+
+    async def unreachable(*args: Any) -> Any:
+        raise StateUnreachable("the state database could not do a step now")
+
+    monkeypatch.setattr(runner, "_intake", unreachable)
+    with capture_logs() as logs:
+        taken = await runner._round(SimpleNamespace(), Drivers())  # type: ignore[arg-type]
+    assert taken.waiting == [] and [e["event"] for e in logs] == ["round.failed"]

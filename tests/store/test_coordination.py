@@ -267,3 +267,13 @@ def test_a_lost_connection_fails_one_step_and_the_next_connects_again(
         db.execute("UPDATE subjects SET warnings = 'half' WHERE id = ?", (subject,))
     assert (store.subject(subject).error, store.subject(subject).warnings) == (None, None)
     assert exit_code_for_error(StateUnreachable("x")) == EXIT_UNREACHABLE  # cron: try later
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://lora:Hunter%2Secret!@127.0.0.1:1/lora",  # a bare % libpq quotes back
+    "postgresql://lora:Hunter2Secret@127.0.0.1:1/lora",  # nothing listens there
+])
+def test_no_message_about_the_database_shows_its_password(url: str) -> None:
+    with pytest.raises(StoreError) as refused:
+        PostgresStore(url)
+    assert "Secret" not in str(refused.value) and "LORA_STATE_URL" in str(refused.value)
