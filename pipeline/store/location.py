@@ -13,6 +13,11 @@ uploads, trains and generates everything again. ``LORA_STATE_DIR`` moves the fol
 elsewhere. The inbox skips hidden folders and the outbox helpers only touch ``.*.part``
 files, so the state folder is never taken for a subject or for results.
 
+With ``LORA_STATE_URL`` the state is a PostgreSQL database shared by several hosts
+(:mod:`pipeline.store.postgres`) instead: no state file and no job lock (workers lease
+subjects, :mod:`pipeline.store.coordination`), and the photo measures in a cache folder of
+this host's (:func:`photo_cache_dir`).
+
 A state file that is missing or empty beside an outbox that already holds results is
 refused (:class:`~pipeline.errors.StoreError`) rather than started afresh: a new store would
 pay for every subject again and write over those results. Rebuilding the state from the
