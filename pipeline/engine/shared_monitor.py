@@ -15,13 +15,12 @@ import contextlib
 
 import structlog
 
+from ..store.coordination import POLLER
 from ..store.protocol import SubjectRow
 from ..store.states import TRAINING
 from .stages.context import StageContext
 from .stages.monitor import TrainingMonitor
 from .work_share import SharedWorker
-
-POLLER = "poller"
 
 log = structlog.get_logger(__name__)
 
@@ -34,10 +33,6 @@ class SharedMonitor:
         self._worker = worker
         self._inner = TrainingMonitor(ctx)
         self._followed: dict[int, asyncio.Task[SubjectRow]] = {}
-
-    @property
-    def cycles(self) -> int:
-        return self._inner.cycles
 
     async def wait(self, subject: SubjectRow) -> SubjectRow:
         """Return the subject once the poller (whichever worker it is on) settled it."""

@@ -78,14 +78,16 @@ class Services:
         """The services of one pass; a :class:`SharedWorker` (PostgreSQL) gets the job's
         one poller and the account's limits shared with the other workers."""
         settings = ctx.settings
-        monitor: TrainingMonitor | SharedMonitor = TrainingMonitor(ctx)
-        limits = GenerationLimits(
-            txt2img=ImageRateLimiter(settings.images_per_minute, ctx.clock),
-            img2img=ImageRateLimiter(settings.img2img_images_per_minute, ctx.clock),
-        )
+        monitor: TrainingMonitor | SharedMonitor
         if isinstance(worker, SharedWorker) and isinstance(ctx.store, PostgresStore):
             monitor = SharedMonitor(ctx, worker)
             limits = shared_limits(ctx.store, settings, ctx.clock)
+        else:
+            monitor = TrainingMonitor(ctx)
+            limits = GenerationLimits(
+                txt2img=ImageRateLimiter(settings.images_per_minute, ctx.clock),
+                img2img=ImageRateLimiter(settings.img2img_images_per_minute, ctx.clock),
+            )
         return cls(
             ctx=ctx,
             monitor=monitor,

@@ -18,7 +18,7 @@ import structlog
 
 from ..clock import Clock
 from ..errors import StoreError
-from ..store.coordination import Coordination
+from ..store.coordination import INTAKE, Coordination
 from ..store.postgres import PostgresStore
 from ..store.protocol import SubjectRow
 
@@ -29,7 +29,6 @@ class SoleWorker:
     """The only process of its job: every subject and every role is its own."""
 
     shared = False
-    owner: str | None = None
 
     def claim(self, rows: Sequence[SubjectRow], states: Iterable[str]) -> list[SubjectRow]:  # noqa: ARG002
         return list(rows)
@@ -90,7 +89,7 @@ class SharedWorker(SoleWorker):
             return True
         holder = None if subject is None else self._coordination.holder(
             subject.id, now=self._clock.now())
-        return holder is None and "intake" in self._roles
+        return holder is None and INTAKE in self._roles
 
     def take_role(self, role: str) -> bool:
         taken = self._coordination.take_role(role, now=self._clock.now())

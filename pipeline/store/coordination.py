@@ -70,16 +70,15 @@ class Coordination:
         holds (of ``only`` when given); return every subject id it now holds among them."""
         wanted = list(states)
         marks = ",".join("?" * len(wanted))
+        held_query = (f"SELECT l.subject_id FROM leases l JOIN subjects s ON s.id = l.subject_id"
+                      f" WHERE l.owner = ? AND l.expires_at > ? AND s.state IN ({marks})")
+        held_args = (self.owner, now, *wanted)
         with self.store.atomic() as db:
             active = int(db.execute(
                 f"SELECT COUNT(*) FROM subjects WHERE job = ? AND superseded = 0"
                 f" AND state IN ({marks})", (self.job, *wanted),
             ).fetchone()[0])
-            mine = int(db.execute(
-                f"SELECT COUNT(*) FROM leases l JOIN subjects s ON s.id = l.subject_id"
-                f" WHERE l.owner = ? AND l.expires_at > ? AND s.state IN ({marks})",
-                (self.owner, now, *wanted),
-            ).fetchone()[0])
+            mine = len(db.execute(held_query, held_args).fetchall())
             room = math.ceil(active / self.live_workers(now)) - mine
             if room > 0:
                 query = (
@@ -101,12 +100,7 @@ class Coordination:
                         [(subject_id, self.job, self.owner, now + self.ttl, now)
                          for subject_id in free],
                     )
-            held = db.execute(
-                f"SELECT l.subject_id FROM leases l JOIN subjects s ON s.id = l.subject_id"
-                f" WHERE l.owner = ? AND l.expires_at > ? AND s.state IN ({marks})",
-                (self.owner, now, *wanted),
-            )
-            ids = {int(r[0]) for r in held}
+            ids = {int(r[0]) for r in db.execute(held_query, held_args)}
         return sorted(ids if only is None else ids & set(only))
 
     def renew(self, *, now: float) -> set[int]:
@@ -121,15 +115,6 @@ class Coordination:
                 (now + self.ttl, self.owner),
             )
             return {int(r[0]) for r in rows}
-
-    def release(self, subject_ids: Iterable[int]) -> None:
-        ids = list(subject_ids)
-        if ids:
-            with self.store.atomic() as db:
-                db.execute(
-                    f"DELETE FROM leases WHERE owner = ? AND subject_id IN"
-                    f" ({','.join('?' * len(ids))})", (self.owner, *ids),
-                )
 
     def holder(self, subject_id: int, *, now: float) -> str | None:
         """The worker holding a live lease on the subject, if any."""

@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 
@@ -95,6 +95,12 @@ def photo_cache_dir(job: JobConfig, settings: Settings) -> Path:
     return Path(cache) / job.job.name
 
 
+def _database(settings: Settings, **options: Any) -> PostgresStore:
+    """The PostgreSQL state of ``LORA_STATE_URL`` (which the caller checked is set)."""
+    assert settings.state_url is not None
+    return PostgresStore(settings.state_url.get_secret_value(), **options)
+
+
 @contextmanager
 def hold_job(job: JobConfig, settings: Settings) -> Iterator[None]:
     """Keep passes of the job from working beside a person's request acted on at once, or
@@ -105,7 +111,7 @@ def hold_job(job: JobConfig, settings: Settings) -> Iterator[None]:
             yield
         return
     try:
-        with PostgresStore(settings.state_url.get_secret_value(), read_only=True) as store:
+        with _database(settings, read_only=True) as store:
             hosts = workers_alive(store, job.job.name, now=time.time(),
                                   ttl=settings.lease_seconds)
     except NoStateYet:
@@ -153,8 +159,7 @@ def open_store(
     With ``LORA_STATE_URL`` it is the PostgreSQL database several workers share; ``owner``
     names the worker in its leases (see :class:`~pipeline.store.postgres.PostgresStore`)."""
     if settings.state_url is not None:
-        url = settings.state_url.get_secret_value()
-        shared = PostgresStore(url, scrub=scrub, owner=owner)
+        shared = _database(settings, scrub=scrub, owner=owner)
         return _knows_job(shared, job, shared.name)
     path = state_file(job, settings)
     if _fresh(path):
@@ -169,7 +174,7 @@ def open_reader(job: JobConfig, settings: Settings) -> SqlStore | None:
     an older schema (a pass upgrades it)."""
     if settings.state_url is not None:
         try:
-            shared = PostgresStore(settings.state_url.get_secret_value(), read_only=True)
+            shared = _database(settings, read_only=True)
         except NoStateYet:
             _refuse_forgotten_results(job, describe(settings.state_url.get_secret_value()),
                                       "holds no state yet")
@@ -229,7 +234,7 @@ def reader_once_made(job: JobConfig, settings: Settings) -> SqlStore | None:
     and it, not the look, reports a store that cannot be used."""
     try:
         if settings.state_url is not None:
-            return PostgresStore(settings.state_url.get_secret_value(), read_only=True)
+            return _database(settings, read_only=True)
         path = state_file(job, settings)
         if not path.is_file():
             return None

@@ -9,10 +9,11 @@ from pathlib import Path
 from pipeline.api import ApiClient
 from pipeline.clock import ManualClock
 from pipeline.emulator import EmulatorConfig, serve_emulator
-from pipeline.engine.shared_monitor import POLLER, SharedMonitor
+from pipeline.engine.shared_monitor import SharedMonitor
 from pipeline.engine.stages.context import StageContext
 from pipeline.engine.work_share import SharedWorker
 from pipeline.jobfile.loading import load_job
+from pipeline.store.coordination import POLLER
 from pipeline.store.postgres import PostgresStore
 from pipeline.store.states import TRAINED, TRAINING
 from tests.conftest import EMULATOR_KEY, closed_after_test, fast_settings, write_job
