@@ -29,15 +29,22 @@ def _config(tmp_path: Path, base_url: str, url: str, folder: str) -> Path:
     return config
 
 
+def _run_on_host1(tmp_path: Path, base_url: str, url: str, subjects: int,
+                  monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A job of ``subjects`` run to the end by a first host; its job file and config."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    job = write_job(tmp_path, prompts=1, image_num=1)
+    write_subjects(tmp_path / "inbox", subjects, 3)
+    config = _config(tmp_path, base_url, url, "host1")
+    assert cli(config, "run", str(job)) == EXIT_OK
+    return job, config
+
+
 def test_every_host_sees_the_same_state(
     tmp_path: Path, served: EmulatorHandle, postgres_url: str,  # noqa: F811
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    job = write_job(tmp_path, prompts=1, image_num=1)
-    write_subjects(tmp_path / "inbox", 2, 3)
-    first = _config(tmp_path, served.base_url, postgres_url, "host1")
-    assert cli(first, "run", str(job)) == EXIT_OK
+    job, _ = _run_on_host1(tmp_path, served.base_url, postgres_url, 2, monkeypatch)
     capsys.readouterr()
     other = _config(tmp_path, served.base_url, postgres_url, "host2")
     assert cli(other, "status", str(job), "--json") == EXIT_OK
@@ -63,11 +70,7 @@ def test_a_request_is_queued_while_a_worker_is_alive_and_done_at_once_when_none_
     tmp_path: Path, served: EmulatorHandle, postgres_url: str,  # noqa: F811
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    job = write_job(tmp_path, prompts=1, image_num=1)
-    write_subjects(tmp_path / "inbox", 1, 3)
-    config = _config(tmp_path, served.base_url, postgres_url, "host1")
-    assert cli(config, "run", str(job)) == EXIT_OK
+    job, config = _run_on_host1(tmp_path, served.base_url, postgres_url, 1, monkeypatch)
     with PostgresStore(postgres_url) as store:
         alice = store.latest("test", "alice")
         assert alice is not None
